@@ -1,0 +1,229 @@
+"""The output warehouse: SQLite by default, PostgreSQL in production, the same code for both.
+
+Every write replaces one scope (e.g. one campaign's rows for one date) inside one transaction that
+first takes a lock on that scope, deletes it and inserts the new rows. A crash mid-write rolls the
+transaction back, so the previous state stands; two runs of the same scope at once serialise on the
+lock, and the second leaves exactly what the first left. Values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy import event
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+DEFAULT_URL = "sqlite:///.loyalty/warehouse.db"
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine whose transactions are safe for concurrent writers on either dialect."""
+    if url.startswith("sqlite"):
+        database = sa.engine.make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not pysqlite, decide when transactions begin (see SQLAlchemy's
+            # "Serializable isolation / Savepoints / Transactional DDL" recipe), and use WAL so
+            # readers do not block the writer.
+            dbapi_connection.isolation_level = None
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            dbapi_connection.execute("PRAGMA busy_timeout=60000")
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            # A writer's IMMEDIATE takes the write lock at BEGIN, so two writers of one scope run one
+            # after the other instead of failing on lock upgrade; readers begin deferred.
+            writes = conn.get_execution_options().get("loyalty_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def ddl_statements(sql_dir: Path = SQL_DIR) -> list[str]:
+    """The statements of `sql/ddl/*.sql` in file order, comments removed."""
+    statements: list[str] = []
+    for path in sorted((sql_dir / "ddl").glob("*.sql")):
+        text = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf8"))
+        statements.extend(s.strip() for s in text.split(";") if s.strip())
+    return statements
+
+
+class Warehouse:
+    """Typed, atomic access to the output tables."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, sql_dir: Path = SQL_DIR) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sql_dir = sql_dir
+        self._tables: dict[str, sa.Table] = {}
+        self._schema_ready = False
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def ensure_schema(self) -> None:
+        """Apply the DDL (idempotent: every statement is `IF NOT EXISTS`), once per process."""
+        if self._schema_ready:
+            return
+        with self.transaction() as conn:
+            self._lock(conn, "ddl")
+            for statement in ddl_statements(self.sql_dir):
+                conn.execute(sa.text(statement))
+        metadata = sa.MetaData()
+        metadata.reflect(self.engine)
+        self._tables = dict(metadata.tables)
+        self._schema_ready = True
+
+    def table(self, name: str) -> sa.Table:
+        self.ensure_schema()
+        return self._tables[name]
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction (on SQLite it holds the write lock from its start)."""
+        with self.engine.connect().execution_options(loyalty_write=True) as conn, conn.begin():
+            yield conn
+
+    def replace(
+        self,
+        table_name: str,
+        frame: pl.DataFrame,
+        scope: Mapping[str, Any],
+        *,
+        conn: sa.Connection | None = None,
+    ) -> int:
+        """Make `frame` exactly the rows of `table_name` where the `scope` columns equal its values.
+
+        Pass `conn` to make several replaces one transaction (e.g. accruals with their activity log).
+        """
+        if conn is None:
+            with self.transaction() as own:
+                return self.replace(table_name, frame, scope, conn=own)
+        table = self.table(table_name)
+        self._lock(conn, table_name, *(f"{k}={v}" for k, v in sorted(scope.items())))
+        conn.execute(sa.delete(table).where(*(table.c[k] == v for k, v in scope.items())))
+        rows = to_rows(frame.with_columns(*(pl.lit(v).alias(k) for k, v in scope.items())), table)
+        if rows:
+            conn.execute(sa.insert(table), rows)
+        return len(rows)
+
+    def read(
+        self,
+        table_name: str,
+        where: Mapping[str, Any] | None = None,
+        *,
+        before: tuple[str, date] | None = None,
+        conn: sa.Connection | None = None,
+    ) -> pl.DataFrame:
+        """Rows of a table matching equality filters (and `column < value` for `before`), typed."""
+        table = self.table(table_name)
+        query = sa.select(table)
+        for k, v in (where or {}).items():
+            query = query.where(table.c[k].in_(v) if isinstance(v, list | tuple | set) else table.c[k] == v)
+        if before is not None:
+            query = query.where(table.c[before[0]] < before[1])
+        if conn is None:
+            with self.engine.connect() as own:
+                result = own.execute(query).fetchall()
+        else:
+            result = conn.execute(query).fetchall()
+        return from_rows(result, table)
+
+    def count(self, table_name: str, where: Mapping[str, Any] | None = None) -> int:
+        table = self.table(table_name)
+        query = sa.select(sa.func.count()).select_from(table)
+        for k, v in (where or {}).items():
+            query = query.where(table.c[k] == v)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _lock(self, conn: sa.Connection, *parts: str) -> None:
+        """Serialise writers of one scope: a transaction-scoped advisory lock on PostgreSQL.
+
+        SQLite needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
+        """
+        if self.dialect == "postgresql":
+            key = int.from_bytes(hashlib.sha256("|".join(parts).encode()).digest()[:8], "big", signed=True)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _python_type(column: sa.Column) -> pl.DataType:
+    kind = column.type
+    if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Integer | sa.Float):
+        return pl.Decimal(14, kind.scale if kind.scale is not None else 2)
+    if isinstance(kind, sa.BigInteger | sa.Integer):
+        return pl.Int64()
+    if isinstance(kind, sa.Boolean):
+        return pl.Boolean()
+    if isinstance(kind, sa.DateTime):
+        return pl.Datetime("us", "UTC")
+    if isinstance(kind, sa.Date):
+        return pl.Date()
+    return pl.String()
+
+
+def schema_of(table: sa.Table) -> dict[str, pl.DataType]:
+    """The Polars schema matching a warehouse table."""
+    return {c.name: _python_type(c) for c in table.columns}
+
+
+def to_rows(frame: pl.DataFrame, table: sa.Table) -> list[dict[str, Any]]:
+    """Frame → parameter dicts: only the table's columns, UTC timestamps made naive (stored as UTC)."""
+    missing = [c.name for c in table.columns if c.name not in frame.columns and not c.nullable]
+    if missing:
+        raise ValueError(f"warehouse table '{table.name}': frame lacks required columns {missing}")
+    target = schema_of(table)
+    select = []
+    for name, dtype in target.items():
+        if name not in frame.columns:
+            continue
+        expr = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            source = frame.schema[name]
+            if isinstance(source, pl.Datetime) and source.time_zone is not None:
+                expr = expr.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        select.append(expr)
+    rows = frame.select(select).to_dicts()
+    return rows
+
+
+def from_rows(rows: list[Any], table: sa.Table) -> pl.DataFrame:
+    """Fetched rows → frame typed per `schema_of` (SQLite returns loose types; this fixes them).
+
+    Decimals go through their text form, so SQLite's numeric affinity (500.00 stored as 500) and
+    PostgreSQL's `Decimal` both arrive as exact 2-place decimals, never via binary floats.
+    """
+    target = schema_of(table)
+    if not rows:
+        return pl.DataFrame(schema=target)
+    by_column = list(zip(*rows, strict=True))
+    columns = []
+    for (name, dtype), values in zip(target.items(), by_column, strict=True):
+        if isinstance(dtype, pl.Decimal):
+            text = [None if v is None else str(v) for v in values]
+            columns.append(pl.Series(name, text, dtype=pl.String()).cast(dtype))
+        elif isinstance(dtype, pl.Datetime):
+            series = pl.Series(name, values)
+            if series.dtype == pl.String():
+                series = series.str.to_datetime(time_unit="us")
+            columns.append(series.cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
+        elif dtype == pl.Date():
+            series = pl.Series(name, values)
+            columns.append(series.str.to_date() if series.dtype == pl.String() else series.cast(pl.Date()))
+        else:
+            columns.append(pl.Series(name, values).cast(dtype))
+    return pl.DataFrame(columns)

@@ -1,0 +1,13 @@
+-- One row per campaign, customer and occasion (e.g. 'birthday:2025-03-01'). The primary key makes
+-- a second trigger of the same occasion impossible, whichever date's run tries to write it.
+CREATE TABLE IF NOT EXISTS triggered_customers (
+    campaign_id     TEXT        NOT NULL,
+    partition_date  DATE        NOT NULL,
+    customer_id     BIGINT      NOT NULL,
+    occasion        TEXT        NOT NULL,
+    triggered_at    TIMESTAMP   NOT NULL,  -- UTC
+    variant         TEXT,
+    is_control      BOOLEAN     NOT NULL,
+    PRIMARY KEY (campaign_id, customer_id, occasion)
+);
+CREATE INDEX IF NOT EXISTS ix_triggered_customers_partition ON triggered_customers (campaign_id, partition_date);
