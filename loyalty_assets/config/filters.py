@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     PositiveInt,
     Tag,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -88,8 +89,9 @@ class ValueType(StrEnum):
     DYNAMIC = "dynamic"  # attributes and extra customer columns: typed by the value written
 
 
-_ORDERED = frozenset({Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.BETWEEN, Op.IN, Op.NOT_IN,
-                      Op.IS_SET, Op.IS_EMPTY})
+_ORDERED = frozenset(
+    {Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.BETWEEN, Op.IN, Op.NOT_IN, Op.IS_SET, Op.IS_EMPTY}
+)
 OPS_BY_TYPE: dict[ValueType, frozenset[Op]] = {
     ValueType.STRING: frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.IS_SET, Op.IS_EMPTY, Op.CONTAINS}),
     ValueType.INTEGER: _ORDERED,
@@ -148,23 +150,44 @@ FIELDS: dict[str, FieldDef] = _fields(
     FieldDef("labels", _P.LIST, "profile"),
     # purchases: aggregated over checks (and their lines when category/product is given)
     FieldDef("purchase_count", _P.INTEGER, "purchases", _PURCHASE_PARAMS, doc="number of checks"),
-    FieldDef("purchase_total", _P.DECIMAL, "purchases", _PURCHASE_PARAMS,
-             doc="sum of check totals (of matching line amounts with category/product)"),
+    FieldDef(
+        "purchase_total",
+        _P.DECIMAL,
+        "purchases",
+        _PURCHASE_PARAMS,
+        doc="sum of check totals (of matching line amounts with category/product)",
+    ),
     FieldDef("average_check", _P.DECIMAL, "purchases", _PURCHASE_PARAMS),
-    FieldDef("average_items_per_check", _P.NUMBER, "purchases", _PURCHASE_PARAMS,
-             doc="check lines (positions) per check"),
+    FieldDef(
+        "average_items_per_check",
+        _P.NUMBER,
+        "purchases",
+        _PURCHASE_PARAMS,
+        doc="check lines (positions) per check",
+    ),
     FieldDef("first_check_date", _P.DATE, "purchases", _PURCHASE_PARAMS),
     FieldDef("last_check_date", _P.DATE, "purchases", _PURCHASE_PARAMS),
     FieldDef("days_since_first_check", _P.INTEGER, "purchases", _PURCHASE_PARAMS),
     FieldDef("days_since_last_check", _P.INTEGER, "purchases", _PURCHASE_PARAMS),
-    FieldDef("bought", _P.INTEGER, "purchases", _PURCHASE_PARAMS | {"measure"},
-             doc="checks with the product/category; `measure: amount|quantity` sums lines instead"),
+    FieldDef(
+        "bought",
+        _P.INTEGER,
+        "purchases",
+        _PURCHASE_PARAMS | {"measure"},
+        doc="checks with the product/category; `measure: amount|quantity` sums lines instead",
+    ),
     # bonuses
     FieldDef("bonus_balance", _P.DECIMAL, "bonuses", doc="accruals − redemptions − expiries up to D"),
     FieldDef("bonuses_accrued", _P.DECIMAL, "bonuses", frozenset({"window"})),
     FieldDef("bonuses_redeemed", _P.DECIMAL, "bonuses", frozenset({"window"})),
-    FieldDef("bonuses_expiring", _P.DECIMAL, "bonuses", frozenset({"within_days"}),
-             frozenset({"within_days"}), doc="accruals expiring in (D, D+N], not net of redemptions"),
+    FieldDef(
+        "bonuses_expiring",
+        _P.DECIMAL,
+        "bonuses",
+        frozenset({"within_days"}),
+        frozenset({"within_days"}),
+        doc="accruals expiring in (D, D+N], not net of redemptions",
+    ),
     # attributes
     FieldDef("attribute", _P.DYNAMIC, "attributes", frozenset({"name"}), frozenset({"name"})),
     # favourite categories
@@ -172,8 +195,9 @@ FIELDS: dict[str, FieldDef] = _fields(
     FieldDef("favourite_categories", _P.LIST, "favourites", frozenset({"period"})),
     FieldDef("days_since_favourite_choice", _P.INTEGER, "favourites", frozenset({"period"})),
     # communications and site
-    FieldDef("message_events", _P.INTEGER, "communications",
-             frozenset({"event", "channel", "campaign", "window"})),
+    FieldDef(
+        "message_events", _P.INTEGER, "communications", frozenset({"event", "channel", "campaign", "window"})
+    ),
     FieldDef("site_visits", _P.INTEGER, "site_visits", frozenset({"category", "url_contains", "window"})),
     # other segments and sampling
     FieldDef("segment", _P.SEGMENT, "segment"),
@@ -185,8 +209,18 @@ CUSTOMER_PREFIX = "customer."
 
 #: Parameters a condition may carry, in declaration order on `Condition`.
 PARAMS: tuple[str, ...] = (
-    "window", "category", "product", "measure", "within_days", "name", "period",
-    "event", "channel", "campaign", "url_contains", "percent",
+    "window",
+    "category",
+    "product",
+    "measure",
+    "within_days",
+    "name",
+    "period",
+    "event",
+    "channel",
+    "campaign",
+    "url_contains",
+    "percent",
 )
 
 
@@ -352,13 +386,14 @@ class Condition(_Strict):
     @classmethod
     def _known_field(cls, v: str) -> str:
         if v.startswith(CUSTOMER_PREFIX):
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v[len(CUSTOMER_PREFIX):]):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v[len(CUSTOMER_PREFIX) :]):
                 raise ValueError(f"expected customer.<column name>, got {v!r}")
             return v
         if v not in FIELDS:
             known = sorted(FIELDS)
             raise ValueError(
-                f"unknown field {v!r}{_closest(v, known)}; known fields: {', '.join(known)}, customer.<column>"
+                f"unknown field {v!r}{_closest(v, known)}; "
+                f"known fields: {', '.join(known)}, customer.<column>"
             )
         return v
 
@@ -400,7 +435,9 @@ class Condition(_Strict):
         fd = field_def(name)
         if info.field_name not in fd.params:
             takes = ", ".join(sorted(fd.params)) or "none"
-            raise ValueError(f"{info.field_name!r} is not a parameter of field {name!r} (its parameters: {takes})")
+            raise ValueError(
+                f"{info.field_name!r} is not a parameter of field {name!r} (its parameters: {takes})"
+            )
         return v
 
     @field_validator("value")
@@ -511,7 +548,9 @@ AnyOf.model_rebuild()
 Not.model_rebuild()
 
 
-def iter_conditions(f: Filter, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Condition]]:
+def iter_conditions(
+    f: Filter, path: tuple[str | int, ...] = ()
+) -> list[tuple[tuple[str | int, ...], Condition]]:
     """Every condition of a filter tree with its path (e.g. `('all', 1)`), in document order."""
     if isinstance(f, Condition):
         return [(path, f)]
@@ -545,3 +584,11 @@ def definition_error(file: Path | str, error: ValidationError) -> DefinitionErro
         msg = str(p["msg"]).removeprefix("Value error, ")
         lines.append(f"{error_location(p['loc'])}: {msg}")
     return DefinitionError(file, error_location(problems[0]["loc"]), "; ".join(lines))
+
+
+_FILTER_ADAPTER: TypeAdapter[Filter] = TypeAdapter(Filter)
+
+
+def parse_filter(data: Any) -> Filter:
+    """Validate a filter given as plain data (e.g. a campaign's inline `filter:`); raises ValidationError."""
+    return _FILTER_ADAPTER.validate_python(data)

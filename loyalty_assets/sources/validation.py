@@ -55,6 +55,7 @@ def rules_for(
     now: datetime,
     known_customers: pl.Series | None = None,
     known_parents: pl.Series | None = None,
+    parent_keys: pl.DataFrame | None = None,
 ) -> list[Rule]:
     """The rules a table's rows must satisfy, in the order they are reported."""
     rules: list[Rule] = []
@@ -88,6 +89,15 @@ def rules_for(
                 pl.col(schema.customer_column).is_in(known_customers.implode()).not_(),
             )
         )
+    if parent_keys is not None:
+        (column,) = parent_keys.columns
+        rules.append(
+            Rule(
+                f"unknown {column.removesuffix('_id')}",
+                column,
+                pl.col(column).is_in(parent_keys.get_column(column).implode()).not_(),
+            )
+        )
     if known_parents is not None:
         rules.append(
             Rule(
@@ -107,17 +117,24 @@ def validate(
     now: datetime,
     known_customers: pl.Series | None = None,
     visible_keys: pl.DataFrame | None = None,
+    parent_keys: pl.DataFrame | None = None,
 ) -> ValidationResult:
     """Split `raw` into kept (valid and visible at the cutoff), quarantined and not-yet-visible rows.
 
     `visible_keys` (for child tables such as check lines) makes a valid row visible only when its
-    parent's key is among them. A duplicate key keeps the first row in file order and quarantines
+    parent's key is among them; `parent_keys` (all valid parents, visible or not) quarantines rows
+    whose parent does not exist at all. A duplicate key keeps the first row in file order and quarantines
     the others.
     """
     frame = raw.frame
     known_parents = frame.get_column("category_id") if schema.name == "categories" else None
     rules = rules_for(
-        schema, frame.columns, now=now, known_customers=known_customers, known_parents=known_parents
+        schema,
+        frame.columns,
+        now=now,
+        known_customers=known_customers,
+        known_parents=known_parents,
+        parent_keys=parent_keys,
     )
     reason = pl.coalesce(
         [pl.when(r.broken.fill_null(False)).then(pl.lit(f"{r.name}\x1f{r.column or ''}")) for r in rules]

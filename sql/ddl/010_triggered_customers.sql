@@ -5,6 +5,7 @@ CREATE TABLE IF NOT EXISTS triggered_customers (
     partition_date  DATE        NOT NULL,
     customer_id     BIGINT      NOT NULL,
     occasion        TEXT        NOT NULL,
+    event_date      DATE        NOT NULL,  -- the date being celebrated or reminded
     triggered_at    TIMESTAMP   NOT NULL,  -- UTC
     variant         TEXT,
     is_control      BOOLEAN     NOT NULL,

@@ -1,0 +1,157 @@
+"""Loading the catalog folder (`LOYALTY_CAMPAIGNS_DIR`): program settings, campaigns, segments, templates.
+
+Layout::
+
+    program.yaml            time zone, first partition date, daily run time (optional)
+    campaigns/*.yaml        one campaign per file
+    segments/*.yaml         one saved segment per file
+    templates/*             Jinja2 templates the campaigns name
+
+A broken file is reported as a `DefinitionError` naming file, field and expectation, and the rest
+of the catalog still loads: one marketer's typo must not stop every other campaign.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from loyalty_assets.config.campaigns import Campaign, Program, SendEmail, SendText
+from loyalty_assets.config.errors import DefinitionError
+from loyalty_assets.config.filters import referenced_segments
+from loyalty_assets.config.segments import SegmentDefinition, load_segments
+from loyalty_assets.transforms.templates import TemplateError, TemplateRenderer
+
+DEFAULT_CATALOG = Path(__file__).resolve().parents[1] / "catalog"
+
+#: Variables every message template may use; also used to test-render templates at load time.
+SAMPLE_TEMPLATE_VARIABLES: dict[str, Any] = {
+    "customer": {
+        "customer_id": 1,
+        "first_name": "Анна",
+        "email": "anna@example.com",
+        "phone": "+70000000000",
+        "city": "Москва",
+        "gender": "F",
+        "birth_date": date(1990, 1, 1),
+    },
+    "bonus": {
+        "amount": Decimal("500.00"),
+        "expires_at": datetime(2025, 1, 31, 10, 0),
+        "expires_on": date(2025, 1, 31),
+        "legal_entity": "X",
+    },
+    "campaign": {"id": "sample", "name": "Sample"},
+    "occasion": "birthday:2025-01-08",
+    "event_date": date(2025, 1, 8),
+    "send_date": date(2025, 1, 1),
+}
+
+
+@dataclass
+class Catalog:
+    """Everything the pipeline runs, validated."""
+
+    root: Path
+    program: Program
+    campaigns: dict[str, Campaign]
+    segments: dict[str, SegmentDefinition]
+    errors: list[DefinitionError] = field(default_factory=list)
+    campaign_files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    def renderer(self) -> TemplateRenderer:
+        return TemplateRenderer(self.templates_dir)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML file, turning syntax errors into a `DefinitionError` with the line."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "<file>"
+        raise DefinitionError(path, where, f"not valid YAML: {exc}") from exc
+
+
+def load_program(root: Path) -> Program:
+    path = root / "program.yaml"
+    if not path.exists():
+        return Program()
+    try:
+        return Program.model_validate(read_yaml(path) or {})
+    except ValidationError as exc:
+        raise DefinitionError.from_validation(path, exc) from exc
+
+
+def load_campaign(path: Path, renderer: TemplateRenderer, segments: dict[str, SegmentDefinition]) -> Campaign:
+    """One campaign file → `Campaign`, with its templates compiled and its references resolved."""
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise DefinitionError(path, "<root>", "expected a mapping of campaign fields")
+    try:
+        campaign = Campaign.model_validate(data)
+    except ValidationError as exc:
+        raise DefinitionError.from_validation(path, exc) from exc
+    if campaign.id != path.stem:
+        raise DefinitionError(path, "id", f"must equal the file name '{path.stem}', got '{campaign.id}'")
+    if campaign.audience is not None:
+        wanted = set()
+        if campaign.audience.segment:
+            wanted.add(campaign.audience.segment)
+        if campaign.audience.filter is not None:
+            wanted |= referenced_segments(campaign.audience.filter)
+        unknown = sorted(wanted - set(segments))
+        if unknown:
+            raise DefinitionError(
+                path, "audience.segment", f"unknown segment(s) {unknown}; known: {sorted(segments)}"
+            )
+    for index, step in enumerate(campaign.steps):
+        _check_step_templates(path, index, step, renderer)
+    return campaign
+
+
+def _check_step_templates(path: Path, index: int, step: Any, renderer: TemplateRenderer) -> None:
+    checks: list[tuple[str, str | None, str | None]] = []
+    if isinstance(step, SendEmail):
+        checks = [("subject", None, step.subject), ("template", step.template, None)]
+    elif isinstance(step, SendText):
+        checks = [("template", step.template, None)] if step.template else [("text", None, step.text)]
+    for field_name, file_name, source in checks:
+        try:
+            renderer.check(name=file_name, source=source, sample=SAMPLE_TEMPLATE_VARIABLES)
+        except TemplateError as exc:
+            detail = f"template {file_name!r}: " if file_name else ""
+            raise DefinitionError(
+                path, f"steps.{index}.{field_name}", f"{detail}{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def load_catalog(root: Path = DEFAULT_CATALOG) -> Catalog:
+    """Load and validate the whole catalog; invalid files are collected in `Catalog.errors`."""
+    program = load_program(root)
+    segments, errors = load_segments(root / "segments")
+    errors = list(errors)
+    renderer = TemplateRenderer(root / "templates")
+    campaigns: dict[str, Campaign] = {}
+    files: dict[str, Path] = {}
+    for path in sorted((root / "campaigns").glob("*.y*ml")):
+        try:
+            campaign = load_campaign(path, renderer, segments)
+        except DefinitionError as exc:
+            errors.append(exc)
+            continue
+        campaigns[campaign.id] = campaign
+        files[campaign.id] = path
+    return Catalog(
+        root=root, program=program, campaigns=campaigns, segments=segments, errors=errors, campaign_files=files
+    )

@@ -1,0 +1,41 @@
+"""Assemble the code location from the catalog and the environment; no business logic here."""
+
+
+import dagster as dg
+
+from loyalty_assets.config.catalog import load_catalog
+from loyalty_assets.defs.campaigns import build_campaign_assets
+from loyalty_assets.defs.features import build_features_asset
+from loyalty_assets.defs.partitions import daily_partitions
+from loyalty_assets.defs.resources import ParquetIOManager, SourceResource, WarehouseResource
+from loyalty_assets.defs.schedules import daily_job, daily_schedule, sources_job
+from loyalty_assets.defs.segments import build_segment_assets
+from loyalty_assets.defs.sources import build_source_assets
+from loyalty_assets.settings import Settings
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """The Dagster definitions for `settings` (default: from the environment variables)."""
+    settings = settings or Settings.from_env()
+    catalog = load_catalog(settings.campaigns_dir)
+    partitions = daily_partitions(catalog.program)
+    job = daily_job(partitions)
+    return dg.Definitions(
+        assets=[
+            *build_source_assets(catalog.program, partitions),
+            build_features_asset(catalog, partitions),
+            *build_segment_assets(catalog, partitions),
+            *build_campaign_assets(catalog, partitions),
+        ],
+        jobs=[job, sources_job(partitions)],
+        schedules=[daily_schedule(job, catalog.program)],
+        resources={
+            "warehouse": WarehouseResource(url=settings.database_url),
+            "sources": SourceResource(
+                data_dir=str(settings.data_dir), database_url=settings.source_database_url
+            ),
+            "io_manager": ParquetIOManager(base_dir=str(settings.storage_dir)),
+        },
+        # One process for the whole run: orchestration, not compute, dominates a daily run's time.
+        executor=dg.in_process_executor,
+    )

@@ -1,0 +1,73 @@
+"""Dagster resources: the warehouse, the source reader and the Parquet store between assets."""
+
+
+import uuid
+from functools import cached_property
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import sqlalchemy as sa
+
+from loyalty_assets.sources.readers import RawTable, read_file_table, read_sql_table
+from loyalty_assets.warehouse.warehouse import SQL_DIR, Warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The output warehouse at `url` (SQLite file or PostgreSQL)."""
+
+    url: str
+
+    @cached_property
+    def warehouse(self) -> Warehouse:
+        warehouse = Warehouse(self.url)
+        warehouse.ensure_schema()
+        return warehouse
+
+
+class SourceResource(dg.ConfigurableResource):
+    """Where source tables come from: a folder of files, or a database through `sql/sources/*.sql`."""
+
+    data_dir: str
+    database_url: str | None = None
+
+    def read(self, table: str, cutoff: object) -> RawTable:
+        if self.database_url:
+            engine = sa.create_engine(self.database_url)
+            try:
+                return read_sql_table(engine, SQL_DIR, table, {"cutoff": cutoff})
+            finally:
+                engine.dispose()
+        return read_file_table(Path(self.data_dir), table)
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Frames between assets as `<base_dir>/<asset key>/<partition>.parquet` (written atomically).
+
+    Written by hand rather than with dagster-polars, which does not work with Polars 2.x.
+    """
+
+    base_dir: str
+
+    def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
+        key = context.asset_key.path
+        partition = context.asset_partition_key if context.has_asset_partitions else "all"
+        return Path(self.base_dir).joinpath(*key) / f"{partition}.parquet"
+
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | None) -> None:
+        if obj is None:
+            return
+        path = self._path(context)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        obj.write_parquet(tmp)
+        tmp.replace(path)
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        path = self._path(context)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{'/'.join(context.asset_key.path)} has no stored frame for this partition ({path}); "
+                "materialise it first"
+            )
+        return pl.read_parquet(path)

@@ -1,0 +1,552 @@
+"""The shared per-customer features frame: one row per customer, one column per feature.
+
+Every segment and every campaign filter of a day is evaluated against ONE frame computed once per
+run date D. A condition such as `{field: purchase_count, window: {last_days: 30}, category: dairy}`
+maps to a hashable `FeatureSpec` whose column name is deterministic
+(`purchase_count__last_30d__cat_dairy`), so the same condition written in ten segments costs one
+column. Specs are grouped by source table and each table is aggregated in one pass (one `group_by`
+over checks for all purchase windows and categories, one over the bonus ledger, ...); the per-source
+aggregates are joined on `customer_id` and the whole plan is collected once.
+
+Point in time: every source row is filtered on the run's cutoff here again (not only upstream), so a
+`SourceFrames` holding later history still yields the features a run on D would have seen.
+Customer-local days: UTC timestamps become local dates per customer zone (`customers.timezone`, else
+`AsOf.program_tz`) by partitioning the rows by the few distinct zones; windows are in local days.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import polars as pl
+
+from loyalty_assets.config.filters import (
+    CUSTOMER_PREFIX,
+    Condition,
+    Filter,
+    Window,
+    field_def,
+    iter_conditions,
+)
+from loyalty_assets.sources.frames import AsOf, SourceFrames
+from loyalty_assets.sources.schemas import SCHEMAS
+
+#: Money and bonus amounts in the features frame (sums of Decimal(14, 2) widen to 38 digits).
+AMOUNT = pl.Decimal(38, 2)
+#: Summed line quantities.
+QUANTITY_SUM = pl.Decimal(38, 3)
+
+#: Columns every features frame has, whatever the specs.
+PROFILE_COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "gender",
+    "age",
+    "birth_date",
+    "birth_month",
+    "birth_day",
+    "city",
+    "timezone",
+    "registration_date",
+    "days_since_registration",
+    "email_subscribed",
+    "sms_subscribed",
+    "push_subscribed",
+    "email_valid",
+    "has_email",
+    "has_phone",
+    "has_push_token",
+    "labels",
+    # contact details, kept for previews (masked) and for campaigns choosing a recipient
+    "first_name",
+    "email",
+    "phone",
+)
+
+_DAY = "_day"  # customer-local date of an event row
+_TZ = "_tz"  # effective zone of the customer owning a row
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One parameterised feature; equal conditions (across segments and campaigns) give equal specs.
+
+    `field` is the feature family (`purchase_count`, `bonuses_expiring`, `attribute`, `customer`...);
+    the other attributes are its parameters, `None` when not used.
+    """
+
+    field: str
+    window: Window | None = None
+    category: str | None = None
+    product: str | None = None
+    within_days: int | None = None
+    name: str | None = None
+    period: date | None = None
+    event: str | None = None
+    channel: str | None = None
+    campaign: str | None = None
+    url_contains: str | None = None
+
+    @property
+    def source(self) -> str:
+        """The source family computing this feature (one aggregation pass per family)."""
+        if self.field == "customer":
+            return "customer"
+        if self.field == "purchase_quantity":
+            return "purchases"
+        return field_def(self.field).source
+
+    @property
+    def column(self) -> str:
+        """Deterministic column name, e.g. `purchase_count__last_30d__cat_dairy`."""
+        parts = [self.field]
+        if self.name is not None:
+            parts.append(self.name)
+        if self.window is not None:
+            parts.append(self.window.key)
+        if self.category is not None:
+            parts.append(f"cat_{self.category}")
+        if self.product is not None:
+            parts.append(f"prod_{self.product}")
+        if self.within_days is not None:
+            parts.append(f"within_{self.within_days}d")
+        if self.period is not None:
+            parts.append(f"month_{self.period:%Y_%m}")
+        if self.event is not None:
+            parts.append(f"event_{self.event}")
+        if self.channel is not None:
+            parts.append(f"ch_{self.channel}")
+        if self.campaign is not None:
+            parts.append(f"camp_{self.campaign}")
+        if self.url_contains is not None:
+            parts.append(f"url_{self.url_contains}")
+        return "__".join(parts)
+
+
+#: `bought` is the purchase features restricted to a product/category, named by its measure.
+_BOUGHT_MEASURES = {
+    None: "purchase_count",
+    "checks": "purchase_count",
+    "amount": "purchase_total",
+    "quantity": "purchase_quantity",
+}
+
+
+def spec_for(cond: Condition) -> FeatureSpec | None:
+    """The feature a condition reads, or None for profile columns, segment references and sampling."""
+    fd = field_def(cond.field)
+    if fd.source in ("profile", "segment", "sample"):
+        return None
+    if fd.source == "customer":
+        return FeatureSpec("customer", name=cond.field.removeprefix(CUSTOMER_PREFIX))
+    if fd.source == "purchases":
+        name = _BOUGHT_MEASURES[cond.measure] if cond.field == "bought" else cond.field
+        return FeatureSpec(name, window=cond.window, category=cond.category, product=cond.product)
+    if fd.source == "bonuses":
+        return FeatureSpec(cond.field, window=cond.window, within_days=cond.within_days)
+    if fd.source == "attributes":
+        return FeatureSpec("attribute", name=cond.name)
+    if fd.source == "favourites":
+        return FeatureSpec(cond.field, period=cond.period.month if cond.period else None)
+    if fd.source == "communications":
+        return FeatureSpec(
+            cond.field, window=cond.window, event=cond.event, channel=cond.channel, campaign=cond.campaign
+        )
+    if fd.source == "site_visits":
+        return FeatureSpec(
+            cond.field, window=cond.window, category=cond.category, url_contains=cond.url_contains
+        )
+    raise ValueError(f"no feature for field {cond.field!r}")  # pragma: no cover - FIELDS is closed
+
+
+def column_for(cond: Condition) -> str:
+    """The features-frame column a condition compares (profile fields are their own column)."""
+    spec = spec_for(cond)
+    return cond.field if spec is None else spec.column
+
+
+def required_features(filters: Iterable[Filter]) -> list[FeatureSpec]:
+    """The distinct specs all `filters` need, sorted by column name (duplicates collapse)."""
+    specs = {s for f in filters for _, c in iter_conditions(f) if (s := spec_for(c)) is not None}
+    return sorted(specs, key=lambda s: s.column)
+
+
+class _Context:
+    """What every source builder needs: D, the cutoff, customer zones and the category tree."""
+
+    def __init__(self, frames: SourceFrames, as_of: AsOf) -> None:
+        self.frames = frames
+        self.as_of = as_of
+        self.day = as_of.date
+        self.cutoff = as_of.cutoff_literal
+        customers = _with_contract_columns(frames.customers, "customers")
+        zones = customers.get_column("timezone").drop_nulls().unique().to_list()
+        valid = sorted(z for z in zones if _is_zone(z))
+        self.zones = sorted({*valid, as_of.program_tz})
+        tz = pl.col("timezone")
+        self.customers = (
+            customers.lazy()
+            .with_columns(_utc("registered_at", customers.schema))
+            .filter(pl.col("registered_at") < self.cutoff)
+            .with_columns(pl.when(tz.is_in(valid)).then(tz).otherwise(pl.lit(as_of.program_tz)).alias(_TZ))
+        )
+        self.tz_map = self.customers.select("customer_id", _TZ)
+        self._children: dict[str, list[str]] | None = None
+
+    def table(self, name: str, df: pl.DataFrame, ts: str) -> pl.LazyFrame:
+        """A source table as of the cutoff (rows whose `ts` is before it), timestamps in UTC."""
+        stamps = [c for c, t in df.schema.items() if isinstance(t, pl.Datetime)]
+        return df.lazy().with_columns(_utc(c, df.schema) for c in stamps).filter(pl.col(ts) < self.cutoff)
+
+    def localize(self, lf: pl.LazyFrame, columns: Mapping[str, str], *, join: bool = True) -> pl.LazyFrame:
+        """Add customer-local dates of UTC timestamp columns (`{source: target}`).
+
+        Rows are split by zone (a handful), converted with `dt.convert_time_zone` and concatenated:
+        a loop over zones, never over rows. Rows of unknown customers get the program zone.
+        """
+        if join:
+            lf = lf.join(self.tz_map, on="customer_id", how="left").with_columns(
+                pl.col(_TZ).fill_null(self.as_of.program_tz)
+            )
+        parts = [
+            lf.filter(pl.col(_TZ) == zone).with_columns(
+                pl.col(src).dt.convert_time_zone(zone).dt.date().alias(dst) for src, dst in columns.items()
+            )
+            for zone in self.zones
+        ]
+        return pl.concat(parts, how="vertical")
+
+    def descendants(self, category: str) -> list[str]:
+        """`category` and everything under it in `categories` (cycle-safe)."""
+        if self._children is None:
+            children: dict[str, list[str]] = defaultdict(list)
+            for row in self.frames.categories.select("category_id", "parent_id").iter_rows():
+                if row[1] is not None:
+                    children[row[1]].append(row[0])
+            self._children = children
+        seen = {category}
+        todo = [category]
+        while todo:
+            for child in self._children.get(todo.pop(), []):
+                if child not in seen:
+                    seen.add(child)
+                    todo.append(child)
+        return sorted(seen)
+
+    def window_mask(self, window: Window | None, col: str = _DAY) -> pl.Expr:
+        """Rows whose local day lies in the window, capped at D (column-based so it aggregates)."""
+        day = pl.col(col)
+        if window is None:
+            return day <= self.day
+        if window.last_days is not None:
+            return day.is_between(self.day - timedelta(days=window.last_days - 1), self.day)
+        high = min(window.to, self.day) if window.to is not None else self.day
+        mask = day <= high
+        return mask & (day >= window.from_) if window.from_ is not None else mask
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _utc(col: str, schema: Mapping[str, pl.DataType]) -> pl.Expr:
+    """A timestamp column as aware UTC (the contract says zone-less timestamps are UTC)."""
+    dtype = schema[col]
+    expr = pl.col(col)
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        expr = expr.dt.replace_time_zone("UTC")
+    elif isinstance(dtype, pl.Datetime) and dtype.time_zone != "UTC":
+        expr = expr.dt.convert_time_zone("UTC")
+    return expr.alias(col)
+
+
+def _with_contract_columns(df: pl.DataFrame, table: str) -> pl.DataFrame:
+    """Add the contract's optional columns a frame lacks, as typed nulls."""
+    missing = {c: t for c, t in SCHEMAS[table].columns.items() if c not in df.columns}
+    return df.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in missing.items()) if missing else df
+
+
+def _profile(ctx: _Context) -> pl.LazyFrame:
+    """Profile columns: one value per customer, independent of any spec."""
+    d = ctx.day
+    birth = pl.col("birth_date")
+    before_birthday = (birth.dt.month() > d.month) | (
+        (birth.dt.month() == d.month) & (birth.dt.day() > d.day)
+    )
+
+    def present(col: str) -> pl.Expr:
+        return (pl.col(col).is_not_null() & (pl.col(col).str.strip_chars() != "")).alias(f"has_{col}")
+
+    return (
+        ctx.localize(ctx.customers, {"registered_at": "registration_date"}, join=False)
+        .with_columns(
+            (pl.lit(d.year) - birth.dt.year() - before_birthday.cast(pl.Int32)).cast(pl.Int64).alias("age"),
+            birth.dt.month().cast(pl.Int64).alias("birth_month"),
+            birth.dt.day().cast(pl.Int64).alias("birth_day"),
+            (pl.lit(d) - pl.col("registration_date"))
+            .dt.total_days()
+            .cast(pl.Int64)
+            .alias("days_since_registration"),
+            present("email"),
+            present("phone"),
+            present("push_token"),
+        )
+        .select(PROFILE_COLUMNS)
+    )
+
+
+def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+    """All purchase features in one pass: checks (+ per-check line aggregates) grouped by customer."""
+    checks = ctx.localize(
+        ctx.table("checks", ctx.frames.checks, "ts").select("check_id", "customer_id", "ts", "total"),
+        {"ts": _DAY},
+    ).filter(pl.col(_DAY) <= ctx.day)
+
+    # One key per distinct product/category restriction; per check: has it, amount, quantity, lines.
+    keys = sorted({(s.category, s.product) for s in specs if s.category or s.product}, key=str)
+    key_index = {k: i for i, k in enumerate(keys)}
+    needs_lines = bool(keys) or any(s.field == "average_items_per_check" for s in specs)
+    if needs_lines:
+        line_aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("_lines")]
+        for i, (category, product) in enumerate(keys):
+            match = (
+                pl.col("category_id").is_in(ctx.descendants(category))
+                if category is not None
+                else pl.col("product_id") == product
+            )
+            line_aggs += [
+                match.any().alias(f"_has{i}"),
+                match.sum().cast(pl.Int64).alias(f"_n{i}"),
+                pl.col("amount").filter(match).sum().alias(f"_amt{i}"),
+                pl.col("quantity").filter(match).sum().alias(f"_qty{i}"),
+            ]
+        per_check = (
+            ctx.frames.check_items.lazy()
+            .join(checks.select("check_id"), on="check_id", how="semi")
+            .group_by("check_id")
+            .agg(line_aggs)
+        )
+        checks = checks.join(per_check, on="check_id", how="left").with_columns(
+            pl.col("_lines").fill_null(0), *(pl.col(f"_has{i}").fill_null(False) for i in range(len(keys)))
+        )
+
+    aggs: list[pl.Expr] = []
+    post: list[pl.Expr] = []
+    for s in specs:
+        w = ctx.window_mask(s.window)
+        i = key_index.get((s.category, s.product))
+        m = w if i is None else w & pl.col(f"_has{i}")
+        n = m.sum().cast(pl.Int64)
+        n_or_null = pl.when(n > 0).then(n)  # Decimal division by zero raises, by null gives null
+        total = pl.col("total") if i is None else pl.col(f"_amt{i}")
+        lines = pl.col("_lines") if i is None else pl.col(f"_n{i}")
+        col = s.column
+        if s.field == "purchase_count":
+            aggs.append(n.alias(col))
+            post.append(pl.col(col).fill_null(0))
+        elif s.field == "purchase_total":
+            aggs.append(total.filter(m).sum().cast(AMOUNT).alias(col))
+            post.append(pl.col(col).fill_null(pl.lit(Decimal(0), AMOUNT)))
+        elif s.field == "purchase_quantity":
+            aggs.append(pl.col(f"_qty{i}").filter(m).sum().cast(QUANTITY_SUM).alias(col))
+            post.append(pl.col(col).fill_null(pl.lit(Decimal(0), QUANTITY_SUM)))
+        elif s.field == "average_check":
+            aggs.append((total.filter(m).sum().cast(AMOUNT) / n_or_null).cast(AMOUNT).alias(col))
+        elif s.field == "average_items_per_check":
+            aggs.append((lines.filter(m).sum() / n_or_null).cast(pl.Float64).alias(col))
+        elif s.field == "first_check_date":
+            aggs.append(pl.col(_DAY).filter(m).min().alias(col))
+        elif s.field == "last_check_date":
+            aggs.append(pl.col(_DAY).filter(m).max().alias(col))
+        elif s.field == "days_since_first_check":
+            aggs.append(
+                (pl.lit(ctx.day) - pl.col(_DAY).filter(m).min()).dt.total_days().cast(pl.Int64).alias(col)
+            )
+        elif s.field == "days_since_last_check":
+            aggs.append(
+                (pl.lit(ctx.day) - pl.col(_DAY).filter(m).max()).dt.total_days().cast(pl.Int64).alias(col)
+            )
+        else:  # pragma: no cover - spec_for only produces the fields above
+            raise ValueError(f"unknown purchase feature {s.field!r}")
+    return checks.group_by("customer_id").agg(aggs), post
+
+
+_KIND = pl.col("kind")
+
+
+def _bonuses(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+    """Bonus features from the loyalty ledger plus this project's own accruals, in one pass.
+
+    Redemption and expiry amounts count by absolute value, whichever sign the ledger stores them with.
+    `bonuses_expiring` sums accruals whose local expiry day is in (D, D+N]; it is not net of
+    redemptions (the ledger does not say which accrual a redemption consumed).
+    """
+    ledger = ctx.table("bonus_transactions", ctx.frames.bonus_transactions, "ts").select(
+        "customer_id",
+        "ts",
+        "kind",
+        pl.col("amount").cast(AMOUNT),
+        pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
+    )
+    own = ctx.table("own_accruals", ctx.frames.own_accruals, "accrued_at").select(
+        "customer_id",
+        pl.col("accrued_at").alias("ts"),
+        pl.lit("accrual").alias("kind"),
+        pl.col("amount").cast(AMOUNT),
+        pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
+    )
+    rows = ctx.localize(
+        pl.concat([ledger, own], how="vertical"), {"ts": _DAY, "expires_at": "_exp_day"}
+    ).filter(pl.col(_DAY) <= ctx.day)
+    accrual = _KIND == "accrual"
+    amount = pl.col("amount")
+    zero = pl.lit(Decimal(0), AMOUNT)
+    aggs: list[pl.Expr] = []
+    for s in specs:
+        w = ctx.window_mask(s.window)
+        if s.field == "bonus_balance":
+            spent = amount.abs().filter(_KIND.is_in(["redemption", "expiry"])).sum()
+            expr = amount.filter(accrual).sum() - spent
+        elif s.field == "bonuses_accrued":
+            expr = amount.filter(accrual & w).sum()
+        elif s.field == "bonuses_redeemed":
+            expr = amount.abs().filter((_KIND == "redemption") & w).sum()
+        elif s.field == "bonuses_expiring":
+            until = ctx.day + timedelta(days=s.within_days or 0)
+            expr = amount.filter(
+                accrual & (pl.col("_exp_day") > ctx.day) & (pl.col("_exp_day") <= until)
+            ).sum()
+        else:  # pragma: no cover
+            raise ValueError(f"unknown bonus feature {s.field!r}")
+        aggs.append(expr.cast(AMOUNT).alias(s.column))
+    post = [pl.col(s.column).fill_null(zero) for s in specs]
+    return rows.group_by("customer_id").agg(aggs), post
+
+
+def _attributes(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+    """The value of each named attribute valid at D (latest `valid_from` wins), as text.
+
+    Valid at D means `valid_from` before the cutoff and `valid_to` null or at/after it. A JSON string
+    value (`"gold"`) is unquoted; numbers and dates are parsed when a condition compares them.
+    """
+    names = sorted({s.name for s in specs if s.name is not None})
+    value = pl.col("value")
+    quoted = value.str.starts_with('"') & value.str.ends_with('"') & (value.str.len_chars() >= 2)
+    valid = (
+        ctx.table("customer_attributes", ctx.frames.customer_attributes, "valid_from")
+        .filter(pl.col("valid_to").is_null() | (pl.col("valid_to") >= ctx.cutoff))
+        .filter(pl.col("name").is_in(names))
+        .with_columns(pl.when(quoted).then(value.str.slice(1, value.str.len_chars() - 2)).otherwise(value))
+        .sort("valid_from")  # group_by keeps this order inside each group, so `last` is the latest
+    )
+    aggs = [value.filter(pl.col("name") == s.name).last().alias(s.column) for s in specs]
+    return valid.group_by("customer_id").agg(aggs), []
+
+
+def _favourites(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+    """Favourite categories of the period containing D (or the 1st of `period.month`)."""
+    rows = ctx.localize(
+        ctx.table("favourite_categories", ctx.frames.favourite_categories, "chosen_at"), {"chosen_at": _DAY}
+    )
+    aggs: list[pl.Expr] = []
+    post: list[pl.Expr] = []
+    for s in specs:
+        ref = s.period or ctx.day
+        m = (pl.col("period_start") <= ref) & (pl.col("period_end") >= ref)
+        if s.field == "favourite_chosen":
+            aggs.append(m.any().alias(s.column))
+            post.append(pl.col(s.column).fill_null(False))
+        elif s.field == "favourite_categories":
+            aggs.append(pl.col("category_id").filter(m).unique().sort().alias(s.column))
+        elif s.field == "days_since_favourite_choice":
+            aggs.append(
+                (pl.lit(ctx.day) - pl.col(_DAY).filter(m).max())
+                .dt.total_days()
+                .cast(pl.Int64)
+                .alias(s.column)
+            )
+        else:  # pragma: no cover
+            raise ValueError(f"unknown favourite feature {s.field!r}")
+    return rows.group_by("customer_id").agg(aggs), post
+
+
+def _communications(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+    """Counts of message events by event / channel / campaign in a window, in one pass."""
+    rows = ctx.localize(
+        ctx.table("communications", ctx.frames.communications, "event_at"), {"event_at": _DAY}
+    ).filter(pl.col(_DAY) <= ctx.day)
+    aggs = []
+    for s in specs:
+        m = ctx.window_mask(s.window)
+        for col, wanted in (("event", s.event), ("channel", s.channel), ("campaign_id", s.campaign)):
+            if wanted is not None:
+                m = m & (pl.col(col) == wanted).fill_null(False)
+        aggs.append(m.sum().cast(pl.Int64).alias(s.column))
+    return rows.group_by("customer_id").agg(aggs), [pl.col(s.column).fill_null(0) for s in specs]
+
+
+def _site_visits(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+    """Counts of site visits in a window, optionally by category (with descendants) and URL text."""
+    rows = ctx.localize(ctx.table("site_visits", ctx.frames.site_visits, "ts"), {"ts": _DAY}).filter(
+        pl.col(_DAY) <= ctx.day
+    )
+    aggs = []
+    for s in specs:
+        m = ctx.window_mask(s.window)
+        if s.category is not None:
+            m = m & pl.col("category_id").is_in(ctx.descendants(s.category)).fill_null(False)
+        if s.url_contains is not None:
+            m = m & pl.col("url").str.contains(s.url_contains, literal=True).fill_null(False)
+        aggs.append(m.sum().cast(pl.Int64).alias(s.column))
+    return rows.group_by("customer_id").agg(aggs), [pl.col(s.column).fill_null(0) for s in specs]
+
+
+def _customer_columns(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+    """Extra `customers` columns (`customer.<column>`), as text so conditions parse them like attributes."""
+    columns = ctx.frames.customers.columns
+    missing = sorted(s.name for s in specs if s.name not in columns)
+    if missing:
+        raise ValueError(f"customers has no column(s) {', '.join(missing)} (used as customer.<column>)")
+    exprs = [pl.col(s.name).cast(pl.String).alias(s.column) for s in specs if s.name]
+    return ctx.customers.select("customer_id", *exprs), []
+
+
+_BUILDERS = {
+    "purchases": _purchases,
+    "bonuses": _bonuses,
+    "attributes": _attributes,
+    "favourites": _favourites,
+    "communications": _communications,
+    "site_visits": _site_visits,
+    "customer": _customer_columns,
+}
+
+
+def compute_features(frames: SourceFrames, as_of: AsOf, specs: Iterable[FeatureSpec] = ()) -> pl.DataFrame:
+    """The features frame of day D: customers registered before the cutoff, profile + one column per spec.
+
+    Customers with no activity are present with counts and amounts 0 and dates null. The plan is
+    lazy and collected once; sorted by `customer_id`.
+    """
+    ctx = _Context(frames, as_of)
+    by_source: dict[str, list[FeatureSpec]] = defaultdict(list)
+    for spec in sorted(set(specs), key=lambda s: s.column):
+        by_source[spec.source].append(spec)
+    lf = _profile(ctx)
+    post: list[pl.Expr] = []
+    for source, builder in _BUILDERS.items():
+        if by_source.get(source):
+            agg, fills = builder(ctx, by_source[source])
+            lf = lf.join(agg, on="customer_id", how="left")
+            post += fills
+    if post:
+        lf = lf.with_columns(post)
+    return lf.sort("customer_id").collect()

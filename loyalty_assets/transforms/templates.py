@@ -1,0 +1,56 @@
+"""Message templates, rendered only in Jinja2's sandbox.
+
+HTML bodies are autoescaped (a first name like `<b>Ann</b>` arrives as text, not markup);
+subjects, SMS and push texts are plain text, so they are sandboxed but not HTML-escaped (an
+escaped `&amp;` in an SMS would be a bug). Undefined variables are errors, not empty strings: a
+typo in a template fails the campaign's validation instead of sending "Hello ,".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+HTML_SUFFIXES = ("html", "htm", "xml", "html.j2", "htm.j2", "j2.html")
+
+
+class TemplateRenderer:
+    """Compiles each template once and renders messages from plain dicts of variables."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+
+    @cached_property
+    def _files(self) -> SandboxedEnvironment:
+        return SandboxedEnvironment(
+            loader=FileSystemLoader(str(self.templates_dir)),
+            autoescape=select_autoescape(enabled_extensions=HTML_SUFFIXES, default_for_string=False),
+            undefined=StrictUndefined,
+            keep_trailing_newline=False,
+        )
+
+    @cached_property
+    def _text(self) -> SandboxedEnvironment:
+        return SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+
+    def file(self, name: str) -> Template:
+        """A template file under `templates_dir` (HTML-escaped when its name ends in .html/.htm)."""
+        return self._files.get_template(name)
+
+    def text(self, source: str) -> Template:
+        """An inline plain-text template (a subject line, an SMS)."""
+        return self._text.from_string(source)
+
+    def check(self, name: str | None = None, source: str | None = None, sample: Mapping[str, Any] | None = None) -> None:
+        """Compile (and, given sample variables, render) a template; raises `TemplateError`."""
+        template = self.file(name) if name is not None else self.text(source or "")
+        if sample is not None:
+            template.render(**sample)
+
+
+__all__ = ["TemplateError", "TemplateRenderer"]
