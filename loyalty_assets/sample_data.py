@@ -199,7 +199,7 @@ _CATEGORY_TREE: tuple[tuple[str, str, str | None], ...] = (
     ("garden", "Сад и огород", "home"),
 )
 
-#: Leaf categories (the only ones on check lines): (popularity weight, median price in roubles, sold by weight).
+#: Leaf categories, the only ones on check lines: (popularity, median price in roubles, sold by weight).
 _LEAVES: dict[str, tuple[float, int, bool]] = {
     "milk": (10.0, 95, False),
     "cheese": (6.0, 260, False),
@@ -469,7 +469,7 @@ def _make_population(seed: int, n: int, days: int, cal: _Calendar, cat: _Catalog
         (tz_code == _NO_ZONE) | (rng.random(n) < 0.02),
         len(city_names) - 1,
         city_start[np.minimum(tz_code, _NO_ZONE - 1)]
-        + (rng.random(n) * city_count[tz_code]).astype(np.int64),
+        + (rng.random(n) ** 1.8 * city_count[tz_code]).astype(np.int64),  # the zone's first city is biggest
     )
 
     # Registration over the three years before the end, in local daytime.
@@ -514,9 +514,7 @@ def _make_population(seed: int, n: int, days: int, cal: _Calendar, cat: _Catalog
 
     # Shopping habits: preferred categories (pet owners buy for their pet), basket size, frequency.
     pet = rng.choice(4, size=n, p=[0.75, 0.12, 0.10, 0.03])
-    pref = np.minimum(
-        np.searchsorted(cat.leaf_cum, rng.random((n, 3)), side="right"), cat.leaf_cum.size - 1
-    )
+    pref = np.minimum(np.searchsorted(cat.leaf_cum, rng.random((n, 3)), side="right"), cat.leaf_cum.size - 1)
     pref[:, 2] = np.select(
         [pet == 3, pet > 0], [cat.leaf_index("aquarium_fish"), cat.leaf_index("pet_food")], pref[:, 2]
     )
@@ -526,7 +524,7 @@ def _make_population(seed: int, n: int, days: int, cal: _Calendar, cat: _Catalog
     visit_days = np.maximum(end_day - start_day + 1, 0)
     lapsed = rng.random(n) < 0.15  # stopped buying at some point: their last check is in the past
     stop_day = np.where(lapsed, start_day + (rng.random(n) * visit_days).astype(np.int64), end_day)
-    active_days = np.maximum(stop_day - start_day + 1, 0)
+    active_days = np.where(visit_days > 0, stop_day - start_day + 1, 0)
     # ~7.5% never shop; the others shop at least once (most sign up at a till) at a customer rate
     # growing less than linearly with the time they had, since newcomers shop more eagerly.
     buyer = (rng.random(n) >= 0.075) & (active_days > 0)
@@ -548,9 +546,10 @@ def _make_population(seed: int, n: int, days: int, cal: _Calendar, cat: _Catalog
             "gender": _codes(["F", "M", None], gender),
             "first_name": _codes([*names, None], name_code),
             "email": _null_where(
-                "user" + pl.Series(ids).cast(pl.String()) + "@" + _codes(
-                    ["example.com", "example.org", "example.net"], domain
-                ),
+                "user"
+                + pl.Series(ids).cast(pl.String())
+                + "@"
+                + _codes(["example.com", "example.org", "example.net"], domain),
                 ~has_email,
             ),
             "phone": _null_where("+79" + pl.Series(phone_digits).cast(pl.String()).str.zfill(9), ~has_phone),
@@ -736,7 +735,9 @@ def _bonus_chunk(
         np.int64
     )
     promo_ts = cal.to_utc_us(promo_day, _daytime_seconds(rng, promo_cust.size), pop.zone[promo_cust])
-    promo_amt = rng.choice(np.array([100, 200, 300, 500, 1000]), size=promo_cust.size, p=[0.25, 0.25, 0.2, 0.2, 0.1])
+    promo_amt = rng.choice(
+        np.array([100, 200, 300, 500, 1000]), size=promo_cust.size, p=[0.25, 0.25, 0.2, 0.2, 0.1]
+    )
 
     acc_cust = np.concatenate([ck.cust[a], promo_cust])
     acc_amt = np.concatenate([ck.acc[a], promo_amt * 100])
@@ -828,7 +829,9 @@ def _visits_chunk(
     return _conform(frame, SCHEMAS["site_visits"].columns)
 
 
-def _attributes_chunk(seed: int, chunk: int, c0: int, c1: int, pop: _Population, cal: _Calendar) -> pl.DataFrame:
+def _attributes_chunk(
+    seed: int, chunk: int, c0: int, c1: int, pop: _Population, cal: _Calendar
+) -> pl.DataFrame:
     """Versioned attributes: loyalty tier since registration with 0-3 changes, and pet type for some."""
     rng = np.random.default_rng((seed, _S_ATTRIBUTES, chunk))
     nc = c1 - c0
@@ -881,13 +884,17 @@ def _attributes_chunk(seed: int, chunk: int, c0: int, c1: int, pop: _Population,
             "name": _codes(["loyalty_tier", "pet_type"], name[order]),
             "value": _codes([*_TIERS, *_PETS], value_code),
             "valid_from": _ts(valid_from[order]),
-            "valid_to": _null_where(_ts(np.concatenate([t_to, p_to])[order]), np.concatenate([t_open, p_open])[order]),
+            "valid_to": _null_where(
+                _ts(np.concatenate([t_to, p_to])[order]), np.concatenate([t_open, p_open])[order]
+            ),
         }
     )
     return _conform(frame, SCHEMAS["customer_attributes"].columns)
 
 
-def _favourites_chunk(seed: int, chunk: int, c0: int, c1: int, pop: _Population, cal: _Calendar) -> pl.DataFrame:
+def _favourites_chunk(
+    seed: int, chunk: int, c0: int, c1: int, pop: _Population, cal: _Calendar
+) -> pl.DataFrame:
     """Monthly favourite (cashback) categories for the four months up to the end month."""
     rng = np.random.default_rng((seed, _S_FAVOURITES, chunk))
     end_date = _EPOCH + timedelta(days=cal.end_day)
@@ -935,7 +942,8 @@ def _communications_chunk(
     rng = np.random.default_rng((seed, _S_COMMS, chunk))
     camp_days = np.array(_newsletter_days(cal, days), dtype=np.int64)
     camp_ids = pl.Series(
-        [f"camp_newsletter_{(_EPOCH + timedelta(days=int(d))):%Y_%m_%d}" for d in camp_days], dtype=pl.String()
+        [f"camp_newsletter_{(_EPOCH + timedelta(days=int(d))):%Y_%m_%d}" for d in camp_days],
+        dtype=pl.String(),
     )  # one label per campaign (a few dozen), not per row
     nc = c1 - c0
     picked = (rng.random((nc, camp_days.size)) < _NEWSLETTER_REACH) & (
@@ -1047,9 +1055,9 @@ def _bad_rows(
     customers = pop.frame[source_rows].with_columns(
         customer_id=pl.Series(np.arange(BAD_CUSTOMER_ID_BASE + 1, BAD_CUSTOMER_ID_BASE + kc + 1)),
         email=pl.concat_str(
-            pl.lit("user"), pl.Series(np.arange(BAD_CUSTOMER_ID_BASE + 1, BAD_CUSTOMER_ID_BASE + kc + 1)).cast(
-                pl.String()
-            ), pl.lit("@example.com")
+            pl.lit("user"),
+            pl.Series(np.arange(BAD_CUSTOMER_ID_BASE + 1, BAD_CUSTOMER_ID_BASE + kc + 1)).cast(pl.String()),
+            pl.lit("@example.com"),
         ),
         timezone=pl.lit(BAD_TIMEZONE),
         city=pl.lit(None, dtype=pl.String()),
@@ -1069,7 +1077,9 @@ def _bad_rows(
 class _Sink:
     """Streams one table's chunks to `NAME.parquet` (row groups), `NAME/part-NNNN.parquet` or `NAME.csv`."""
 
-    def __init__(self, stage: Path, name: str, fmt: Format, columns: dict[str, pl.DataType], parts: bool) -> None:
+    def __init__(
+        self, stage: Path, name: str, fmt: Format, columns: dict[str, pl.DataType], parts: bool
+    ) -> None:
         self.name, self.fmt, self.columns = name, fmt, columns
         self.parts = parts and fmt == "parquet"
         self.rows = 0
@@ -1228,13 +1238,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("data"), help="output folder (default: data)")
     parser.add_argument("--customers", type=int, default=5000, help="number of customers (default: 5000)")
-    parser.add_argument("--days", type=int, default=400, help="days of history before --end-date (default: 400)")
     parser.add_argument(
-        "--end-date", type=date.fromisoformat, default=date(2025, 6, 30), help="last day of data (default: 2025-06-30)"
+        "--days", type=int, default=400, help="days of history before --end-date (default: 400)"
+    )
+    parser.add_argument(
+        "--end-date",
+        type=date.fromisoformat,
+        default=date(2025, 6, 30),
+        help="last day of data (default: 2025-06-30)",
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet", dest="fmt")
-    parser.add_argument("--no-bad-rows", action="store_true", help="leave out the rows that break contract rules")
+    parser.add_argument(
+        "--no-bad-rows", action="store_true", help="leave out the rows that break contract rules"
+    )
     parser.add_argument(
         "--if-absent", action="store_true", help="do nothing when OUT already holds customers.parquet or .csv"
     )

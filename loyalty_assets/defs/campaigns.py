@@ -20,12 +20,12 @@ from loyalty_assets.config.errors import DefinitionError
 from loyalty_assets.defs.features import FEATURES_KEY
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
-from loyalty_assets.defs.segments import masked_sample, segment_key
+from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
 from loyalty_assets.sources.frames import SourceFrames
 from loyalty_assets.transforms.accruals import build_accruals
 from loyalty_assets.transforms.activity import accrual_activity, entry_activity, message_activity
-from loyalty_assets.transforms.audience import audience_ids
+from loyalty_assets.transforms.audience import audience_ids, masked_sample
 from loyalty_assets.transforms.entry import ENTRANTS_SCHEMA, select_entrants
 from loyalty_assets.transforms.messages import build_messages
 from loyalty_assets.transforms.triggers import fire

@@ -5,29 +5,23 @@ import dagster as dg
 import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
+from loyalty_assets.config.filters import Filter
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
 from loyalty_assets.defs.sources import source_key
-from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA, SourceFrames
+from loyalty_assets.sources.frames import SourceFrames
 from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.transforms.features import compute_features, required_features
+from loyalty_assets.warehouse.history import own_accruals_before
 
 FEATURES_KEY = dg.AssetKey(["customer_features"])
 
 
-def catalog_filters(catalog: Catalog) -> list:
+def catalog_filters(catalog: Catalog) -> list[Filter]:
     """Every filter the catalog uses: saved segments and campaigns' inline audiences."""
     filters = [s.filter for s in catalog.segments.values()]
     filters += [c.audience.filter for c in catalog.campaigns.values() if c.audience and c.audience.filter]
     return filters
-
-
-def own_accruals(warehouse: WarehouseResource, frames_cutoff: object, run_date: object) -> pl.DataFrame:
-    """Bonus accruals this project wrote on earlier dates (they count toward balances at D)."""
-    written = warehouse.warehouse.read("bonus_accruals", before=("partition_date", run_date))
-    return written.filter(pl.col("accrued_at") < pl.lit(frames_cutoff).cast(pl.Datetime("us", "UTC"))).select(
-        list(OWN_ACCRUALS_SCHEMA)
-    )
 
 
 def build_features_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -49,7 +43,7 @@ def build_features_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) 
     ) -> dg.Output[pl.DataFrame]:
         point = as_of(context, catalog.program)
         frames = SourceFrames.from_tables(
-            {**tables, "own_accruals": own_accruals(warehouse, point.cutoff, point.date)}
+            {**tables, "own_accruals": own_accruals_before(warehouse.warehouse, point)}
         )
         features = compute_features(frames, point, specs)
         return dg.Output(

@@ -7,41 +7,16 @@ import dagster as dg
 import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
-from loyalty_assets.config.filters import referenced_segments
-from loyalty_assets.config.segments import SegmentDefinition
 from loyalty_assets.defs.features import FEATURES_KEY
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
-from loyalty_assets.transforms.masking import mask_email, mask_phone
+from loyalty_assets.transforms.audience import closure, masked_sample
 from loyalty_assets.transforms.segments import evaluate_segments
 from loyalty_assets.warehouse.audiences import export_audiences
 
 
 def segment_key(segment_id: str) -> dg.AssetKey:
     return dg.AssetKey(["segment", segment_id, "members"])
-
-
-def closure(segments: dict[str, SegmentDefinition], segment_id: str) -> dict[str, SegmentDefinition]:
-    """The segment and every segment it references, transitively (what evaluating it needs)."""
-    wanted, frontier = {segment_id}, [segment_id]
-    while frontier:
-        for ref in referenced_segments(segments[frontier.pop()].filter):
-            if ref not in wanted:
-                wanted.add(ref)
-                frontier.append(ref)
-    return {sid: segments[sid] for sid in wanted}
-
-
-def masked_sample(customers: pl.DataFrame, features: pl.DataFrame, size: int = 5) -> list[dict[str, object]]:
-    """A few members for the UI with e-mails and phones masked (metadata is not a place for PII)."""
-    return (
-        customers.select("customer_id")
-        .head(size)
-        .join(features.select("customer_id", "first_name", "email", "phone"), on="customer_id", how="left")
-        .with_columns(mask_email(pl.col("email")).alias("email"), mask_phone(pl.col("phone")).alias("phone"))
-        .with_columns(pl.all().cast(pl.String()))
-        .to_dicts()
-    )
 
 
 def build_segment_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import polars as pl
 
 from loyalty_assets.config.campaigns import Campaign
+from loyalty_assets.config.filters import referenced_segments
+from loyalty_assets.config.segments import SegmentDefinition
+from loyalty_assets.transforms.masking import mask_email, mask_phone
 from loyalty_assets.transforms.segments import filter_customers
 
 
@@ -24,3 +27,26 @@ def audience_ids(
         matching = filter_customers(audience.filter, features, sample_salt=campaign.id)
         allowed = allowed.join(matching, on="customer_id", how="semi")
     return allowed.get_column("customer_id")
+
+
+def closure(segments: dict[str, SegmentDefinition], segment_id: str) -> dict[str, SegmentDefinition]:
+    """The segment and every segment it references, transitively (what evaluating it needs)."""
+    wanted, frontier = {segment_id}, [segment_id]
+    while frontier:
+        for ref in referenced_segments(segments[frontier.pop()].filter):
+            if ref not in wanted:
+                wanted.add(ref)
+                frontier.append(ref)
+    return {sid: segments[sid] for sid in wanted}
+
+
+def masked_sample(customers: pl.DataFrame, features: pl.DataFrame, size: int = 5) -> list[dict[str, object]]:
+    """A few customers for the UI with e-mails and phones masked (metadata is no place for PII)."""
+    return (
+        customers.select("customer_id")
+        .head(size)
+        .join(features.select("customer_id", "first_name", "email", "phone"), on="customer_id", how="left")
+        .with_columns(mask_email(pl.col("email")).alias("email"), mask_phone(pl.col("phone")).alias("phone"))
+        .with_columns(pl.all().cast(pl.String()))
+        .to_dicts()
+    )

@@ -116,7 +116,7 @@ def _compare(col: pl.Expr, op: Op, value: Any, vtype: ValueType) -> pl.Expr:
         return col.is_between(_lit(low, vtype), _lit(high, vtype), closed="both")
     if op in (Op.IN, Op.NOT_IN):
         values = [float(v) for v in value] if vtype is ValueType.NUMBER else list(value)
-        inside = col.is_in(pl.Series(values))
+        inside = col.is_in(pl.Series(values).implode())
         return inside if op is Op.IN else ~inside
     if vtype is ValueType.BOOLEAN and isinstance(value, bool) and op in (Op.EQ, Op.NE):
         # `col == lit(True)` is just `col`; written out so nulls stay null (then false)
@@ -152,7 +152,7 @@ def _segment(cond: Condition, members: Members) -> pl.Expr:
             exprs.append(m)
         else:
             values = m if isinstance(m, pl.Series) else pl.Series(sorted(m), dtype=pl.Int64)
-            exprs.append(pl.col("customer_id").is_in(values.cast(pl.Int64)))
+            exprs.append(pl.col("customer_id").is_in(values.cast(pl.Int64).implode()))
     inside = reduce(lambda a, b: a | b, exprs).fill_null(False)
     return inside if cond.op in (Op.EQ, Op.IN) else ~inside
 
