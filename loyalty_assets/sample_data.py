@@ -52,6 +52,10 @@ Conventions a reader of the data needs:
   next version's `valid_from`, the current one's is null.
 - `favourite_categories` covers the four calendar months up to `end_date`'s; the eligible categories mix
   leaves (`coffee_tea`) and inner nodes of the tree (`dairy`), so a reader must roll categories up.
+- `communications` are fortnightly newsletters (`camp_newsletter_YYYY_MM_DD`), each to ~7% of the
+  customers registered by then, on a channel they are subscribed to; events follow the message (sent,
+  then delivered or bounced, opened, clicked). An `unsubscribed` event is the last email of a customer
+  who is no longer `email_subscribed`; nobody still subscribed has one.
 - Check ids `C000000001…` increase with time within each chunk of customers, not across chunks.
 
 Bad rows (`bad_rows=True`, the default): about 0.05% of each kind, at least one of each, every one easy to
@@ -74,7 +78,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -389,6 +393,7 @@ class _Catalog:
 
 
 def _make_catalog(seed: int) -> _Catalog:
+    """Products per leaf (more for popular shelves) with log-normal shelf prices around the leaf's median."""
     rng = np.random.default_rng((seed, _S_CATALOG))
     leaves = list(_LEAVES)
     popularity = np.array([_LEAVES[c][0] for c in leaves])
@@ -434,8 +439,8 @@ class _Population:
     reg_day: np.ndarray
     reg_us: np.ndarray
     zone: np.ndarray  # zone index used for local time (the program zone when the customer has none)
-    has_email: np.ndarray
     email_subscribed: np.ndarray
+    email_unsub_day: np.ndarray  # day a former subscriber opted out, -1 for everyone else
     email_valid: np.ndarray
     sms_subscribed: np.ndarray
     push_subscribed: np.ndarray
@@ -452,6 +457,11 @@ class _Population:
 
 
 def _make_population(seed: int, n: int, days: int, cal: _Calendar, cat: _Catalog) -> _Population:
+    """The customers table and the habits behind every other table, drawn once for all chunks.
+
+    Check frequencies are normalised over the whole base so the total is ~5 checks per customer per
+    400 days whatever the registration and lapse dates, which is why this is not done per chunk.
+    """
     rng = np.random.default_rng((seed, _S_POPULATION))
     end_day = cal.end_day
     end_date = _EPOCH + timedelta(days=end_day)
@@ -503,6 +513,9 @@ def _make_population(seed: int, n: int, days: int, cal: _Calendar, cat: _Catalog
     has_email = rng.random(n) < 0.90
     email_valid = has_email & (rng.random(n) < 0.92)
     email_subscribed = has_email & (rng.random(n) < 0.83)
+    # Some of the unsubscribed were subscribers who opted out from a newsletter on this day (else -1).
+    former = has_email & ~email_subscribed & (rng.random(n) < 0.15)
+    email_unsub_day = np.where(former, end_day - rng.integers(0, max(days, 1), n), -1)
     domain = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
     has_phone = rng.random(n) < 0.85
     phone_digits = rng.integers(0, 1_000_000_000, n)
@@ -574,8 +587,8 @@ def _make_population(seed: int, n: int, days: int, cal: _Calendar, cat: _Catalog
         reg_day=reg_day,
         reg_us=reg_us,
         zone=zone,
-        has_email=has_email,
         email_subscribed=email_subscribed,
+        email_unsub_day=email_unsub_day,
         email_valid=email_valid,
         sms_subscribed=sms_subscribed,
         push_subscribed=push_subscribed,
@@ -636,6 +649,10 @@ class _ChecksChunk:
 def _checks_chunk(
     seed: int, chunk: int, c0: int, c1: int, pop: _Population, cat: _Catalog, cal: _Calendar, first_no: int
 ) -> _ChecksChunk:
+    """Checks and their lines for customers [c0, c1), with ids from `first_no` on.
+
+    Totals are summed from integer cents of the lines, so `total` equals the sum of `amount` exactly.
+    """
     rng = np.random.default_rng((seed, _S_CHECKS, chunk))
     n_checks = np.where(pop.buyer[c0:c1], 1 + rng.poisson(np.maximum(pop.lam[c0:c1] - 1.0, 0.0)), 0)
     cust = np.repeat(np.arange(c0, c1), n_checks)
@@ -787,8 +804,9 @@ def _bonus_chunk(
 
 
 def _visits_chunk(
-    seed: int, chunk: int, c0: int, c1: int, pop: _Population, cat: _Catalog, cal: _Calendar, days: int
+    seed: int, chunk: int, c0: int, c1: int, pop: _Population, cat: _Catalog, cal: _Calendar
 ) -> pl.DataFrame:
+    """Site visits: catalog pages of the customer's favourite shelves mostly, some other pages."""
     rng = np.random.default_rng((seed, _S_VISITS, chunk))
     nc = c1 - c0
     web = rng.random(nc) < 0.55
@@ -952,18 +970,32 @@ def _communications_chunk(
     who, camp = np.nonzero(picked)
     cust = who + c0
     channel = rng.choice(4, size=cust.size, p=[0.75, 0.1, 0.1, 0.05])
+    # Email goes to subscribers, and to former subscribers until the newsletter they opted out from.
+    was_email_subscriber = pop.email_unsub_day[cust] >= camp_days[camp]
     reachable = np.select(
         [channel == 0, channel == 1, channel == 2],
-        [pop.email_subscribed[cust], pop.sms_subscribed[cust], pop.push_subscribed[cust]],
+        [
+            pop.email_subscribed[cust] | was_email_subscriber,
+            pop.sms_subscribed[cust],
+            pop.push_subscribed[cust],
+        ],
         pop.sms_subscribed[cust],
     )
     cust, camp, channel = cust[reachable], camp[reachable], channel[reachable]
     n = cust.size
     sent = cal.to_utc_us(camp_days[camp], 10 * 3600 + rng.integers(0, 3600, n), pop.zone[cust])
+    # The opt-out: the last email a former subscriber received, which therefore cannot bounce.
+    former_mail = (channel == 0) & ~pop.email_subscribed[cust]
+    by_customer = np.lexsort((sent, cust, ~former_mail))
+    last_of_customer = np.ones(n, dtype=bool)
+    last_of_customer[by_customer[:-1]] = (cust[by_customer[1:]] != cust[by_customer[:-1]]) | (
+        former_mail[by_customer[1:]] != former_mail[by_customer[:-1]]
+    )
+    opt_out = former_mail & last_of_customer
     order = np.lexsort((cust, sent))
-    cust, camp, channel, sent = cust[order], camp[order], channel[order], sent[order]
+    cust, camp, channel, sent, opt_out = cust[order], camp[order], channel[order], sent[order], opt_out[order]
 
-    bounced = ((channel == 0) & ~pop.email_valid[cust]) | (rng.random(n) < 0.02)
+    bounced = (((channel == 0) & ~pop.email_valid[cust]) | (rng.random(n) < 0.02)) & ~opt_out
     delivered = ~bounced
     delivered_at = sent + rng.integers(5, 600, n) * _US
     open_p = np.array([0.30, 0.0, 0.15, 0.40])[channel]
@@ -971,7 +1003,7 @@ def _communications_chunk(
     opened_at = delivered_at + (rng.exponential(3 * 3600, n) * _US).astype(np.int64)
     clicked = (opened & (rng.random(n) < 0.2)) | (delivered & (channel == 1) & (rng.random(n) < 0.03))
     clicked_at = np.where(opened, opened_at, delivered_at) + rng.integers(5, 1800, n) * _US
-    unsubscribed = delivered & (channel <= 1) & (rng.random(n) < 0.004)
+    unsubscribed = opt_out
     last_seen = np.where(clicked, clicked_at, np.where(opened, opened_at, delivered_at))
     unsubscribed_at = last_seen + rng.integers(10, 2 * _DAY_S, n) * _US
     bounced_at = sent + rng.integers(1, 300, n) * _US
@@ -1017,7 +1049,7 @@ def _bad_rows(
     number = np.tile(np.arange(1, k + 1), len(kinds))
     check_ids = _codes([f"BAD-{x}-" for x in kinds], kind) + pl.Series(number).cast(pl.String()).str.zfill(6)
     cust = rng.integers(0, n_customers, m)
-    day = cal.end_day - rng.integers(0, days, m)
+    day = np.clip(cal.end_day - rng.integers(0, days, m), pop.reg_day[cust] + 1, cal.end_day)
     ts = cal.to_utc_us(day, _daytime_seconds(rng, m), pop.zone[cust])
     leaf = np.minimum(np.searchsorted(cat.leaf_cum, rng.random(m), side="right"), cat.leaf_cum.size - 1)
     product = cat.prod_start[leaf] + (rng.random(m) * cat.prod_count[leaf]).astype(np.int64)
@@ -1085,7 +1117,7 @@ class _Sink:
         self.rows = 0
         self._n_written = 0
         self._writer: pq.ParquetWriter | None = None
-        self._csv = None
+        self._csv: BinaryIO | None = None
         if self.parts:
             self.path = stage / name
             self.path.mkdir()
@@ -1202,7 +1234,7 @@ def generate(
         comms = _communications_chunk(seed, chunk, c0, c1, pop, cal, days, counters["messages"])
         counters["messages"] += comms["message_id"].n_unique()
         sinks["communications"].write(comms)
-        sinks["site_visits"].write(_visits_chunk(seed, chunk, c0, c1, pop, cat, cal, days))
+        sinks["site_visits"].write(_visits_chunk(seed, chunk, c0, c1, pop, cat, cal))
         sinks["customer_attributes"].write(_attributes_chunk(seed, chunk, c0, c1, pop, cal))
         sinks["favourite_categories"].write(_favourites_chunk(seed, chunk, c0, c1, pop, cal))
         bar.set_postfix_str(f"{sinks['check_items'].rows:,} check lines")
@@ -1221,7 +1253,9 @@ def generate(
     bar.update()
 
     rows = {name: sinks[name].close() for name in TABLES}
-    for name in TABLES:  # customers last: its presence means the set is complete
+    # Old customers first and new customers last: its presence means the set is complete.
+    _remove_table(out_dir, "customers")
+    for name in TABLES:
         _remove_table(out_dir, name)
         sinks[name].path.rename(out_dir / sinks[name].path.name)
     shutil.rmtree(stage)

@@ -10,9 +10,9 @@ from datetime import date
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from segment_fixtures import customers, d, frames, money, ts
 
 from loyalty_assets.config.filters import parse_filter
+from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.transforms.features import (
     AMOUNT,
     PROFILE_COLUMNS,
@@ -21,7 +21,7 @@ from loyalty_assets.transforms.features import (
     compute_features,
     required_features,
 )
-from loyalty_assets.sources.frames import AsOf
+from tests.segment_fixtures import customers, d, frames, money, ts
 
 
 def _specs(*conditions: dict) -> list[FeatureSpec]:
@@ -39,13 +39,21 @@ def test_required_features_collapse_duplicates_and_name_columns_deterministicall
     a = parse_filter(
         {
             "all": [
-                {"field": "purchase_count", "op": "ge", "value": 2, "window": {"last_days": 30}, "category": "dairy"},
+                {
+                    "field": "purchase_count",
+                    "op": "ge",
+                    "value": 2,
+                    "window": {"last_days": 30},
+                    "category": "dairy",
+                },
                 {"field": "bought", "category": "dairy", "window": {"last_days": 30}, "op": "ge", "value": 1},
                 {"field": "gender", "op": "eq", "value": "F"},  # profile: always present, no spec
             ]
         }
     )
-    b = parse_filter({"field": "purchase_count", "op": "gt", "value": 5, "window": {"last_days": 30}, "category": "dairy"})
+    b = parse_filter(
+        {"field": "purchase_count", "op": "gt", "value": 5, "window": {"last_days": 30}, "category": "dairy"}
+    )
     c = parse_filter({"field": "bonuses_expiring", "within_days": 7, "op": "gt", "value": 0})
     specs = required_features([a, b, c])
     assert [s.column for s in specs] == ["bonuses_expiring__within_7d", "purchase_count__last_30d__cat_dairy"]
@@ -55,11 +63,23 @@ def test_required_features_collapse_duplicates_and_name_columns_deterministicall
 def test_column_names_of_every_family():
     specs = _specs(
         {"field": "bought", "product": "milk1", "measure": "amount", "op": "gt", "value": 1},
-        {"field": "purchase_count", "window": {"from": "2025-01-01", "to": "2025-03-31"}, "op": "gt", "value": 1},
+        {
+            "field": "purchase_count",
+            "window": {"from": "2025-01-01", "to": "2025-03-31"},
+            "op": "gt",
+            "value": 1,
+        },
         {"field": "attribute", "name": "loyalty_tier", "op": "eq", "value": "gold"},
         {"field": "favourite_chosen", "period": {"month": "2025-06"}, "op": "eq", "value": True},
-        {"field": "message_events", "event": "opened", "channel": "email", "campaign": "spring",
-         "window": {"last_days": 7}, "op": "ge", "value": 1},
+        {
+            "field": "message_events",
+            "event": "opened",
+            "channel": "email",
+            "campaign": "spring",
+            "window": {"last_days": 7},
+            "op": "ge",
+            "value": 1,
+        },
         {"field": "site_visits", "category": "pets", "url_contains": "/fish", "op": "ge", "value": 1},
         {"field": "customer.card_type", "op": "eq", "value": "plastic"},
     )
@@ -81,11 +101,23 @@ def test_profile_columns_ages_local_registration_and_visibility():
     src = frames(
         customers(
             # birthday today: 35 full years; registered 23:30 Moscow on 2024-06-15 -> exactly 365 days
-            {"customer_id": 1, "birth_date": d("1990-06-15"), "registered_at": ts("2024-06-15T20:30"),
-             "email": "anna@example.com", "phone": " ", "push_token": "tok", "labels": ["vip"]},
+            {
+                "customer_id": 1,
+                "birth_date": d("1990-06-15"),
+                "registered_at": ts("2024-06-15T20:30"),
+                "email": "anna@example.com",
+                "phone": " ",
+                "push_token": "tok",
+                "labels": ["vip"],
+            },
             # birthday tomorrow: still 34; Vladivostok (UTC+10): registered locally on 2024-06-16
-            {"customer_id": 2, "birth_date": d("1990-06-16"), "registered_at": ts("2024-06-15T21:30"),
-             "timezone": "Asia/Vladivostok", "phone": "+79161234512"},
+            {
+                "customer_id": 2,
+                "birth_date": d("1990-06-16"),
+                "registered_at": ts("2024-06-15T21:30"),
+                "timezone": "Asia/Vladivostok",
+                "phone": "+79161234512",
+            },
             # 29 February; registered one minute before the run's cutoff (21:00 UTC) -> visible, 0 days
             {"customer_id": 3, "birth_date": d("2000-02-29"), "registered_at": ts("2025-06-15T20:59")},
             # registered at the cutoff itself -> not a customer yet on D
@@ -118,18 +150,43 @@ def test_profile_columns_ages_local_registration_and_visibility():
 
 PURCHASE_CHECKS = [
     # customer 1 (program zone, Moscow)
-    {"check_id": "c1", "customer_id": 1, "ts": ts("2025-04-10T10:00"), "total": money("300.00"),
-     "items": [("milk1", "milk", 2, "200.00"), ("bread", "bakery", 1, "100.00")]},
-    {"check_id": "c2", "customer_id": 1, "ts": ts("2025-03-20T10:00"), "total": money("150.50"),
-     "items": [("cheddar", "cheese", 1, "150.50")]},
-    {"check_id": "c3", "customer_id": 1, "ts": ts("2025-01-05T10:00"), "total": money("99.99"),
-     "items": [("guppy", "aquarium_fish", 1, "99.99")]},
+    {
+        "check_id": "c1",
+        "customer_id": 1,
+        "ts": ts("2025-04-10T10:00"),
+        "total": money("300.00"),
+        "items": [("milk1", "milk", 2, "200.00"), ("bread", "bakery", 1, "100.00")],
+    },
+    {
+        "check_id": "c2",
+        "customer_id": 1,
+        "ts": ts("2025-03-20T10:00"),
+        "total": money("150.50"),
+        "items": [("cheddar", "cheese", 1, "150.50")],
+    },
+    {
+        "check_id": "c3",
+        "customer_id": 1,
+        "ts": ts("2025-01-05T10:00"),
+        "total": money("99.99"),
+        "items": [("guppy", "aquarium_fish", 1, "99.99")],
+    },
     # after the cutoff of 2025-04-10 (21:00 UTC): invisible to the run
-    {"check_id": "c4", "customer_id": 1, "ts": ts("2025-04-10T21:30"), "total": money("1000.00"),
-     "items": [("milk1", "milk", 1, "1000.00")]},
+    {
+        "check_id": "c4",
+        "customer_id": 1,
+        "ts": ts("2025-04-10T21:30"),
+        "total": money("1000.00"),
+        "items": [("milk1", "milk", 1, "1000.00")],
+    },
     # the same instant, 2025-03-31 22:30 UTC: 31 March in UTC, 1 April in Moscow
-    {"check_id": "c5", "customer_id": 3, "ts": ts("2025-03-31T22:30"), "total": money("50.00"),
-     "items": [("milk2", "milk", 1, "50.00")]},
+    {
+        "check_id": "c5",
+        "customer_id": 3,
+        "ts": ts("2025-03-31T22:30"),
+        "total": money("50.00"),
+        "items": [("milk2", "milk", 1, "50.00")],
+    },
     {"check_id": "c6", "customer_id": 4, "ts": ts("2025-03-31T22:30"), "total": money("50.00")},  # no lines
 ]
 
@@ -154,7 +211,12 @@ def test_purchase_features_windows_categories_and_empty_customers(purchase_frame
         "2025-04-10",
         {"field": "purchase_count", "op": "ge", "value": 0},
         {"field": "purchase_count", "op": "ge", "value": 0, "window": last30},
-        {"field": "purchase_count", "op": "ge", "value": 0, "window": {"from": "2025-03-01", "to": "2025-03-31"}},
+        {
+            "field": "purchase_count",
+            "op": "ge",
+            "value": 0,
+            "window": {"from": "2025-03-01", "to": "2025-03-31"},
+        },
         {"field": "bought", "category": "dairy", "op": "ge", "value": 0},  # milk and cheese are dairy
         {"field": "bought", "category": "food", "op": "ge", "value": 0},  # ... and food
         {"field": "bought", "product": "milk1", "op": "ge", "value": 0},
@@ -217,8 +279,12 @@ def test_purchase_dates_averages_and_time_zones(purchase_frames):
 
 
 def test_point_in_time_earlier_run_ignores_later_checks(purchase_frames):
-    out = _features(purchase_frames, "2025-03-25", {"field": "last_check_date", "op": "is_set"},
-                    {"field": "purchase_count", "op": "ge", "value": 0})
+    out = _features(
+        purchase_frames,
+        "2025-03-25",
+        {"field": "last_check_date", "op": "is_set"},
+        {"field": "purchase_count", "op": "ge", "value": 0},
+    )
     assert out.select("customer_id", "last_check_date", "purchase_count").rows() == [
         (1, d("2025-03-20"), 2),
         (2, None, 0),
@@ -234,25 +300,85 @@ def test_bonus_balance_accrued_redeemed_expiring():
     src = frames(
         customers({"customer_id": 1}, {"customer_id": 2}, {"customer_id": 3}),
         bonus_transactions=[
-            {"txn_id": "t1", "customer_id": 1, "ts": ts("2025-01-10T10:00"), "kind": "accrual",
-             "amount": money("1000.00"), "expires_at": ts("2025-04-15T10:00")},
-            {"txn_id": "t2", "customer_id": 1, "ts": ts("2025-04-01T10:00"), "kind": "accrual",
-             "amount": money("200.00"), "expires_at": ts("2025-07-01T10:00")},
-            {"txn_id": "t3", "customer_id": 1, "ts": ts("2025-03-01T10:00"), "kind": "redemption",
-             "amount": money("300.00")},
-            {"txn_id": "t4", "customer_id": 1, "ts": ts("2025-02-01T10:00"), "kind": "expiry",
-             "amount": money("50.00")},
-            {"txn_id": "t5", "customer_id": 1, "ts": ts("2025-04-11T10:00"), "kind": "accrual",
-             "amount": money("999.00")},  # after D
+            {
+                "txn_id": "t1",
+                "customer_id": 1,
+                "ts": ts("2025-01-10T10:00"),
+                "kind": "accrual",
+                "amount": money("1000.00"),
+                "expires_at": ts("2025-04-15T10:00"),
+            },
+            {
+                "txn_id": "t2",
+                "customer_id": 1,
+                "ts": ts("2025-04-01T10:00"),
+                "kind": "accrual",
+                "amount": money("200.00"),
+                "expires_at": ts("2025-07-01T10:00"),
+            },
+            {
+                "txn_id": "t3",
+                "customer_id": 1,
+                "ts": ts("2025-03-01T10:00"),
+                "kind": "redemption",
+                "amount": money("300.00"),
+            },
+            {
+                "txn_id": "t4",
+                "customer_id": 1,
+                "ts": ts("2025-02-01T10:00"),
+                "kind": "expiry",
+                "amount": money("50.00"),
+            },
+            {
+                "txn_id": "t5",
+                "customer_id": 1,
+                "ts": ts("2025-04-11T10:00"),
+                "kind": "accrual",
+                "amount": money("999.00"),
+            },  # after D
             # customer 3's ledger stores the redemption as a negative amount
-            {"txn_id": "t6", "customer_id": 3, "ts": ts("2025-01-10T10:00"), "kind": "accrual",
-             "amount": money("100.00")},
-            {"txn_id": "t7", "customer_id": 3, "ts": ts("2025-01-11T10:00"), "kind": "redemption",
-             "amount": money("-20.00")},
+            {
+                "txn_id": "t6",
+                "customer_id": 3,
+                "ts": ts("2025-01-10T10:00"),
+                "kind": "accrual",
+                "amount": money("100.00"),
+            },
+            {
+                "txn_id": "t7",
+                "customer_id": 3,
+                "ts": ts("2025-01-11T10:00"),
+                "kind": "redemption",
+                "amount": money("-20.00"),
+            },
+            # customer 2: expiries at the edges of (D, D+7]: on D itself (out), late on D+7 locally (in)
+            {
+                "txn_id": "t8",
+                "customer_id": 2,
+                "ts": ts("2025-01-10T10:00"),
+                "kind": "accrual",
+                "amount": money("70.00"),
+                "expires_at": ts("2025-04-10T12:00"),
+            },
+            {
+                "txn_id": "t9",
+                "customer_id": 2,
+                "ts": ts("2025-01-10T10:00"),
+                "kind": "accrual",
+                "amount": money("30.00"),
+                "expires_at": ts("2025-04-17T20:00"),  # 23:00 on 17 April in Moscow
+            },
         ],
         own_accruals=[
-            {"customer_id": 1, "amount": money("500.00"), "accrued_at": ts("2025-04-05T07:00"),
-             "expires_at": ts("2025-04-20T07:00"), "legal_entity": "X", "campaign_id": "birthday"},
+            {
+                "customer_id": 1,
+                "amount": money("500.00"),
+                "accrued_at": ts("2025-04-05T07:00"),
+                "expires_at": ts("2025-04-20T07:00"),
+                "legal_entity": "X",
+                "campaign_id": "birthday",
+            },
         ],
     )
     out = _features(
@@ -268,16 +394,28 @@ def test_bonus_balance_accrued_redeemed_expiring():
     expected = pl.DataFrame(
         {
             "customer_id": [1, 2, 3],
-            "bonus_balance": [money("1350.00"), money("0"), money("80.00")],  # 1000+200+500-300-50
-            "bonuses_accrued": [money("1700.00"), money("0"), money("100.00")],
+            # 1: 1000+200+500-300-50; 2: the ledger does not record the expiry of t8 (yet)
+            "bonus_balance": [money("1350.00"), money("100.00"), money("80.00")],
+            "bonuses_accrued": [money("1700.00"), money("100.00"), money("100.00")],
             "bonuses_accrued__last_30d": [money("700.00"), money("0"), money("0")],  # 200 + own 500
             "bonuses_redeemed": [money("300.00"), money("0"), money("20.00")],
-            "bonuses_expiring__within_7d": [money("1000.00"), money("0"), money("0")],  # 15 April
-            "bonuses_expiring__within_10d": [money("1500.00"), money("0"), money("0")],  # + 20 April
+            "bonuses_expiring__within_7d": [money("1000.00"), money("30.00"), money("0")],  # 15 April
+            "bonuses_expiring__within_10d": [money("1500.00"), money("30.00"), money("0")],  # + 20 April
         },
-        schema={"customer_id": pl.Int64, **dict.fromkeys(
-            ["bonus_balance", "bonuses_accrued", "bonuses_accrued__last_30d", "bonuses_redeemed",
-             "bonuses_expiring__within_7d", "bonuses_expiring__within_10d"], AMOUNT)},
+        schema={
+            "customer_id": pl.Int64,
+            **dict.fromkeys(
+                [
+                    "bonus_balance",
+                    "bonuses_accrued",
+                    "bonuses_accrued__last_30d",
+                    "bonuses_redeemed",
+                    "bonuses_expiring__within_7d",
+                    "bonuses_expiring__within_10d",
+                ],
+                AMOUNT,
+            ),
+        },
     )
     assert_frame_equal(out.select(expected.columns), expected)
 
@@ -289,15 +427,43 @@ def test_attribute_value_valid_at_the_run_date():
     src = frames(
         customers({"customer_id": 1}, {"customer_id": 2}, {"customer_id": 3}, {"customer_id": 4}),
         customer_attributes=[
-            {"customer_id": 1, "name": "loyalty_tier", "value": "silver",
-             "valid_from": ts("2025-01-01T00:00"), "valid_to": ts("2025-03-01T00:00")},
+            {
+                "customer_id": 1,
+                "name": "loyalty_tier",
+                "value": "silver",
+                "valid_from": ts("2025-01-01T00:00"),
+                "valid_to": ts("2025-03-01T00:00"),
+            },
             {"customer_id": 1, "name": "loyalty_tier", "value": "gold", "valid_from": ts("2025-03-01T00:00")},
             {"customer_id": 1, "name": "kids", "value": "2", "valid_from": ts("2024-01-01T00:00")},
-            {"customer_id": 2, "name": "loyalty_tier", "value": '"platinum"', "valid_from": ts("2025-01-01T00:00")},
-            {"customer_id": 2, "name": "loyalty_tier", "value": "bronze", "valid_from": ts("2025-05-01T00:00")},
+            {
+                "customer_id": 2,
+                "name": "loyalty_tier",
+                "value": '"platinum"',
+                "valid_from": ts("2025-01-01T00:00"),
+            },
+            {
+                "customer_id": 2,
+                "name": "loyalty_tier",
+                "value": "bronze",
+                "valid_from": ts("2025-05-01T00:00"),
+            },
             # ended before the cutoff (2025-04-10 21:00 UTC)
-            {"customer_id": 3, "name": "loyalty_tier", "value": "gold",
-             "valid_from": ts("2025-01-01T00:00"), "valid_to": ts("2025-04-10T20:00")},
+            {
+                "customer_id": 3,
+                "name": "loyalty_tier",
+                "value": "gold",
+                "valid_from": ts("2025-01-01T00:00"),
+                "valid_to": ts("2025-04-10T20:00"),
+            },
+            # ends exactly at the cutoff: still valid on D
+            {
+                "customer_id": 4,
+                "name": "loyalty_tier",
+                "value": "silver",
+                "valid_from": ts("2025-01-01T00:00"),
+                "valid_to": ts("2025-04-10T21:00"),
+            },
         ],
     )
     specs = [{"field": "attribute", "name": n, "op": "is_set"} for n in ("loyalty_tier", "kids")]
@@ -306,10 +472,10 @@ def test_attribute_value_valid_at_the_run_date():
         (1, "gold", "2"),
         (2, "platinum", None),
         (3, None, None),
-        (4, None, None),
+        (4, "silver", None),
     ]
     before = _features(src, "2025-02-15", *specs)
-    assert before.get_column("attribute__loyalty_tier").to_list() == ["silver", "platinum", "gold", None]
+    assert before.get_column("attribute__loyalty_tier").to_list() == ["silver", "platinum", "gold", "silver"]
 
 
 # ------------------------------------------------------------------------------------------ favourites
@@ -325,7 +491,12 @@ def test_favourite_categories_of_the_period_containing_d():
             {"customer_id": 1, **june, "category_id": "dairy", "chosen_at": ts("2025-06-03T21:30")},
             {"customer_id": 1, **june, "category_id": "bakery", "chosen_at": ts("2025-06-02T10:00")},
             {"customer_id": 2, **may, "category_id": "pets", "chosen_at": ts("2025-05-02T10:00")},
-            {"customer_id": 3, **june, "category_id": "dairy", "chosen_at": ts("2025-06-27T10:00")},  # after D
+            {
+                "customer_id": 3,
+                **june,
+                "category_id": "dairy",
+                "chosen_at": ts("2025-06-27T10:00"),
+            },  # after D
         ],
     )
     out = _features(
@@ -356,18 +527,50 @@ def test_message_events_and_site_visits_counts():
     src = frames(
         customers({"customer_id": 1}, {"customer_id": 2}),
         communications=[
-            {"message_id": "m1", "customer_id": 1, "campaign_id": "spring", "channel": "email",
-             "sent_at": ts("2025-04-01T08:00"), "event": "opened", "event_at": ts("2025-04-01T09:00")},
-            {"message_id": "m2", "customer_id": 1, "campaign_id": "winter", "channel": "email",
-             "sent_at": ts("2025-02-01T08:00"), "event": "opened", "event_at": ts("2025-02-01T09:00")},
-            {"message_id": "m3", "customer_id": 1, "campaign_id": None, "channel": "sms",
-             "sent_at": ts("2025-04-05T08:00"), "event": "delivered", "event_at": ts("2025-04-05T08:01")},
-            {"message_id": "m4", "customer_id": 1, "campaign_id": "spring", "channel": "email",
-             "sent_at": ts("2025-04-01T08:00"), "event": "clicked", "event_at": ts("2025-04-11T09:00")},  # after D
+            {
+                "message_id": "m1",
+                "customer_id": 1,
+                "campaign_id": "spring",
+                "channel": "email",
+                "sent_at": ts("2025-04-01T08:00"),
+                "event": "opened",
+                "event_at": ts("2025-04-01T09:00"),
+            },
+            {
+                "message_id": "m2",
+                "customer_id": 1,
+                "campaign_id": "winter",
+                "channel": "email",
+                "sent_at": ts("2025-02-01T08:00"),
+                "event": "opened",
+                "event_at": ts("2025-02-01T09:00"),
+            },
+            {
+                "message_id": "m3",
+                "customer_id": 1,
+                "campaign_id": None,
+                "channel": "sms",
+                "sent_at": ts("2025-04-05T08:00"),
+                "event": "delivered",
+                "event_at": ts("2025-04-05T08:01"),
+            },
+            {
+                "message_id": "m4",
+                "customer_id": 1,
+                "campaign_id": "spring",
+                "channel": "email",
+                "sent_at": ts("2025-04-01T08:00"),
+                "event": "clicked",
+                "event_at": ts("2025-04-11T09:00"),
+            },  # after D
         ],
         site_visits=[
-            {"customer_id": 1, "ts": ts("2025-04-09T12:00"), "url": "/catalog/fish/guppy",
-             "category_id": "aquarium_fish"},
+            {
+                "customer_id": 1,
+                "ts": ts("2025-04-09T12:00"),
+                "url": "/catalog/fish/guppy",
+                "category_id": "aquarium_fish",
+            },
             {"customer_id": 1, "ts": ts("2025-03-01T12:00"), "url": "/catalog/dairy", "category_id": "milk"},
             {"customer_id": 2, "ts": ts("2025-04-09T12:00"), "url": None, "category_id": None},
         ],
@@ -377,8 +580,14 @@ def test_message_events_and_site_visits_counts():
         "2025-04-10",
         {"field": "message_events", "event": "opened", "op": "ge", "value": 1},
         {"field": "message_events", "event": "opened", "window": {"last_days": 30}, "op": "ge", "value": 1},
-        {"field": "message_events", "event": "opened", "channel": "email", "campaign": "spring", "op": "ge",
-         "value": 1},
+        {
+            "field": "message_events",
+            "event": "opened",
+            "channel": "email",
+            "campaign": "spring",
+            "op": "ge",
+            "value": 1,
+        },
         {"field": "message_events", "channel": "sms", "op": "ge", "value": 1},
         {"field": "message_events", "event": "clicked", "op": "ge", "value": 1},
         {"field": "site_visits", "op": "ge", "value": 1},
@@ -409,8 +618,12 @@ def test_extra_customer_columns_as_text_and_missing_column_error():
             card_type=pl.Series(["plastic", None]), children=pl.Series([2, None])
         )
     )
-    out = _features(src, "2025-04-10", {"field": "customer.card_type", "op": "is_set"},
-                    {"field": "customer.children", "op": "gt", "value": 1})
+    out = _features(
+        src,
+        "2025-04-10",
+        {"field": "customer.card_type", "op": "is_set"},
+        {"field": "customer.children", "op": "gt", "value": 1},
+    )
     assert out.select("customer__card_type", "customer__children").rows() == [("plastic", "2"), (None, None)]
     with pytest.raises(ValueError, match="no column"):
         _features(src, "2025-04-10", {"field": "customer.nope", "op": "is_set"})
@@ -421,3 +634,57 @@ def test_no_customers_gives_an_empty_typed_frame():
     assert out.height == 0
     assert out.schema["purchase_count"] == pl.Int64
     assert date(2025, 4, 10)  # the run date itself needs no data
+
+
+def test_last_days_window_edges():
+    """`last_days: 30` on 10 April is 12 March .. 10 April, in local days."""
+    src = frames(
+        customers({"customer_id": 1}),
+        checks=[
+            {
+                "check_id": "out",
+                "customer_id": 1,
+                "ts": ts("2025-03-11T20:59"),
+                "total": money("1.00"),
+            },  # 23:59 11 Mar
+            {
+                "check_id": "in1",
+                "customer_id": 1,
+                "ts": ts("2025-03-11T21:00"),
+                "total": money("2.00"),
+            },  # 00:00 12 Mar
+            {
+                "check_id": "in2",
+                "customer_id": 1,
+                "ts": ts("2025-04-10T20:59"),
+                "total": money("4.00"),
+            },  # 23:59 10 Apr
+        ],
+    )
+    out = _features(
+        src,
+        "2025-04-10",
+        {"field": "purchase_total", "window": {"last_days": 30}, "op": "gt", "value": 0},
+        {"field": "purchase_total", "window": {"last_days": 1}, "op": "gt", "value": 0},
+        {
+            "field": "purchase_total",
+            "window": {"from": "2025-03-11", "to": "2025-03-11"},
+            "op": "gt",
+            "value": 0,
+        },
+        {
+            "field": "purchase_total",
+            "window": {"from": "2025-04-01", "to": "2025-12-31"},
+            "op": "gt",
+            "value": 0,
+        },
+    )
+    assert [
+        out.item(0, c)
+        for c in (
+            "purchase_total__last_30d",
+            "purchase_total__last_1d",
+            "purchase_total__from_2025_03_11_to_2025_03_11",
+            "purchase_total__from_2025_04_01_to_2025_12_31",
+        )
+    ] == [money("6.00"), money("4.00"), money("1.00"), money("4.00")]

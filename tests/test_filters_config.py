@@ -28,7 +28,7 @@ def write(folder: Path, stem: str, body: str) -> Path:
 
 
 def only_error(folder: Path) -> DefinitionError:
-    segments, errors = load_segments(folder)
+    _, errors = load_segments(folder)
     assert len(errors) == 1, errors
     return errors[0]
 
@@ -104,8 +104,12 @@ def test_full_language_parses(tmp_path):
         ("{field: age, op: between, value: [1, 2, 3]}", "filter.value", "exactly 2 values"),
         ("{field: age, op: between, value: 5}", "filter.value", "exactly 2 values"),
         ("{field: age, op: between, value: [9, 1]}", "filter.value", "above high"),
-        ("{all: [{field: gender, op: eq, value: F}, {field: last_check_date, op: between, "
-         "value: [2025-01-01, 2025-13-01]}]}", "filter.all.1.value", "expected a date"),
+        (
+            "{all: [{field: gender, op: eq, value: F}, {field: last_check_date, op: between, "
+            "value: [2025-01-01, 2025-13-01]}]}",
+            "filter.all.1.value",
+            "expected a date",
+        ),
         ("{field: registration_date, op: lt, value: yesterday}", "filter.value", "expected a date"),
         ("{field: age, op: ge, value: 1.5}", "filter.value", "whole number"),
         ("{field: purchase_total, op: gt, value: lots}", "filter.value", "amount"),
@@ -117,19 +121,36 @@ def test_full_language_parses(tmp_path):
         ("{field: attribute, name: tier, op: gt, value: gold}", "filter.value", "number or a date"),
         ("{field: attribute, name: tier, op: contains, value: 3}", "filter.value", "text value"),
         # parameters
-        ("{field: age, op: gt, value: 3, window: {last_days: 30}}", "filter.window", "not a parameter of field 'age'"),
-        ("{field: purchase_count, op: gt, value: 3, window: {last_days: 0}}", "filter.window.last_days",
-         "greater than 0"),
-        ("{field: purchase_count, op: gt, value: 3, window: {from: 2025-02-30}}", "filter.window.from",
-         "date"),
-        ("{field: purchase_count, op: gt, value: 3, window: {from: 2025-03-01, to: 2025-02-01}}",
-         "filter.window", "after to"),
+        (
+            "{field: age, op: gt, value: 3, window: {last_days: 30}}",
+            "filter.window",
+            "not a parameter of field 'age'",
+        ),
+        (
+            "{field: purchase_count, op: gt, value: 3, window: {last_days: 0}}",
+            "filter.window.last_days",
+            "greater than 0",
+        ),
+        (
+            "{field: purchase_count, op: gt, value: 3, window: {from: 2025-02-30}}",
+            "filter.window.from",
+            "date",
+        ),
+        (
+            "{field: purchase_count, op: gt, value: 3, window: {from: 2025-03-01, to: 2025-02-01}}",
+            "filter.window",
+            "after to",
+        ),
         ("{field: bonuses_expiring, op: gt, value: 0}", "filter", "within_days"),
         ("{field: bought, op: ge, value: 1}", "filter", "category"),
         ("{field: attribute, op: eq, value: gold}", "filter", "name"),
         ("{field: random_sample, op: eq, percent: 10}", "filter.op", "no operator"),
         ("{field: random_sample, percent: 120}", "filter.percent", "less than or equal to 100"),
-        ("{field: favourite_chosen, op: eq, value: true, period: {month: June}}", "filter.period.month", "YYYY-MM"),
+        (
+            "{field: favourite_chosen, op: eq, value: true, period: {month: June}}",
+            "filter.period.month",
+            "YYYY-MM",
+        ),
         ("{field: message_events, event: read, op: ge, value: 1}", "filter.event", "Input should be"),
         ("{field: gender, op: eq, value: F, colour: red}", "filter.colour", "Extra inputs"),
         ("{not: [{field: gender, op: eq, value: F}]}", "filter.not", "valid dictionary"),
@@ -211,12 +232,20 @@ def test_reference_to_a_broken_file(tmp_path):
     write(tmp_path, "user", "name: U\nfilter: {field: segment, op: eq, value: broken}\n")
     segments, errors = load_segments(tmp_path)
     assert segments == {}
-    assert sorted((Path(e.file).stem, e.field) for e in errors) == [("broken", "filter.field"), ("user", "filter.value")]
+    assert sorted((Path(e.file).stem, e.field) for e in errors) == [
+        ("broken", "filter.field"),
+        ("user", "filter.value"),
+    ]
 
 
 def test_parse_filter_aliases_and_references():
     f = parse_filter(
-        {"any": [{"field": "segment", "op": "=", "value": "vip"}, {"field": "segment", "op": "in", "value": ["a", "b"]}]}
+        {
+            "any": [
+                {"field": "segment", "op": "=", "value": "vip"},
+                {"field": "segment", "op": "in", "value": ["a", "b"]},
+            ]
+        }
     )
     assert referenced_segments(f) == {"vip", "a", "b"}
     with pytest.raises(ValidationError):

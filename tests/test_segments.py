@@ -12,7 +12,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from segment_fixtures import customers, d, frames, money, ts
 
 from loyalty_assets.config.filters import parse_filter
 from loyalty_assets.config.segments import SegmentDefinition, load_segments
@@ -27,6 +26,7 @@ from loyalty_assets.transforms.segments import (
     preview_segment,
     sample_bucket,
 )
+from tests.segment_fixtures import customers, d, frames, money, ts
 
 CATALOG = Path(__file__).resolve().parents[1] / "loyalty_assets" / "catalog" / "segments"
 
@@ -40,7 +40,13 @@ FEATURES = pl.DataFrame(
         "email_subscribed": [True, False, None, True, False],
         "labels": [["vip", "promo"], [], None, ["promo"], ["vip"]],
         "registration_date": [d("2024-01-01"), d("2024-06-30"), d("2024-07-01"), d("2025-01-01"), None],
-        "purchase_total": [money("100.50"), money("1000.00"), money("0.00"), money("999.99"), money("1000.01")],
+        "purchase_total": [
+            money("100.50"),
+            money("1000.00"),
+            money("0.00"),
+            money("999.99"),
+            money("1000.01"),
+        ],
         "average_items_per_check": [1.5, 3.0, None, 2.0, 0.5],
         "attribute__tier": ["gold", "silver", None, "Gold", ""],
         "attribute__kids": ["2", "0", None, "10", "x"],  # numeric: 10 > 2 (as text it would not be)
@@ -125,12 +131,31 @@ OPERATOR_CASES = [
     ({"field": "customer.card", "op": "ne", "value": "plastic"}, [2]),
     # combinators; a condition on a null is false, so `not` of it is true
     ({"not": {"field": "gender", "op": "eq", "value": "F"}}, [2, 3, 5]),
-    ({"any": [{"field": "age", "op": "lt", "value": 20}, {"field": "city", "op": "eq", "value": "Moscow"}]}, [1, 5]),
-    ({"all": [{"field": "gender", "op": "eq", "value": "F"}, {"field": "age", "op": "gt", "value": 30}]}, [4]),
     (
-        {"all": [{"any": [{"field": "labels", "op": "contains", "value": "vip"},
-                          {"field": "purchase_total", "op": "ge", "value": 999}]},
-                 {"not": {"field": "gender", "op": "eq", "value": "M"}}]},
+        {
+            "any": [
+                {"field": "age", "op": "lt", "value": 20},
+                {"field": "city", "op": "eq", "value": "Moscow"},
+            ]
+        },
+        [1, 5],
+    ),
+    (
+        {"all": [{"field": "gender", "op": "eq", "value": "F"}, {"field": "age", "op": "gt", "value": 30}]},
+        [4],
+    ),
+    (
+        {
+            "all": [
+                {
+                    "any": [
+                        {"field": "labels", "op": "contains", "value": "vip"},
+                        {"field": "purchase_total", "op": "ge", "value": 999},
+                    ]
+                },
+                {"not": {"field": "gender", "op": "eq", "value": "M"}},
+            ]
+        },
         [1, 4],
     ),
     ({"all": []}, [1, 2, 3, 4, 5]),
@@ -162,7 +187,13 @@ def _q1_frames():
     """
     women = {"gender": "F", "email_subscribed": True}
     people = customers(
-        {"customer_id": 1, "first_name": "Anna", **women, "email": "anna@example.com", "phone": "+79161234512"},
+        {
+            "customer_id": 1,
+            "first_name": "Anna",
+            **women,
+            "email": "anna@example.com",
+            "phone": "+79161234512",
+        },
         {"customer_id": 2, "first_name": "Boris", "gender": "M", "email_subscribed": True},
         {"customer_id": 3, "first_name": "Vera", **women},
         {"customer_id": 4, "first_name": "Galina", "gender": "F", "email_subscribed": False},
@@ -203,8 +234,14 @@ def _q1_frames():
             accrual("b9", 9, "2025-04-12T10:00", "500.00"),
         ],
         own_accruals=[
-            {"customer_id": 6, "amount": money("500.00"), "accrued_at": ts("2025-03-01T10:00"),
-             "expires_at": ts("2025-06-01T10:00"), "legal_entity": "X", "campaign_id": "welcome"},
+            {
+                "customer_id": 6,
+                "amount": money("500.00"),
+                "accrued_at": ts("2025-03-01T10:00"),
+                "expires_at": ts("2025-06-01T10:00"),
+                "legal_entity": "X",
+                "campaign_id": "welcome",
+            },
         ],
     )
 
@@ -218,7 +255,9 @@ def catalog() -> dict[str, SegmentDefinition]:
 
 def _members(segments: dict[str, SegmentDefinition], source, day: str) -> dict[str, list[int]]:
     features = compute_features(source, AsOf(d(day)), required_features(s.filter for s in segments.values()))
-    return {k: v.get_column("customer_id").to_list() for k, v in evaluate_segments(segments, features).items()}
+    return {
+        k: v.get_column("customer_id").to_list() for k, v in evaluate_segments(segments, features).items()
+    }
 
 
 def test_seed_004_women_q1_email_bonus(catalog):
@@ -241,8 +280,9 @@ def test_seed_004_point_in_time():
 def test_evaluate_returns_sorted_customer_id_frames(catalog):
     out = evaluate_segments(
         {"women_q1_email_bonus": catalog["women_q1_email_bonus"]},
-        compute_features(_q1_frames(), AsOf(d("2025-04-10")),
-                         required_features([catalog["women_q1_email_bonus"].filter])),
+        compute_features(
+            _q1_frames(), AsOf(d("2025-04-10")), required_features([catalog["women_q1_email_bonus"].filter])
+        ),
     )
     assert_frame_equal(out["women_q1_email_bonus"], pl.DataFrame({"customer_id": [1, 6]}))
 
@@ -293,10 +333,20 @@ def test_category_tree_a_milk_purchase_counts_for_dairy_and_food():
     source = frames(
         customers({"customer_id": 1}, {"customer_id": 2}),
         checks=[
-            {"check_id": "c1", "customer_id": 1, "ts": ts("2025-04-01T10:00"), "total": money("80.00"),
-             "items": [("milk1", "milk", 1, "80.00")]},
-            {"check_id": "c2", "customer_id": 2, "ts": ts("2025-04-01T10:00"), "total": money("40.00"),
-             "items": [("bread", "bakery", 1, "40.00")]},
+            {
+                "check_id": "c1",
+                "customer_id": 1,
+                "ts": ts("2025-04-01T10:00"),
+                "total": money("80.00"),
+                "items": [("milk1", "milk", 1, "80.00")],
+            },
+            {
+                "check_id": "c2",
+                "customer_id": 2,
+                "ts": ts("2025-04-01T10:00"),
+                "total": money("40.00"),
+                "items": [("bread", "bakery", 1, "40.00")],
+            },
         ],
     )
     conditions = {
@@ -304,9 +354,14 @@ def test_category_tree_a_milk_purchase_counts_for_dairy_and_food():
         for cat in ("milk", "dairy", "food", "cheese", "pets")
     }
     features = compute_features(source, AsOf(d("2025-04-10")), required_features(conditions.values()))
-    got = {cat: filter_customers(f, features).get_column("customer_id").to_list() for cat, f in conditions.items()}
+    got = {
+        cat: filter_customers(f, features).get_column("customer_id").to_list()
+        for cat, f in conditions.items()
+    }
     assert got == {"milk": [1], "dairy": [1], "food": [1, 2], "cheese": [], "pets": []}
-    amount = parse_filter({"field": "bought", "category": "food", "measure": "amount", "op": "gt", "value": 50})
+    amount = parse_filter(
+        {"field": "bought", "category": "food", "measure": "amount", "op": "gt", "value": 50}
+    )
     features = compute_features(source, AsOf(d("2025-04-10")), required_features([amount]))
     assert filter_customers(amount, features).get_column("customer_id").to_list() == [1]
 
@@ -315,8 +370,13 @@ def test_attribute_point_in_time_past_date_sees_the_old_value():
     source = frames(
         customers({"customer_id": 1}, {"customer_id": 2}),
         customer_attributes=[
-            {"customer_id": 1, "name": "loyalty_tier", "value": "silver",
-             "valid_from": ts("2025-01-01T00:00"), "valid_to": ts("2025-03-01T00:00")},
+            {
+                "customer_id": 1,
+                "name": "loyalty_tier",
+                "value": "silver",
+                "valid_from": ts("2025-01-01T00:00"),
+                "valid_to": ts("2025-03-01T00:00"),
+            },
             {"customer_id": 1, "name": "loyalty_tier", "value": "gold", "valid_from": ts("2025-03-01T00:00")},
             {"customer_id": 2, "name": "loyalty_tier", "value": "gold", "valid_from": ts("2025-01-01T00:00")},
         ],
@@ -341,11 +401,23 @@ def test_remaining_fields_end_to_end():
             {"customer_id": 2, **june, "category_id": "pets", "chosen_at": ts("2025-06-20T10:00")},
         ],
         communications=[
-            {"message_id": "m1", "customer_id": 2, "campaign_id": "june", "channel": "email",
-             "sent_at": ts("2025-06-20T08:00"), "event": "opened", "event_at": ts("2025-06-20T09:00")},
+            {
+                "message_id": "m1",
+                "customer_id": 2,
+                "campaign_id": "june",
+                "channel": "email",
+                "sent_at": ts("2025-06-20T08:00"),
+                "event": "opened",
+                "event_at": ts("2025-06-20T09:00"),
+            },
         ],
         site_visits=[
-            {"customer_id": 3, "ts": ts("2025-06-25T12:00"), "url": "/catalog/fish", "category_id": "aquarium_fish"},
+            {
+                "customer_id": 3,
+                "ts": ts("2025-06-25T12:00"),
+                "url": "/catalog/fish",
+                "category_id": "aquarium_fish",
+            },
         ],
     )
     cases = {
@@ -354,10 +426,21 @@ def test_remaining_fields_end_to_end():
         "dairy_fans": ({"field": "favourite_categories", "op": "contains", "value": "dairy"}, [1]),
         "no_favourites": ({"field": "favourite_categories", "op": "is_empty"}, [3]),
         "chose_long_ago": ({"field": "days_since_favourite_choice", "op": "ge", "value": 20}, [1]),
-        "opened_june": ({"field": "message_events", "event": "opened", "campaign": "june", "op": "ge", "value": 1,
-                         "window": {"last_days": 30}}, [2]),
-        "fish_lovers": ({"field": "site_visits", "category": "pets", "url_contains": "/fish", "op": "ge",
-                         "value": 1}, [3]),
+        "opened_june": (
+            {
+                "field": "message_events",
+                "event": "opened",
+                "campaign": "june",
+                "op": "ge",
+                "value": 1,
+                "window": {"last_days": 30},
+            },
+            [2],
+        ),
+        "fish_lovers": (
+            {"field": "site_visits", "category": "pets", "url_contains": "/fish", "op": "ge", "value": 1},
+            [3],
+        ),
     }
     filters = {k: parse_filter(c) for k, (c, _) in cases.items()}
     features = compute_features(source, AsOf(d("2025-06-26")), required_features(filters.values()))
@@ -375,10 +458,17 @@ def _segment(sid: str, filt: dict) -> SegmentDefinition:
 def test_segment_in_segment_in_dependency_order():
     segments = {
         # declared in an order that is not the dependency order on purpose
-        "not_women_adults": _segment("not_women_adults", {"field": "segment", "op": "ne", "value": "women_adults"}),
+        "not_women_adults": _segment(
+            "not_women_adults", {"field": "segment", "op": "ne", "value": "women_adults"}
+        ),
         "women_adults": _segment(
             "women_adults",
-            {"all": [{"field": "segment", "op": "eq", "value": "adults"}, {"field": "gender", "op": "eq", "value": "F"}]},
+            {
+                "all": [
+                    {"field": "segment", "op": "eq", "value": "adults"},
+                    {"field": "gender", "op": "eq", "value": "F"},
+                ]
+            },
         ),
         "adults": _segment("adults", {"field": "age", "op": "ge", "value": 30}),
         "either": _segment("either", {"field": "segment", "op": "in", "value": ["adults", "women_adults"]}),
@@ -444,10 +534,17 @@ def test_masking_expressions_and_text_agree():
     emails = ["ivan.petrov@example.com", "x@y.ru", "not-an-email", None]
     phones = ["+79161234512", "1234", None]
     assert pl.select(mask_email(pl.lit(pl.Series(emails)))).to_series().to_list() == [
-        "i***@example.com", "x***@y.ru", "***", None,
+        "i***@example.com",
+        "x***@y.ru",
+        "***",
+        None,
     ]
     assert [mask_email_str(e) for e in emails] == ["i***@example.com", "x***@y.ru", "***", None]
-    assert pl.select(mask_phone(pl.lit(pl.Series(phones)))).to_series().to_list() == ["+7*******12", "***", None]
+    assert pl.select(mask_phone(pl.lit(pl.Series(phones)))).to_series().to_list() == [
+        "+7*******12",
+        "***",
+        None,
+    ]
     assert [mask_phone_str(p) for p in phones] == ["+7*******12", "***", None]
 
 

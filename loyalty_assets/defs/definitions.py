@@ -19,7 +19,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     catalog = load_catalog(settings.campaigns_dir)
     partitions = daily_partitions(catalog.program)
-    job = daily_job(partitions)
+    job = daily_job()
     return dg.Definitions(
         assets=[
             *build_source_assets(catalog.program, partitions),
@@ -27,7 +27,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             *build_segment_assets(catalog, partitions),
             *build_campaign_assets(catalog, partitions),
         ],
-        jobs=[job, sources_job(partitions)],
+        jobs=[job, sources_job()],
         schedules=[daily_schedule(job, catalog.program)],
         resources={
             "warehouse": WarehouseResource(url=settings.database_url),

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 import sqlalchemy as sa
 
-from loyalty_assets.sources.readers import RawTable, read_file_table, read_sql_table
+from loyalty_assets.sources.readers import RawTable, SourceError, read_file_table, read_sql_table
 from loyalty_assets.warehouse.warehouse import SQL_DIR, Warehouse
 
 
@@ -32,6 +32,16 @@ class SourceResource(dg.ConfigurableResource):
     database_url: str | None = None
 
     def read(self, table: str, cutoff: object) -> RawTable:
+        """The raw typed table; an unreadable source fails the asset naming table, file and column."""
+        try:
+            return self._read(table, cutoff)
+        except SourceError as exc:
+            raise dg.Failure(
+                description=str(exc),
+                metadata={"table": exc.table, "file": exc.file, "column": exc.column or ""},
+            ) from exc
+
+    def _read(self, table: str, cutoff: object) -> RawTable:
         if self.database_url:
             engine = sa.create_engine(self.database_url)
             try:

@@ -9,20 +9,19 @@ from loyalty_assets.config.campaigns import Program
 DAILY_JOB = "daily_loyalty"
 
 
-def daily_job(partitions: dg.PartitionsDefinition) -> UnresolvedAssetJobDefinition:
+def daily_job() -> UnresolvedAssetJobDefinition:
     """Every asset (sources → features → segments → campaigns) for one date."""
     return dg.define_asset_job(
         DAILY_JOB,
         selection=dg.AssetSelection.all() - dg.AssetSelection.groups("invalid_definitions"),
-        partitions_def=partitions,
         description="The whole daily pipeline for one program-local date.",
     )
 
 
-def sources_job(partitions: dg.PartitionsDefinition) -> UnresolvedAssetJobDefinition:
+def sources_job() -> UnresolvedAssetJobDefinition:
     """Ingestion and validation only: to look at quarantine before campaigns run."""
     return dg.define_asset_job(
-        "ingest_sources", selection=dg.AssetSelection.groups("sources"), partitions_def=partitions
+        "ingest_sources", selection=dg.AssetSelection.groups("sources")
     )
 
 

@@ -128,7 +128,8 @@ def coerce(schema: TableSchema, frame: pl.DataFrame, *, origin: str) -> pl.DataF
     extra = [pl.col(c) for c in frame.columns if c not in schema.columns]
     if "loaded_at" in frame.columns:
         extra = [c for c in extra if c.meta.output_name() != "loaded_at"]
-        casts.append(_cast_expr(pl.col("loaded_at"), frame.schema["loaded_at"], pl.Datetime("us", "UTC")))
+        loaded = _cast_expr(pl.col("loaded_at"), frame.schema["loaded_at"], pl.Datetime("us", "UTC"))
+        casts.append(loaded.alias("loaded_at"))
     return frame.select([*casts, *extra, *flags])
 
 

@@ -62,7 +62,7 @@ def rules_for(
     for column in schema.columns:
         flag = f"{UNPARSABLE_PREFIX}{column}"
         if flag in columns:
-            rules.append(Rule(f"unparsable {schema.columns[column]}", column, pl.col(flag)))
+            rules.append(Rule(f"unparsable {_type_word(schema.columns[column])}", column, pl.col(flag)))
     rules.extend(Rule("null value", c, pl.col(c).is_null()) for c in schema.not_null)
     for (table, column), allowed in ENUMS.items():
         if table == schema.name:
@@ -180,6 +180,19 @@ def validate(
         "rows_not_yet_visible": later.height,
     }
     return ValidationResult(kept=kept, quarantine=quarantine, not_yet_visible=later, counts=counts)
+
+
+def _type_word(dtype: pl.DataType) -> str:
+    """A reader's word for a type: 'timestamp', 'date', 'decimal', 'integer', 'boolean', 'list'."""
+    if isinstance(dtype, pl.Datetime):
+        return "timestamp"
+    if isinstance(dtype, pl.Decimal):
+        return "decimal"
+    if isinstance(dtype, pl.List):
+        return "list"
+    if dtype.is_integer():
+        return "integer"
+    return {pl.Date(): "date", pl.Boolean(): "boolean"}.get(dtype, str(dtype))
 
 
 def quarantine_summary(quarantine: pl.DataFrame) -> dict[str, int]:

@@ -16,11 +16,13 @@ Customer-local days: UTC timestamps become local dates per customer zone (`custo
 
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from functools import reduce
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
@@ -310,33 +312,39 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
         {"ts": _DAY},
     ).filter(pl.col(_DAY) <= ctx.day)
 
-    # One key per distinct product/category restriction; per check: has it, amount, quantity, lines.
+    # One key per distinct product/category restriction. Lines are reduced to one row per check
+    # holding, per key, whether it matched and only the sums some spec reads; lines matching no key
+    # are dropped first when no spec needs the unrestricted line count.
     keys = sorted({(s.category, s.product) for s in specs if s.category or s.product}, key=str)
     key_index = {k: i for i, k in enumerate(keys)}
-    needs_lines = bool(keys) or any(s.field == "average_items_per_check" for s in specs)
-    if needs_lines:
-        line_aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("_lines")]
-        for i, (category, product) in enumerate(keys):
-            match = (
-                pl.col("category_id").is_in(ctx.descendants(category))
-                if category is not None
-                else pl.col("product_id") == product
-            )
-            line_aggs += [
-                match.any().alias(f"_has{i}"),
-                match.sum().cast(pl.Int64).alias(f"_n{i}"),
-                pl.col("amount").filter(match).sum().alias(f"_amt{i}"),
-                pl.col("quantity").filter(match).sum().alias(f"_qty{i}"),
-            ]
-        per_check = (
-            ctx.frames.check_items.lazy()
-            .join(checks.select("check_id"), on="check_id", how="semi")
-            .group_by("check_id")
-            .agg(line_aggs)
-        )
-        checks = checks.join(per_check, on="check_id", how="left").with_columns(
-            pl.col("_lines").fill_null(0), *(pl.col(f"_has{i}").fill_null(False) for i in range(len(keys)))
-        )
+    all_lines = any(
+        s.field == "average_items_per_check" and s.category is None and s.product is None for s in specs
+    )
+    if keys or all_lines:
+        matches = [
+            pl.col("category_id").is_in(ctx.descendants(category))
+            if category is not None
+            else pl.col("product_id") == product
+            for category, product in keys
+        ]
+        line_aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("_lines")] if all_lines else []
+        fills: list[pl.Expr] = [pl.col("_lines").fill_null(0)] if all_lines else []
+        for i, match in enumerate(matches):
+            fields = {s.field for s in specs if key_index.get((s.category, s.product)) == i}
+            line_aggs.append(match.any().alias(f"_has{i}"))
+            fills.append(pl.col(f"_has{i}").fill_null(False))
+            if "average_items_per_check" in fields:
+                line_aggs.append(match.sum().cast(pl.Int64).alias(f"_n{i}"))
+                fills.append(pl.col(f"_n{i}").fill_null(0))
+            if fields & {"purchase_total", "average_check"}:
+                line_aggs.append(pl.col("amount").filter(match).sum().alias(f"_amt{i}"))
+            if "purchase_quantity" in fields:
+                line_aggs.append(pl.col("quantity").filter(match).sum().alias(f"_qty{i}"))
+        items = ctx.frames.check_items.lazy()
+        if not all_lines:
+            items = items.filter(reduce(operator.or_, matches))
+        per_check = items.group_by("check_id").agg(line_aggs)
+        checks = checks.join(per_check, on="check_id", how="left").with_columns(fills)
 
     aggs: list[pl.Expr] = []
     post: list[pl.Expr] = []

@@ -1,0 +1,113 @@
+"""Shared fixtures: warehouses on SQLite and PostgreSQL, and running the pipeline in process.
+
+PostgreSQL tests use a fresh schema per test on `LOYALTY_TEST_POSTGRES_URL` (default: the local
+server). Without a server they are skipped with a reason, unless `LOYALTY_REQUIRE_POSTGRES=1`
+(set by `.ci/run`), where a missing server fails them instead: CI can never skip them silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from loyalty_assets.config.catalog import DEFAULT_CATALOG
+from loyalty_assets.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_base_url() -> str:
+    return os.environ.get("LOYALTY_TEST_POSTGRES_URL", DEFAULT_PG_URL)
+
+
+def _postgres_unavailable() -> str | None:
+    try:
+        engine = sa.create_engine(postgres_base_url(), connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # any reason: no driver, no server, no database
+        return f"PostgreSQL not reachable at {postgres_base_url()}: {type(exc).__name__}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    reason = _postgres_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("LOYALTY_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"LOYALTY_REQUIRE_POSTGRES=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_url(postgres_available: None) -> Iterator[str]:
+    """A URL whose connections use a fresh, empty schema (dropped afterwards)."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_base_url())
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))  # identifier, generated above: not a value
+    url = sa.engine.make_url(postgres_base_url()).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on the embedded SQLite warehouse and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'warehouse.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def birthday_data(tmp_path: Path) -> Path:
+    """A private copy of the birthday fixture (tests may break it on purpose)."""
+    target = tmp_path / "data"
+    shutil.copytree(FIXTURES / "birthdays", target)
+    return target
+
+
+@pytest.fixture
+def catalog_dir(tmp_path: Path) -> Path:
+    """A private copy of the shipped catalog (tests may edit it)."""
+    target = tmp_path / "catalog"
+    shutil.copytree(DEFAULT_CATALOG, target)
+    return target
+
+
+def make_settings(data_dir: Path, catalog_dir: Path, database_url: str, storage: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        campaigns_dir=catalog_dir,
+        database_url=database_url,
+        storage_dir=storage,
+        source_database_url=None,
+    )
+
+
+def run_days(settings: Settings, days: Sequence[date]) -> None:
+    """Run the daily job for each date in order, in process; fail the test on any failed step."""
+    import dagster as dg
+
+    from loyalty_assets.defs.definitions import build_definitions
+    from loyalty_assets.defs.schedules import DAILY_JOB
+
+    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    with dg.DagsterInstance.ephemeral() as instance:
+        for day in days:
+            result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=True)
+            assert result.success, day
