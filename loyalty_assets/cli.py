@@ -54,7 +54,11 @@ def summary(settings: Settings, day: date) -> pl.DataFrame:
     parts.append(
         audiences.group_by("audience")
         .len()
-        .select(pl.lit("target_audiences").alias("table"), pl.col("audience").alias("of"), pl.col("len").alias("rows"))
+        .select(
+            pl.lit("target_audiences").alias("table"),
+            pl.col("audience").alias("of"),
+            pl.col("len").alias("rows"),
+        )
     )
     return pl.concat(parts).sort("table", "of")
 
@@ -70,7 +74,9 @@ def run_dates(settings: Settings, days: Sequence[date]) -> bool:
     job = defs.resolve_job_def(DAILY_JOB)
     with dg.DagsterInstance.get() if _has_dagster_home() else dg.DagsterInstance.ephemeral() as instance:
         for day in days:
-            result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
+            result = job.execute_in_process(
+                partition_key=day.isoformat(), instance=instance, raise_on_error=False
+            )
             print(f"{day.isoformat()}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
             if not result.success:
                 return False
@@ -84,7 +90,9 @@ def _has_dagster_home() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="loyalty", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="loyalty", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="the daily pipeline for one date")
     run.add_argument("--date", type=_date, required=True)
@@ -120,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if run_dates(settings, days) else 1
     if args.command == "validate":
         catalog = load_catalog(settings.campaigns_dir)
-        print(f"{len(catalog.campaigns)} campaigns, {len(catalog.segments)} segments valid in {settings.campaigns_dir}")
+        valid = f"{len(catalog.campaigns)} campaigns, {len(catalog.segments)} segments"
+        print(f"{valid} valid in {settings.campaigns_dir}")
         for error in catalog.errors:
             print(f"ERROR {error}", file=sys.stderr)
         return 1 if catalog.errors else 0

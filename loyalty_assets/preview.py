@@ -25,8 +25,15 @@ from loyalty_assets.warehouse.history import own_accruals_before
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 
-def preview(catalog: Catalog, data_dir: Path, segment_id: str, day: date, *, sample: int = 10,
-            database_url: str | None = None) -> SegmentPreview:
+def preview(
+    catalog: Catalog,
+    data_dir: Path,
+    segment_id: str,
+    day: date,
+    *,
+    sample: int = 10,
+    database_url: str | None = None,
+) -> SegmentPreview:
     """Count the members of `segment_id` on `day` and show a masked sample (lowest ids first)."""
     if segment_id not in catalog.segments:
         raise KeyError(f"unknown segment {segment_id!r}; known: {sorted(catalog.segments)}")
@@ -36,7 +43,9 @@ def preview(catalog: Catalog, data_dir: Path, segment_id: str, day: date, *, sam
         accruals = own_accruals_before(Warehouse(database_url), point)
     snapshot = load_snapshot(lambda table: read_file_table(data_dir, table), point, own_accruals=accruals)
     needed = closure(catalog.segments, segment_id)
-    features = compute_features(snapshot.frames, point, required_features([s.filter for s in needed.values()]))
+    features = compute_features(
+        snapshot.frames, point, required_features([s.filter for s in needed.values()])
+    )
     members = evaluate_segments(needed, features)[segment_id]
     rows = (
         members.head(sample)
@@ -46,7 +55,9 @@ def preview(catalog: Catalog, data_dir: Path, segment_id: str, day: date, *, sam
     return SegmentPreview(segment_id=segment_id, count=members.height, sample=rows)
 
 
-def preview_from_sources(settings: Settings, segment_id: str, day: date, *, sample: int = 10) -> SegmentPreview:
+def preview_from_sources(
+    settings: Settings, segment_id: str, day: date, *, sample: int = 10
+) -> SegmentPreview:
     return preview(
         load_catalog(settings.campaigns_dir),
         settings.data_dir,

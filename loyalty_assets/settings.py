@@ -34,7 +34,9 @@ class Settings:
         return cls(
             data_dir=Path(env.get("LOYALTY_DATA_DIR", PROJECT_ROOT / "data")),
             campaigns_dir=Path(env.get("LOYALTY_CAMPAIGNS_DIR", DEFAULT_CATALOG)),
-            database_url=env.get("LOYALTY_DATABASE_URL", f"sqlite:///{PROJECT_ROOT / DEFAULT_URL.removeprefix('sqlite:///')}"),
+            database_url=env.get(
+                "LOYALTY_DATABASE_URL", f"sqlite:///{PROJECT_ROOT / DEFAULT_URL.removeprefix('sqlite:///')}"
+            ),
             storage_dir=Path(env.get("LOYALTY_STORAGE_DIR", PROJECT_ROOT / ".loyalty" / "storage")),
             source_database_url=env.get("LOYALTY_SOURCE_DATABASE_URL") or None,
         )

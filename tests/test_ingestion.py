@@ -95,7 +95,10 @@ def test_bad_rows_are_quarantined_with_their_rule(birthday_data: Path) -> None:
     assert sorted(result.kept["check_id"]) == ["C1", "C2"]
     assert result.kept.filter(pl.col("check_id") == "C1")["total"].item() == Decimal("1200.50")
     counts = result.counts
-    assert counts["rows_read"] == counts["rows_kept"] + counts["rows_quarantined"] + counts["rows_not_yet_visible"]
+    assert (
+        counts["rows_read"]
+        == counts["rows_kept"] + counts["rows_quarantined"] + counts["rows_not_yet_visible"]
+    )
 
 
 def test_point_in_time_hides_later_rows_without_quarantining_them(birthday_data: Path) -> None:
@@ -127,7 +130,10 @@ def test_late_arriving_check_is_invisible_until_loaded(birthday_data: Path) -> N
     rewrite(
         birthday_data / "checks.csv",
         lambda f: f.with_columns(
-            pl.when(pl.col("check_id") == "C1").then(pl.lit("2025-02-03 09:00:00")).otherwise(pl.col("ts")).alias("loaded_at")
+            pl.when(pl.col("check_id") == "C1")
+            .then(pl.lit("2025-02-03 09:00:00"))
+            .otherwise(pl.col("ts"))
+            .alias("loaded_at")
         ),
     )
     raw = read_file_table(birthday_data, "checks")
@@ -141,7 +147,10 @@ def test_unknown_time_zone_is_quarantined(birthday_data: Path) -> None:
     rewrite(
         birthday_data / "customers.csv",
         lambda f: f.with_columns(
-            pl.when(pl.col("customer_id") == "8").then(pl.lit("Mars/Olympus")).otherwise(pl.col("timezone")).alias("timezone")
+            pl.when(pl.col("customer_id") == "8")
+            .then(pl.lit("Mars/Olympus"))
+            .otherwise(pl.col("timezone"))
+            .alias("timezone")
         ),
     )
     result = validate(SCHEMAS["customers"], read_file_table(birthday_data, "customers"), AS_OF, now=NOW)

@@ -551,3 +551,23 @@ def test_masking_expressions_and_text_agree():
 def test_decimal_value_kept_exact():
     cond = parse_filter({"field": "purchase_total", "op": "eq", "value": 999.99})
     assert cond.value == Decimal("999.99")
+
+
+def test_missing_feature_column_is_named():
+    cond = parse_filter({"field": "purchase_count", "window": {"last_days": 7}, "op": "ge", "value": 1})
+    with pytest.raises(ValueError, match="purchase_count__last_7d"):
+        filter_customers(cond, FEATURES)
+
+
+def test_segment_members_given_as_evaluated_frames():
+    adults = {"adults": _segment("adults", {"field": "age", "op": "ge", "value": 30})}
+    members = evaluate_segments(adults, FEATURES)
+    cond = parse_filter(
+        {
+            "all": [
+                {"field": "segment", "op": "eq", "value": "adults"},
+                {"field": "gender", "op": "eq", "value": "M"},
+            ]
+        }
+    )
+    assert filter_customers(cond, FEATURES, members).get_column("customer_id").to_list() == [2]

@@ -153,5 +153,10 @@ def load_catalog(root: Path = DEFAULT_CATALOG) -> Catalog:
         campaigns[campaign.id] = campaign
         files[campaign.id] = path
     return Catalog(
-        root=root, program=program, campaigns=campaigns, segments=segments, errors=errors, campaign_files=files
+        root=root,
+        program=program,
+        campaigns=campaigns,
+        segments=segments,
+        errors=errors,
+        campaign_files=files,
     )

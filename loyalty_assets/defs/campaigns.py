@@ -8,7 +8,6 @@ Each asset replaces its own rows for (campaign, date) and its activity-log stage
 Downstream assets read their inputs back from the warehouse, so any one of them can be re-run alone.
 """
 
-
 from datetime import date
 
 import dagster as dg
@@ -40,7 +39,9 @@ def _group(campaign_id: str) -> str:
 
 
 def read_entrants(warehouse: WarehouseResource, campaign_id: str, day: date) -> pl.DataFrame:
-    rows = warehouse.warehouse.read("triggered_customers", {"campaign_id": campaign_id, "partition_date": day})
+    rows = warehouse.warehouse.read(
+        "triggered_customers", {"campaign_id": campaign_id, "partition_date": day}
+    )
     return rows.select(list(ENTRANTS_SCHEMA)).sort("customer_id")
 
 
@@ -53,7 +54,9 @@ def build_campaign_assets(catalog: Catalog, partitions: dg.PartitionsDefinition)
     return assets
 
 
-def _campaign_assets(catalog: Catalog, campaign: Campaign, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def _campaign_assets(
+    catalog: Catalog, campaign: Campaign, partitions: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
     program = catalog.program
     cid = campaign.id
     audience = campaign.audience
@@ -93,7 +96,7 @@ def _campaign_assets(catalog: Catalog, campaign: Campaign, partitions: dg.Partit
                 if audience is not None and audience.segment
                 else None
             )
-            members = audience_ids(campaign, features, segment_members)
+            members = audience_ids(campaign, features, segment_members, catalog.segments)
             history = wh.read("triggered_customers", {"campaign_id": cid}).select(
                 "customer_id", "occasion", "partition_date"
             )
@@ -105,7 +108,9 @@ def _campaign_assets(catalog: Catalog, campaign: Campaign, partitions: dg.Partit
         scope = {"campaign_id": cid, "partition_date": point.date}
         with wh.transaction() as conn:
             written = wh.replace("triggered_customers", entrants, scope, conn=conn)
-            wh.replace("activity_log", entry_activity(cid, entrants), {**scope, "stage": "triggered"}, conn=conn)
+            wh.replace(
+                "activity_log", entry_activity(cid, entrants), {**scope, "stage": "triggered"}, conn=conn
+            )
         return dg.MaterializeResult(
             metadata={
                 **{k: dg.MetadataValue.int(v) for k, v in counts.items()},
@@ -123,14 +128,18 @@ def _campaign_assets(catalog: Catalog, campaign: Campaign, partitions: dg.Partit
         kinds={"polars", "sql"},
         description=f"{campaign.name}: bonus accrual entries for D's entrants → bonus_accruals.",
     )
-    def bonus_accruals(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def bonus_accruals(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         point = as_of(context, program)
         wh = warehouse.warehouse
         accruals = build_accruals(campaign, read_entrants(warehouse, cid, point.date))
         scope = {"campaign_id": cid, "partition_date": point.date}
         with wh.transaction() as conn:
             written = wh.replace("bonus_accruals", accruals, scope, conn=conn)
-            wh.replace("activity_log", accrual_activity(cid, accruals), {**scope, "stage": "accruals"}, conn=conn)
+            wh.replace(
+                "activity_log", accrual_activity(cid, accruals), {**scope, "stage": "accruals"}, conn=conn
+            )
         total = accruals.get_column("amount").sum() if written else 0
         return dg.MaterializeResult(
             metadata={
@@ -161,7 +170,10 @@ def _campaign_assets(catalog: Catalog, campaign: Campaign, partitions: dg.Partit
         with wh.transaction() as conn:
             written = wh.replace("message_outbox", batch.outbox, scope, conn=conn)
             wh.replace(
-                "activity_log", message_activity(cid, batch.outbox, batch.skipped), {**scope, "stage": "messages"}, conn=conn
+                "activity_log",
+                message_activity(cid, batch.outbox, batch.skipped),
+                {**scope, "stage": "messages"},
+                conn=conn,
             )
         per_channel = batch.outbox.group_by("channel").len().sort("channel")
         skipped = batch.skipped.group_by("reason").len().sort("reason")
@@ -178,7 +190,9 @@ def _campaign_assets(catalog: Catalog, campaign: Campaign, partitions: dg.Partit
     return [triggered_customers, bonus_accruals, message_outbox]
 
 
-def _invalid_definition_asset(error: DefinitionError, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def _invalid_definition_asset(
+    error: DefinitionError, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
     """A broken file shows up in the UI as an asset that fails with the file and field at fault."""
     from pathlib import Path
 

@@ -1,6 +1,5 @@
 """Assemble the code location from the catalog and the environment; no business logic here."""
 
-
 import dagster as dg
 
 from loyalty_assets.config.catalog import load_catalog

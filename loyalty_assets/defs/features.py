@@ -1,6 +1,5 @@
 """The shared per-customer features asset: computed once per day for every segment and campaign."""
 
-
 import dagster as dg
 import polars as pl
 

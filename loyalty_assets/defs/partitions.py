@@ -1,6 +1,5 @@
 """The daily partitions every asset shares: one per program-local date."""
 
-
 from datetime import date
 
 import dagster as dg

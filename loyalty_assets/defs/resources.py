@@ -1,6 +1,5 @@
 """Dagster resources: the warehouse, the source reader and the Parquet store between assets."""
 
-
 import uuid
 from functools import cached_property
 from pathlib import Path

@@ -1,6 +1,5 @@
 """The daily job and its schedule."""
 
-
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
@@ -20,9 +19,7 @@ def daily_job() -> UnresolvedAssetJobDefinition:
 
 def sources_job() -> UnresolvedAssetJobDefinition:
     """Ingestion and validation only: to look at quarantine before campaigns run."""
-    return dg.define_asset_job(
-        "ingest_sources", selection=dg.AssetSelection.groups("sources")
-    )
+    return dg.define_asset_job("ingest_sources", selection=dg.AssetSelection.groups("sources"))
 
 
 def daily_schedule(job: UnresolvedAssetJobDefinition, program: Program) -> dg.ScheduleDefinition:

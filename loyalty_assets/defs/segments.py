@@ -1,6 +1,5 @@
 """Saved segments as daily-partitioned assets writing `segment_members` and `target_audiences`."""
 
-
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -23,7 +22,9 @@ def build_segment_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) 
     return [_segment_asset(catalog, sid, partitions) for sid in sorted(catalog.segments)]
 
 
-def _segment_asset(catalog: Catalog, segment_id: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def _segment_asset(
+    catalog: Catalog, segment_id: str, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
     definition = catalog.segments[segment_id]
     needed = closure(catalog.segments, segment_id)
 
@@ -46,7 +47,9 @@ def _segment_asset(catalog: Catalog, segment_id: str, partitions: dg.PartitionsD
         previous = wh.read(
             "segment_members", {"segment_id": segment_id, "partition_date": point.date - timedelta(days=1)}
         ).select("customer_id")
-        written = wh.replace("segment_members", members, {"segment_id": segment_id, "partition_date": point.date})
+        written = wh.replace(
+            "segment_members", members, {"segment_id": segment_id, "partition_date": point.date}
+        )
         exports = export_audiences(
             wh,
             members,

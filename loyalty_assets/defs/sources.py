@@ -4,7 +4,6 @@ Checks and their lines are one multi-asset because a line is visible exactly whe
 Every other customer table depends on `customers` for the unknown-customer rule.
 """
 
-
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -17,7 +16,13 @@ from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.sources.validation import ValidationResult, quarantine_summary, validate
 
 GROUP = "sources"
-CUSTOMER_TABLES = ("customer_attributes", "favourite_categories", "bonus_transactions", "communications", "site_visits")
+CUSTOMER_TABLES = (
+    "customer_attributes",
+    "favourite_categories",
+    "bonus_transactions",
+    "communications",
+    "site_visits",
+)
 
 
 def source_key(table: str) -> dg.AssetKey:
@@ -82,7 +87,9 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
 
     @dg.multi_asset(
         outs={
-            "checks": dg.AssetOut(key=source_key("checks"), kinds={"polars"}, description="Checks up to the end of D."),
+            "checks": dg.AssetOut(
+                key=source_key("checks"), kinds={"polars"}, description="Checks up to the end of D."
+            ),
             "check_items": dg.AssetOut(
                 key=source_key("check_items"), kinds={"polars"}, description="Lines of the visible checks."
             ),
@@ -115,7 +122,11 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
             parent_keys=pl.concat([checks_result.kept, checks_result.not_yet_visible]).select("check_id"),
         )
         return (
-            dg.Output(checks_result.kept, output_name="checks", metadata=_record(context, warehouse, "checks", checks_result)),
+            dg.Output(
+                checks_result.kept,
+                output_name="checks",
+                metadata=_record(context, warehouse, "checks", checks_result),
+            ),
             dg.Output(
                 items_result.kept,
                 output_name="check_items",
@@ -123,10 +134,17 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
             ),
         )
 
-    return [customers, categories, checks, *(_customer_table_asset(t, program, partitions) for t in CUSTOMER_TABLES)]
+    return [
+        customers,
+        categories,
+        checks,
+        *(_customer_table_asset(t, program, partitions) for t in CUSTOMER_TABLES),
+    ]
 
 
-def _customer_table_asset(table: str, program: Program, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def _customer_table_asset(
+    table: str, program: Program, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_key(table),
         ins={"customers": dg.AssetIn(source_key("customers"))},

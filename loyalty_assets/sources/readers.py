@@ -149,7 +149,7 @@ def _cast_expr(col: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Exp
         return col.round(target.scale or 0).cast(target, strict=False)
     if isinstance(target, pl.List) and source == pl.String():
         return _parse_string(col, target)
-    if target == pl.String() and not source == pl.String():
+    if target == pl.String() and source != pl.String():
         return col.cast(pl.String(), strict=False)
     return col.cast(target, strict=False)
 
@@ -179,7 +179,9 @@ def _parse_string(col: pl.Expr, target: pl.DataType) -> pl.Expr:
             .otherwise(pl.lit(None, dtype=pl.Boolean()))
         )
     if isinstance(target, pl.List):
-        return pl.when(blank_as_null.is_null()).then(pl.lit([], dtype=target)).otherwise(
-            blank_as_null.str.split("|")
+        return (
+            pl.when(blank_as_null.is_null())
+            .then(pl.lit([], dtype=target))
+            .otherwise(blank_as_null.str.split("|"))
         )
     return blank_as_null.cast(target, strict=False)

@@ -17,7 +17,13 @@ from loyalty_assets.sources.readers import RawTable
 from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.sources.validation import ValidationResult, validate
 
-CUSTOMER_TABLES = ("customer_attributes", "favourite_categories", "bonus_transactions", "communications", "site_visits")
+CUSTOMER_TABLES = (
+    "customer_attributes",
+    "favourite_categories",
+    "bonus_transactions",
+    "communications",
+    "site_visits",
+)
 
 
 @dataclass(frozen=True)

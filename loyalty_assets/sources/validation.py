@@ -66,20 +66,28 @@ def rules_for(
     rules.extend(Rule("null value", c, pl.col(c).is_null()) for c in schema.not_null)
     for (table, column), allowed in ENUMS.items():
         if table == schema.name:
-            rules.append(
-                Rule(f"value not in {list(allowed)}", column, pl.col(column).is_in(allowed).not_())
-            )
+            rules.append(Rule(f"value not in {list(allowed)}", column, pl.col(column).is_in(allowed).not_()))
     rules.extend(Rule("negative value", c, pl.col(c) < 0) for c in NON_NEGATIVE.get(schema.name, ()))
     if schema.name == "customers":
         rules.append(Rule("unknown time zone", "timezone", pl.col("timezone").is_in(_KNOWN_ZONES).not_()))
     if schema.name == "favourite_categories":
-        rules.append(Rule("period_end before period_start", "period_end", pl.col("period_end") < pl.col("period_start")))
+        rules.append(
+            Rule(
+                "period_end before period_start", "period_end", pl.col("period_end") < pl.col("period_start")
+            )
+        )
     if schema.name == "customer_attributes":
-        rules.append(Rule("valid_to before valid_from", "valid_to", pl.col("valid_to") < pl.col("valid_from")))
+        rules.append(
+            Rule("valid_to before valid_from", "valid_to", pl.col("valid_to") < pl.col("valid_from"))
+        )
     if schema.visible_at is not None:
         now_literal = pl.lit(now).cast(pl.Datetime("us", "UTC"))
         rules.append(
-            Rule("timestamp in the future of the run", schema.visible_at, pl.col(schema.visible_at) > now_literal)
+            Rule(
+                "timestamp in the future of the run",
+                schema.visible_at,
+                pl.col(schema.visible_at) > now_literal,
+            )
         )
     if known_customers is not None and schema.customer_column:
         rules.append(
@@ -136,12 +144,16 @@ def validate(
         known_parents=known_parents,
         parent_keys=parent_keys,
     )
-    reason = pl.coalesce(
-        [pl.when(r.broken.fill_null(False)).then(pl.lit(f"{r.name}\x1f{r.column or ''}")) for r in rules]
-    ) if rules else pl.lit(None, dtype=pl.String())
+    reason = (
+        pl.coalesce(
+            [pl.when(r.broken.fill_null(False)).then(pl.lit(f"{r.name}\x1f{r.column or ''}")) for r in rules]
+        )
+        if rules
+        else pl.lit(None, dtype=pl.String())
+    )
     flagged = frame.with_columns(reason.alias("__reason"))
-    is_duplicate = (
-        pl.col("__reason").is_null() & (pl.int_range(pl.len()).over(pl.col("__reason").is_null(), *schema.key) > 0)
+    is_duplicate = pl.col("__reason").is_null() & (
+        pl.int_range(pl.len()).over(pl.col("__reason").is_null(), *schema.key) > 0
     )
     flagged = flagged.with_columns(
         pl.when(is_duplicate)
@@ -159,7 +171,11 @@ def validate(
         if "loaded_at" in good.columns:
             visible = visible & (pl.col("loaded_at").is_null() | (pl.col("loaded_at") < as_of.cutoff_literal))
     if visible_keys is not None:
-        keyed = good.join(visible_keys.with_columns(pl.lit(True).alias("__parent_visible")), on=visible_keys.columns, how="left")
+        keyed = good.join(
+            visible_keys.with_columns(pl.lit(True).alias("__parent_visible")),
+            on=visible_keys.columns,
+            how="left",
+        )
         good = keyed.with_columns(pl.col("__parent_visible").fill_null(False))
         visible = visible & pl.col("__parent_visible")
     good = good.with_columns(visible.alias("__visible"))

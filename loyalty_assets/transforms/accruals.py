@@ -34,7 +34,10 @@ def build_accruals(campaign: Campaign, entrants: pl.DataFrame) -> pl.DataFrame:
     parts = [
         receiving.select(
             pl.concat_str(
-                pl.lit(f"{campaign.id}:{step.id}:"), pl.col("customer_id").cast(pl.String()), pl.lit(":"), pl.col("occasion")
+                pl.lit(f"{campaign.id}:{step.id}:"),
+                pl.col("customer_id").cast(pl.String()),
+                pl.lit(":"),
+                pl.col("occasion"),
             ).alias("accrual_id"),
             pl.lit(campaign.id).alias("campaign_id"),
             pl.lit(step.id).alias("step_id"),

@@ -32,7 +32,10 @@ def entry_activity(campaign_id: str, entrants: pl.DataFrame) -> pl.DataFrame:
         "customer_id",
         pl.col("triggered_at").alias("ts"),
         pl.lit(campaign_id).alias("campaign_id"),
-        pl.when(pl.col("is_control")).then(pl.lit("entered_control_group")).otherwise(pl.lit("entered")).alias("kind"),
+        pl.when(pl.col("is_control"))
+        .then(pl.lit("entered_control_group"))
+        .otherwise(pl.lit("entered"))
+        .alias("kind"),
         pl.col("occasion").alias("details"),
     ).cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
 
@@ -66,7 +69,14 @@ def message_activity(campaign_id: str, outbox: pl.DataFrame, skipped: pl.DataFra
         pl.format("{} {} ({})", "channel", "step_id", "occasion").alias("details"),
     )
     left_out = skipped.select(
-        _event_id("messages", campaign_id, pl.col("step_id"), pl.col("channel"), pl.col("customer_id"), pl.col("occasion")),
+        _event_id(
+            "messages",
+            campaign_id,
+            pl.col("step_id"),
+            pl.col("channel"),
+            pl.col("customer_id"),
+            pl.col("occasion"),
+        ),
         "customer_id",
         pl.col("triggered_at").alias("ts"),
         pl.lit(campaign_id).alias("campaign_id"),

@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 
 from loyalty_assets.config.campaigns import Campaign
 from loyalty_assets.config.filters import referenced_segments
 from loyalty_assets.config.segments import SegmentDefinition
 from loyalty_assets.transforms.masking import mask_email, mask_phone
-from loyalty_assets.transforms.segments import filter_customers
+from loyalty_assets.transforms.segments import evaluate_segments, filter_customers
 
 
 def audience_ids(
-    campaign: Campaign, features: pl.DataFrame, segment_members: pl.DataFrame | None
+    campaign: Campaign,
+    features: pl.DataFrame,
+    segment_members: pl.DataFrame | None,
+    segments: Mapping[str, SegmentDefinition] | None = None,
 ) -> pl.Series | None:
-    """Customer ids allowed to enter, or None when the campaign has no audience restriction."""
+    """Customer ids allowed to enter, or None when the campaign has no audience restriction.
+
+    An inline filter may refer to saved segments (`field: segment`); they are evaluated here on the
+    same features, so the answer equals those segments' members that day.
+    """
     audience = campaign.audience
     if audience is None or (audience.segment is None and audience.filter is None):
         return None
     allowed = features.select("customer_id")
     if audience.segment is not None:
         if segment_members is None:
-            raise ValueError(f"campaign {campaign.id}: members of segment {audience.segment!r} were not given")
+            raise ValueError(
+                f"campaign {campaign.id}: members of segment {audience.segment!r} were not given"
+            )
         allowed = allowed.join(segment_members.select("customer_id"), on="customer_id", how="semi")
     if audience.filter is not None:
-        matching = filter_customers(audience.filter, features, sample_salt=campaign.id)
+        referenced: dict[str, SegmentDefinition] = {}
+        for sid in referenced_segments(audience.filter):
+            referenced |= closure(dict(segments or {}), sid)
+        members = evaluate_segments(referenced, features) if referenced else None
+        matching = filter_customers(audience.filter, features, members, sample_salt=campaign.id)
         allowed = allowed.join(matching, on="customer_id", how="semi")
     return allowed.get_column("customer_id")
 

@@ -52,19 +52,27 @@ def select_entrants(
 
     others = history.filter(pl.col("partition_date") != run_date)
     before = current.height
-    current = current.join(others.select("customer_id", "occasion"), on=["customer_id", "occasion"], how="anti")
+    current = current.join(
+        others.select("customer_id", "occasion"), on=["customer_id", "occasion"], how="anti"
+    )
     counts["occasion_already_handled"] = before - current.height
 
     before = current.height
     if campaign.settings.reentry_days:
         window_start = run_date - timedelta(days=campaign.settings.reentry_days)
-        recent = history.filter(
-            (pl.col("partition_date") >= window_start) & (pl.col("partition_date") < run_date)
-        ).select("customer_id").unique()
+        recent = (
+            history.filter((pl.col("partition_date") >= window_start) & (pl.col("partition_date") < run_date))
+            .select("customer_id")
+            .unique()
+        )
         current = current.join(recent, on="customer_id", how="anti")
     counts["reentry_blocked"] = before - current.height
 
-    control = in_percent(current.get_column("customer_id"), f"control:{campaign.id}", float(campaign.settings.control_group_percent))
+    control = in_percent(
+        current.get_column("customer_id"),
+        f"control:{campaign.id}",
+        float(campaign.settings.control_group_percent),
+    )
     entrants = current.with_columns(
         pl.lit(None, dtype=pl.String()).alias("variant"),
         control.alias("is_control"),

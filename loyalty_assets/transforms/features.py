@@ -171,6 +171,16 @@ def column_for(cond: Condition) -> str:
     return cond.field if spec is None else spec.column
 
 
+def required_columns(filters: Iterable[Filter]) -> set[str]:
+    """Features-frame columns the filters read (segment references and sampling read `customer_id`)."""
+    return {"customer_id"} | {
+        column_for(c)
+        for f in filters
+        for _, c in iter_conditions(f)
+        if field_def(c.field).source not in ("segment", "sample")
+    }
+
+
 def required_features(filters: Iterable[Filter]) -> list[FeatureSpec]:
     """The distinct specs all `filters` need, sorted by column name (duplicates collapse)."""
     specs = {s for f in filters for _, c in iter_conditions(f) if (s := spec_for(c)) is not None}
@@ -208,12 +218,11 @@ class _Context:
         """Add customer-local dates of UTC timestamp columns (`{source: target}`).
 
         Rows are split by zone (a handful), converted with `dt.convert_time_zone` and concatenated:
-        a loop over zones, never over rows. Rows of unknown customers get the program zone.
+        a loop over zones, never over rows. Rows of customers not visible at D are dropped here (inner
+        join): they would not reach the features frame anyway.
         """
         if join:
-            lf = lf.join(self.tz_map, on="customer_id", how="left").with_columns(
-                pl.col(_TZ).fill_null(self.as_of.program_tz)
-            )
+            lf = lf.join(self.tz_map, on="customer_id", how="inner")
         parts = [
             lf.filter(pl.col(_TZ) == zone).with_columns(
                 pl.col(src).dt.convert_time_zone(zone).dt.date().alias(dst) for src, dst in columns.items()
@@ -411,9 +420,10 @@ def _bonuses(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, lis
         pl.col("amount").cast(AMOUNT),
         pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
     )
-    rows = ctx.localize(
-        pl.concat([ledger, own], how="vertical"), {"ts": _DAY, "expires_at": "_exp_day"}
-    ).filter(pl.col(_DAY) <= ctx.day)
+    local = {"ts": _DAY}
+    if any(s.field == "bonuses_expiring" for s in specs):
+        local["expires_at"] = "_exp_day"  # converting costs a pass; only when a spec reads it
+    rows = ctx.localize(pl.concat([ledger, own], how="vertical"), local).filter(pl.col(_DAY) <= ctx.day)
     accrual = _KIND == "accrual"
     amount = pl.col("amount")
     zero = pl.lit(Decimal(0), AMOUNT)

@@ -59,7 +59,10 @@ CHANNELS: dict[str, tuple[str, list[tuple[str, pl.Expr]]]] = {
     ),
     "sms": (
         "phone",
-        [("no_phone", _blank("phone")), ("sms_unsubscribed", pl.col("sms_subscribed").not_().fill_null(True))],
+        [
+            ("no_phone", _blank("phone")),
+            ("sms_unsubscribed", pl.col("sms_subscribed").not_().fill_null(True)),
+        ],
     ),
     "push": (
         "push_token",
@@ -193,7 +196,8 @@ def template_variables(campaign: Campaign, row: dict[str, Any]) -> dict[str, Any
         }
     return {
         "customer": {
-            k: row.get(k) for k in ("customer_id", "first_name", "email", "phone", "city", "gender", "birth_date")
+            k: row.get(k)
+            for k in ("customer_id", "first_name", "email", "phone", "city", "gender", "birth_date")
         },
         "bonus": bonus,
         "campaign": {"id": campaign.id, "name": campaign.name},

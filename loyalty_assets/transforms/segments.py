@@ -10,7 +10,7 @@ referenced segment's own expression, in dependency order, so a chain of segments
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -30,11 +30,12 @@ from loyalty_assets.config.filters import (
     referenced_segments,
 )
 from loyalty_assets.config.segments import SegmentDefinition
-from loyalty_assets.transforms.features import column_for
+from loyalty_assets.transforms.features import column_for, required_columns
 from loyalty_assets.transforms.masking import mask_email, mask_phone
 
-#: Membership of referenced segments: ids, a Series of ids, or (internally) a boolean expression.
-Members = Mapping[str, pl.Series | Collection[int] | pl.Expr]
+#: Membership of referenced segments: a `customer_id` frame (as `evaluate_segments` returns), a Series
+#: or a collection of ids, or (internally) the referenced segment's boolean expression.
+Members = Mapping[str, pl.DataFrame | pl.Series | Collection[int] | pl.Expr]
 
 #: Buckets of `random_sample`: percentages with two decimals are exact.
 _SAMPLE_BUCKETS = 10_000
@@ -151,7 +152,10 @@ def _segment(cond: Condition, members: Members) -> pl.Expr:
         if isinstance(m, pl.Expr):
             exprs.append(m)
         else:
-            values = m if isinstance(m, pl.Series) else pl.Series(sorted(m), dtype=pl.Int64)
+            if isinstance(m, pl.DataFrame):
+                values = m.get_column("customer_id")
+            else:
+                values = m if isinstance(m, pl.Series) else pl.Series(sorted(m), dtype=pl.Int64)
             exprs.append(pl.col("customer_id").is_in(values.cast(pl.Int64).implode()))
     inside = reduce(lambda a, b: a | b, exprs).fill_null(False)
     return inside if cond.op in (Op.EQ, Op.IN) else ~inside
@@ -220,7 +224,7 @@ def segment_expressions(
     segments: Mapping[str, SegmentDefinition], members: Members | None = None
 ) -> dict[str, pl.Expr]:
     """One boolean expression per segment, references inlined; `members` can supply extra segments."""
-    exprs: dict[str, pl.Expr | pl.Series | Collection[int]] = dict(members or {})
+    exprs: dict[str, pl.DataFrame | pl.Expr | pl.Series | Collection[int]] = dict(members or {})
     out: dict[str, pl.Expr] = {}
     for sid in dependency_order(segments, external=set(exprs)):
         out[sid] = compile_filter(segments[sid].filter, exprs, sample_salt=sid)
@@ -228,10 +232,21 @@ def segment_expressions(
     return out
 
 
+def _check_columns(filters: Iterable[Filter], features: pl.DataFrame) -> None:
+    """Fail with the missing feature columns named, rather than Polars' bare ColumnNotFoundError."""
+    missing = sorted(required_columns(filters) - set(features.columns))
+    if missing:
+        raise ValueError(
+            f"features frame lacks column(s) {', '.join(missing)}: compute it with "
+            "compute_features(frames, as_of, required_features(<all filters evaluated on it>))"
+        )
+
+
 def evaluate_segments(
     segments: Mapping[str, SegmentDefinition], features: pl.DataFrame
 ) -> dict[str, pl.DataFrame]:
     """Members of every segment (a `customer_id` frame, sorted), all in one pass over `features`."""
+    _check_columns((s.filter for s in segments.values()), features)
     exprs = segment_expressions(segments)
     flags = features.select("customer_id", *(e.alias(f"__segment__{sid}") for sid, e in exprs.items()))
     return {
@@ -247,7 +262,11 @@ def filter_customers(
     *,
     sample_salt: str = "",
 ) -> pl.DataFrame:
-    """Customers matching an inline filter (a campaign's audience), as a sorted `customer_id` frame."""
+    """Customers matching an inline filter (a campaign's audience), as a sorted `customer_id` frame.
+
+    A filter referring to saved segments (`field: segment`) needs their members in `members`.
+    """
+    _check_columns([filter], features)
     return (
         features.filter(compile_filter(filter, members, sample_salt=sample_salt))
         .select("customer_id")
@@ -268,6 +287,7 @@ def preview_segment(
     defn: SegmentDefinition, features: pl.DataFrame, sample: int = 10, members: Members | None = None
 ) -> SegmentPreview:
     """Count and a masked sample (lowest customer ids first, so the preview is stable)."""
+    _check_columns([defn.filter], features)
     matched = features.filter(compile_filter(defn.filter, members, sample_salt=defn.id))
     rows = (
         matched.sort("customer_id")

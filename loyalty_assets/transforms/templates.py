@@ -46,7 +46,9 @@ class TemplateRenderer:
         """An inline plain-text template (a subject line, an SMS)."""
         return self._text.from_string(source)
 
-    def check(self, name: str | None = None, source: str | None = None, sample: Mapping[str, Any] | None = None) -> None:
+    def check(
+        self, name: str | None = None, source: str | None = None, sample: Mapping[str, Any] | None = None
+    ) -> None:
         """Compile (and, given sample variables, render) a template; raises `TemplateError`."""
         template = self.file(name) if name is not None else self.text(source or "")
         if sample is not None:

@@ -64,7 +64,10 @@ def date_field(frames: SourceFrames, as_of: AsOf, field: str) -> pl.DataFrame:
             .sort("valid_from")
             .group_by("customer_id")
             .agg(pl.col("value").last())
-            .select("customer_id", pl.col("value").str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False).alias("anchor"))
+            .select(
+                "customer_id",
+                pl.col("value").str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False).alias("anchor"),
+            )
         )
         return customers.join(current, on="customer_id", how="left")
     raise ValueError(f"unknown date field {field!r}")

@@ -79,12 +79,12 @@ class Warehouse:
         """Apply the DDL (idempotent: every statement is `IF NOT EXISTS`), once per process."""
         if self._schema_ready:
             return
-        with self.transaction() as conn:
+        with self._write() as conn:
             self._lock(conn, "ddl")
             for statement in ddl_statements(self.sql_dir):
                 conn.execute(sa.text(statement))
-        metadata = sa.MetaData()
-        metadata.reflect(self.engine)
+            metadata = sa.MetaData()
+            metadata.reflect(conn)
         self._tables = dict(metadata.tables)
         self._schema_ready = True
 
@@ -95,6 +95,12 @@ class Warehouse:
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
         """One write transaction (on SQLite it holds the write lock from its start)."""
+        self.ensure_schema()
+        with self._write() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
         with self.engine.connect().execution_options(loyalty_write=True) as conn, conn.begin():
             yield conn
 
@@ -110,6 +116,7 @@ class Warehouse:
 
         Pass `conn` to make several replaces one transaction (e.g. accruals with their activity log).
         """
+        self.ensure_schema()  # before the transaction: the DDL takes its own write lock
         if conn is None:
             with self.transaction() as own:
                 return self.replace(table_name, frame, scope, conn=own)
