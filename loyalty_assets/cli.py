@@ -74,9 +74,7 @@ def run_dates(settings: Settings, days: Sequence[date]) -> bool:
     job = defs.resolve_job_def(DAILY_JOB)
     with dg.DagsterInstance.get() if _has_dagster_home() else dg.DagsterInstance.ephemeral() as instance:
         for day in days:
-            result = job.execute_in_process(
-                partition_key=day.isoformat(), instance=instance, raise_on_error=False
-            )
+            result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
             print(f"{day.isoformat()}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
             if not result.success:
                 return False

@@ -43,9 +43,7 @@ def preview(
         accruals = own_accruals_before(Warehouse(database_url), point)
     snapshot = load_snapshot(lambda table: read_file_table(data_dir, table), point, own_accruals=accruals)
     needed = closure(catalog.segments, segment_id)
-    features = compute_features(
-        snapshot.frames, point, required_features([s.filter for s in needed.values()])
-    )
+    features = compute_features(snapshot.frames, point, required_features([s.filter for s in needed.values()]))
     members = evaluate_segments(needed, features)[segment_id]
     rows = (
         members.head(sample)
@@ -55,9 +53,7 @@ def preview(
     return SegmentPreview(segment_id=segment_id, count=members.height, sample=rows)
 
 
-def preview_from_sources(
-    settings: Settings, segment_id: str, day: date, *, sample: int = 10
-) -> SegmentPreview:
+def preview_from_sources(settings: Settings, segment_id: str, day: date, *, sample: int = 10) -> SegmentPreview:
     return preview(
         load_catalog(settings.campaigns_dir),
         settings.data_dir,

@@ -679,9 +679,9 @@ def _checks_chunk(
     amount = np.maximum((cat.prod_price[product] * quantity + 500) // 1000, 1)
     total = np.add.reduceat(amount, starts) if m else np.zeros(0, dtype=np.int64)
 
-    discount = np.where(
-        rng.random(m) < 0.2, total * rng.choice(np.array([5, 10, 15]), size=m) // 100, 0
-    ).astype(np.int64)
+    discount = np.where(rng.random(m) < 0.2, total * rng.choice(np.array([5, 10, 15]), size=m) // 100, 0).astype(
+        np.int64
+    )
     acc = total * pop.bonus_bp[cust] // 10_000
     # Redemptions only from what the customer had accrued before (in customer, time order).
     by_customer = np.lexsort((ts, cust))
@@ -748,13 +748,9 @@ def _bonus_chunk(
     nc = c1 - c0
     n_promo = (rng.random(nc) < 0.12).astype(np.int64) + (rng.random(nc) < 0.03)
     promo_cust = np.repeat(np.arange(c0, c1), n_promo * (pop.visit_days[c0:c1] > 0))
-    promo_day = pop.start_day[promo_cust] + (rng.random(promo_cust.size) * pop.visit_days[promo_cust]).astype(
-        np.int64
-    )
+    promo_day = pop.start_day[promo_cust] + (rng.random(promo_cust.size) * pop.visit_days[promo_cust]).astype(np.int64)
     promo_ts = cal.to_utc_us(promo_day, _daytime_seconds(rng, promo_cust.size), pop.zone[promo_cust])
-    promo_amt = rng.choice(
-        np.array([100, 200, 300, 500, 1000]), size=promo_cust.size, p=[0.25, 0.25, 0.2, 0.2, 0.1]
-    )
+    promo_amt = rng.choice(np.array([100, 200, 300, 500, 1000]), size=promo_cust.size, p=[0.25, 0.25, 0.2, 0.2, 0.1])
 
     acc_cust = np.concatenate([ck.cust[a], promo_cust])
     acc_amt = np.concatenate([ck.acc[a], promo_amt * 100])
@@ -784,9 +780,7 @@ def _bonus_chunk(
     legal = np.concatenate([acc_le, ck.partner[r], acc_le[e]])
     src = np.concatenate([acc_src, r, acc_src[e]])
     order = np.lexsort((kind, ts))
-    cust, ts, kind, amount, expires, legal, src = (
-        x[order] for x in (cust, ts, kind, amount, expires, legal, src)
-    )
+    cust, ts, kind, amount, expires, legal, src = (x[order] for x in (cust, ts, kind, amount, expires, legal, src))
     source = ck.check_ids.gather(np.maximum(src, 0)) if m else pl.repeat("", src.size, eager=True)
     frame = pl.DataFrame(
         {
@@ -847,9 +841,7 @@ def _visits_chunk(
     return _conform(frame, SCHEMAS["site_visits"].columns)
 
 
-def _attributes_chunk(
-    seed: int, chunk: int, c0: int, c1: int, pop: _Population, cal: _Calendar
-) -> pl.DataFrame:
+def _attributes_chunk(seed: int, chunk: int, c0: int, c1: int, pop: _Population, cal: _Calendar) -> pl.DataFrame:
     """Versioned attributes: loyalty tier since registration with 0-3 changes, and pet type for some."""
     rng = np.random.default_rng((seed, _S_ATTRIBUTES, chunk))
     nc = c1 - c0
@@ -858,9 +850,7 @@ def _attributes_chunk(
     # Tier: versions at registration and at sorted random later instants (+j s keeps them distinct).
     n_changes = rng.choice(4, size=nc, p=[0.5, 0.3, 0.15, 0.05])
     moments = np.sort(rng.random((nc, 3)), axis=1)
-    at = np.column_stack(
-        [reg, *((reg + (moments[:, j] * span).astype(np.int64) + (j + 1) * _US) for j in range(3))]
-    )
+    at = np.column_stack([reg, *((reg + (moments[:, j] * span).astype(np.int64) + (j + 1) * _US) for j in range(3))])
     tier = np.zeros((nc, 4), dtype=np.int64)
     for j in range(1, 4):  # a loop over versions, vectorised over customers
         step = np.where(rng.random(nc) < 0.75, 1, -1)
@@ -902,17 +892,13 @@ def _attributes_chunk(
             "name": _codes(["loyalty_tier", "pet_type"], name[order]),
             "value": _codes([*_TIERS, *_PETS], value_code),
             "valid_from": _ts(valid_from[order]),
-            "valid_to": _null_where(
-                _ts(np.concatenate([t_to, p_to])[order]), np.concatenate([t_open, p_open])[order]
-            ),
+            "valid_to": _null_where(_ts(np.concatenate([t_to, p_to])[order]), np.concatenate([t_open, p_open])[order]),
         }
     )
     return _conform(frame, SCHEMAS["customer_attributes"].columns)
 
 
-def _favourites_chunk(
-    seed: int, chunk: int, c0: int, c1: int, pop: _Population, cal: _Calendar
-) -> pl.DataFrame:
+def _favourites_chunk(seed: int, chunk: int, c0: int, c1: int, pop: _Population, cal: _Calendar) -> pl.DataFrame:
     """Monthly favourite (cashback) categories for the four months up to the end month."""
     rng = np.random.default_rng((seed, _S_FAVOURITES, chunk))
     end_date = _EPOCH + timedelta(days=cal.end_day)
@@ -964,9 +950,7 @@ def _communications_chunk(
         dtype=pl.String(),
     )  # one label per campaign (a few dozen), not per row
     nc = c1 - c0
-    picked = (rng.random((nc, camp_days.size)) < _NEWSLETTER_REACH) & (
-        pop.reg_day[c0:c1, None] < camp_days[None, :]
-    )
+    picked = (rng.random((nc, camp_days.size)) < _NEWSLETTER_REACH) & (pop.reg_day[c0:c1, None] < camp_days[None, :])
     who, camp = np.nonzero(picked)
     cust = who + c0
     channel = rng.choice(4, size=cust.size, p=[0.75, 0.1, 0.1, 0.05])
@@ -1109,9 +1093,7 @@ def _bad_rows(
 class _Sink:
     """Streams one table's chunks to `NAME.parquet` (row groups), `NAME/part-NNNN.parquet` or `NAME.csv`."""
 
-    def __init__(
-        self, stage: Path, name: str, fmt: Format, columns: dict[str, pl.DataType], parts: bool
-    ) -> None:
+    def __init__(self, stage: Path, name: str, fmt: Format, columns: dict[str, pl.DataType], parts: bool) -> None:
         self.name, self.fmt, self.columns = name, fmt, columns
         self.parts = parts and fmt == "parquet"
         self.rows = 0
@@ -1217,8 +1199,7 @@ def generate(
 
     columns = {name: SCHEMAS[name].columns for name in TABLES} | {"checks": CHECKS_COLUMNS}
     sinks = {
-        name: _Sink(stage, name, fmt, columns[name], parts=name == "check_items" and n_chunks > 1)
-        for name in TABLES
+        name: _Sink(stage, name, fmt, columns[name], parts=name == "check_items" and n_chunks > 1) for name in TABLES
     }
     sinks["categories"].write(_categories_frame())
     counters = {"checks": 1, "bonus": 1, "messages": 1}
@@ -1242,9 +1223,7 @@ def generate(
 
     customers_frame = pop.frame
     if bad_rows:
-        bad_checks, bad_items, bad_customers = _bad_rows(
-            seed, customers, counters["checks"] - 1, pop, cat, cal, days
-        )
+        bad_checks, bad_items, bad_customers = _bad_rows(seed, customers, counters["checks"] - 1, pop, cat, cal, days)
         sinks["checks"].write(bad_checks)
         sinks["check_items"].write(bad_items)
         customers_frame = pl.concat([customers_frame, bad_customers])
@@ -1272,9 +1251,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("data"), help="output folder (default: data)")
     parser.add_argument("--customers", type=int, default=5000, help="number of customers (default: 5000)")
-    parser.add_argument(
-        "--days", type=int, default=400, help="days of history before --end-date (default: 400)"
-    )
+    parser.add_argument("--days", type=int, default=400, help="days of history before --end-date (default: 400)")
     parser.add_argument(
         "--end-date",
         type=date.fromisoformat,
@@ -1283,9 +1260,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet", dest="fmt")
-    parser.add_argument(
-        "--no-bad-rows", action="store_true", help="leave out the rows that break contract rules"
-    )
+    parser.add_argument("--no-bad-rows", action="store_true", help="leave out the rows that break contract rules")
     parser.add_argument(
         "--if-absent", action="store_true", help="do nothing when OUT already holds customers.parquet or .csv"
     )

@@ -109,7 +109,5 @@ def run_days(settings: Settings, days: Sequence[date]) -> None:
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
     with dg.DagsterInstance.ephemeral() as instance:
         for day in days:
-            result = job.execute_in_process(
-                partition_key=day.isoformat(), instance=instance, raise_on_error=True
-            )
+            result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=True)
             assert result.success, day

@@ -103,6 +103,4 @@ def frames(
     check_df, items_df = checks_with_items(*checks)
     built = {name: table(name, rows) for name, rows in tables.items()}
     built.setdefault("categories", table("categories", CATEGORY_ROWS))
-    return SourceFrames.from_tables(
-        {"customers": customer_rows, "checks": check_df, "check_items": items_df, **built}
-    )
+    return SourceFrames.from_tables({"customers": customer_rows, "checks": check_df, "check_items": items_df, **built})

@@ -90,9 +90,7 @@ def test_week_early_birthday_on_22_february_2025(run) -> None:
 
 def test_28_february_birthday_fires_a_day_earlier(run) -> None:
     wh = run(date(2025, 2, 21))
-    triggered = wh.read(
-        "triggered_customers", {"campaign_id": WEEK_EARLY, "partition_date": date(2025, 2, 21)}
-    )
+    triggered = wh.read("triggered_customers", {"campaign_id": WEEK_EARLY, "partition_date": date(2025, 2, 21)})
     assert triggered["customer_id"].to_list() == [12]
     assert triggered["occasion"].to_list() == ["birthday:2025-02-28"]
 
@@ -113,9 +111,7 @@ def test_29_february_on_28_february_option(run, catalog_dir: Path) -> None:
 
 def test_leap_year_29_february_is_its_own_day(run) -> None:
     wh = run(date(2024, 2, 22))
-    triggered = wh.read(
-        "triggered_customers", {"campaign_id": WEEK_EARLY, "partition_date": date(2024, 2, 22)}
-    )
+    triggered = wh.read("triggered_customers", {"campaign_id": WEEK_EARLY, "partition_date": date(2024, 2, 22)})
     # In 2024 the 29th exists: only customer 7 (13 had not registered yet).
     assert triggered["customer_id"].to_list() == [7]
     assert triggered["occasion"].to_list() == ["birthday:2024-02-29"]
@@ -124,9 +120,7 @@ def test_leap_year_29_february_is_its_own_day(run) -> None:
 def test_birthday_bonus_for_members_over_a_year_on_the_day(run) -> None:
     wh = run(date(2025, 3, 1))
     scope = {"campaign_id": OVER_A_YEAR, "partition_date": date(2025, 3, 1)}
-    members = wh.read(
-        "segment_members", {"segment_id": "members_over_a_year", "partition_date": date(2025, 3, 1)}
-    )
+    members = wh.read("segment_members", {"segment_id": "members_over_a_year", "partition_date": date(2025, 3, 1)})
     # Registered at least 365 days before 1 Mar 2025 (16: exactly 365); 13 (90 days) is not.
     assert sorted(members["customer_id"]) == [7, 8, 9, 10, 11, 12, 16]
 

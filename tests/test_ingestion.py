@@ -95,10 +95,7 @@ def test_bad_rows_are_quarantined_with_their_rule(birthday_data: Path) -> None:
     assert sorted(result.kept["check_id"]) == ["C1", "C2"]
     assert result.kept.filter(pl.col("check_id") == "C1")["total"].item() == Decimal("1200.50")
     counts = result.counts
-    assert (
-        counts["rows_read"]
-        == counts["rows_kept"] + counts["rows_quarantined"] + counts["rows_not_yet_visible"]
-    )
+    assert counts["rows_read"] == counts["rows_kept"] + counts["rows_quarantined"] + counts["rows_not_yet_visible"]
 
 
 def test_point_in_time_hides_later_rows_without_quarantining_them(birthday_data: Path) -> None:

@@ -70,9 +70,7 @@ def _digest(out: Path) -> dict[str, str]:
 def _not_bad(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
     """The tables without the deliberately bad rows."""
     out = dict(frames)
-    out["customers"] = frames["customers"].filter(
-        pl.col("timezone").fill_null("") != sample_data.BAD_TIMEZONE
-    )
+    out["customers"] = frames["customers"].filter(pl.col("timezone").fill_null("") != sample_data.BAD_TIMEZONE)
     out["checks"] = frames["checks"].filter(~pl.col("check_id").str.starts_with("BAD-"))
     out["check_items"] = frames["check_items"].filter(~pl.col("check_id").str.starts_with("BAD-"))
     return out
@@ -194,17 +192,13 @@ def test_clean_data_breaks_no_contract_rule(clean: Path) -> None:
     # Nothing a customer does comes before they registered.
     registered = customers.select("customer_id", "registered_at")
     for table, column in (("checks", "ts"), ("site_visits", "ts"), ("favourite_categories", "chosen_at")):
-        early = (
-            frames[table].join(registered, on="customer_id").filter(pl.col(column) < pl.col("registered_at"))
-        )
+        early = frames[table].join(registered, on="customer_id").filter(pl.col(column) < pl.col("registered_at"))
         assert early.is_empty(), table
 
 
 def test_attribute_history_is_contiguous(clean: Path) -> None:
     attributes = _read(clean, "customer_attributes").sort("customer_id", "name", "valid_from")
-    chained = attributes.with_columns(
-        pl.col("valid_from").shift(-1).over("customer_id", "name").alias("next_from")
-    )
+    chained = attributes.with_columns(pl.col("valid_from").shift(-1).over("customer_id", "name").alias("next_from"))
     assert (chained["valid_to"].is_null() == chained["next_from"].is_null()).all()
     closed = chained.filter(pl.col("valid_to").is_not_null())
     assert (closed["valid_to"] == closed["next_from"]).all()
@@ -221,11 +215,7 @@ def test_message_events_agree_with_subscriptions(clean: Path) -> None:
     assert opted_out.height > 0
     assert opted_out.join(customers, on="customer_id").filter(pl.col("email_subscribed")).is_empty()
     emails = messages.filter((pl.col("event") == "sent") & (pl.col("channel") == "email"))
-    assert (
-        emails.join(opted_out, on="customer_id")
-        .filter(pl.col("sent_at") > pl.col("opt_out_sent_at"))
-        .is_empty()
-    )
+    assert emails.join(opted_out, on="customer_id").filter(pl.col("sent_at") > pl.col("opt_out_sent_at")).is_empty()
     to_unsubscribed = emails.join(customers, on="customer_id").filter(~pl.col("email_subscribed"))
     assert to_unsubscribed.join(opted_out, on="customer_id", how="anti").is_empty()
 
@@ -238,9 +228,7 @@ def test_activity_happens_in_local_daytime(clean: Path) -> None:
         assert hours.min() >= 8 and hours.max() <= 21, zone
 
 
-def test_bad_rows_are_present_and_are_the_only_difference(
-    with_bad: tuple[Path, dict[str, int]], clean: Path
-) -> None:
+def test_bad_rows_are_present_and_are_the_only_difference(with_bad: tuple[Path, dict[str, int]], clean: Path) -> None:
     frames = _all(with_bad[0])
     checks, items, customers = frames["checks"], frames["check_items"], frames["customers"]
     bad = checks.filter(pl.col("check_id").str.starts_with("BAD-"))
@@ -302,9 +290,7 @@ def test_csv_round_trips_to_the_same_data(with_bad: tuple[Path, dict[str, int]],
     assert labels.str.contains("|", literal=True).any() or (labels == "vip").any()
 
 
-def test_chunked_run_writes_parts_and_stays_consistent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_chunked_run_writes_parts_and_stays_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The benchmark-scale path (several chunks, check_items as parts), shrunk to small chunks."""
     monkeypatch.setattr(sample_data, "CHUNK_CUSTOMERS", 100)
     rows = generate(tmp_path, seed=7, **SMALL)

@@ -255,9 +255,7 @@ def catalog() -> dict[str, SegmentDefinition]:
 
 def _members(segments: dict[str, SegmentDefinition], source, day: str) -> dict[str, list[int]]:
     features = compute_features(source, AsOf(d(day)), required_features(s.filter for s in segments.values()))
-    return {
-        k: v.get_column("customer_id").to_list() for k, v in evaluate_segments(segments, features).items()
-    }
+    return {k: v.get_column("customer_id").to_list() for k, v in evaluate_segments(segments, features).items()}
 
 
 def test_seed_004_women_q1_email_bonus(catalog):
@@ -354,14 +352,9 @@ def test_category_tree_a_milk_purchase_counts_for_dairy_and_food():
         for cat in ("milk", "dairy", "food", "cheese", "pets")
     }
     features = compute_features(source, AsOf(d("2025-04-10")), required_features(conditions.values()))
-    got = {
-        cat: filter_customers(f, features).get_column("customer_id").to_list()
-        for cat, f in conditions.items()
-    }
+    got = {cat: filter_customers(f, features).get_column("customer_id").to_list() for cat, f in conditions.items()}
     assert got == {"milk": [1], "dairy": [1], "food": [1, 2], "cheese": [], "pets": []}
-    amount = parse_filter(
-        {"field": "bought", "category": "food", "measure": "amount", "op": "gt", "value": 50}
-    )
+    amount = parse_filter({"field": "bought", "category": "food", "measure": "amount", "op": "gt", "value": 50})
     features = compute_features(source, AsOf(d("2025-04-10")), required_features([amount]))
     assert filter_customers(amount, features).get_column("customer_id").to_list() == [1]
 
@@ -458,9 +451,7 @@ def _segment(sid: str, filt: dict) -> SegmentDefinition:
 def test_segment_in_segment_in_dependency_order():
     segments = {
         # declared in an order that is not the dependency order on purpose
-        "not_women_adults": _segment(
-            "not_women_adults", {"field": "segment", "op": "ne", "value": "women_adults"}
-        ),
+        "not_women_adults": _segment("not_women_adults", {"field": "segment", "op": "ne", "value": "women_adults"}),
         "women_adults": _segment(
             "women_adults",
             {

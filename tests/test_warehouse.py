@@ -49,8 +49,7 @@ def test_replace_round_trips_exact_decimals(warehouse_url: str) -> None:
     assert rows.schema["amount"] == pl.Decimal(14, 2)
     assert rows["amount"].sum() == Decimal("0.40")  # not 0.4000000000000001
     assert (
-        rows.filter(pl.col("campaign_id") == "c1")["accrued_at"].to_list()
-        == [datetime(2025, 2, 22, 7, tzinfo=UTC)] * 2
+        rows.filter(pl.col("campaign_id") == "c1")["accrued_at"].to_list() == [datetime(2025, 2, 22, 7, tzinfo=UTC)] * 2
     )
 
 

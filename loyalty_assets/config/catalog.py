@@ -112,9 +112,7 @@ def load_campaign(path: Path, renderer: TemplateRenderer, segments: dict[str, Se
             wanted |= referenced_segments(campaign.audience.filter)
         unknown = sorted(wanted - set(segments))
         if unknown:
-            raise DefinitionError(
-                path, "audience.segment", f"unknown segment(s) {unknown}; known: {sorted(segments)}"
-            )
+            raise DefinitionError(path, "audience.segment", f"unknown segment(s) {unknown}; known: {sorted(segments)}")
     for index, step in enumerate(campaign.steps):
         _check_step_templates(path, index, step, renderer)
     return campaign
@@ -131,9 +129,7 @@ def _check_step_templates(path: Path, index: int, step: Any, renderer: TemplateR
             renderer.check(name=file_name, source=source, sample=SAMPLE_TEMPLATE_VARIABLES)
         except TemplateError as exc:
             detail = f"template {file_name!r}: " if file_name else ""
-            raise DefinitionError(
-                path, f"steps.{index}.{field_name}", f"{detail}{type(exc).__name__}: {exc}"
-            ) from exc
+            raise DefinitionError(path, f"steps.{index}.{field_name}", f"{detail}{type(exc).__name__}: {exc}") from exc
 
 
 def load_catalog(root: Path = DEFAULT_CATALOG) -> Catalog:

@@ -89,9 +89,7 @@ class ValueType(StrEnum):
     DYNAMIC = "dynamic"  # attributes and extra customer columns: typed by the value written
 
 
-_ORDERED = frozenset(
-    {Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.BETWEEN, Op.IN, Op.NOT_IN, Op.IS_SET, Op.IS_EMPTY}
-)
+_ORDERED = frozenset({Op.EQ, Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.BETWEEN, Op.IN, Op.NOT_IN, Op.IS_SET, Op.IS_EMPTY})
 OPS_BY_TYPE: dict[ValueType, frozenset[Op]] = {
     ValueType.STRING: frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN, Op.IS_SET, Op.IS_EMPTY, Op.CONTAINS}),
     ValueType.INTEGER: _ORDERED,
@@ -195,9 +193,7 @@ FIELDS: dict[str, FieldDef] = _fields(
     FieldDef("favourite_categories", _P.LIST, "favourites", frozenset({"period"})),
     FieldDef("days_since_favourite_choice", _P.INTEGER, "favourites", frozenset({"period"})),
     # communications and site
-    FieldDef(
-        "message_events", _P.INTEGER, "communications", frozenset({"event", "channel", "campaign", "window"})
-    ),
+    FieldDef("message_events", _P.INTEGER, "communications", frozenset({"event", "channel", "campaign", "window"})),
     FieldDef("site_visits", _P.INTEGER, "site_visits", frozenset({"category", "url_contains", "window"})),
     # other segments and sampling
     FieldDef("segment", _P.SEGMENT, "segment"),
@@ -392,8 +388,7 @@ class Condition(_Strict):
         if v not in FIELDS:
             known = sorted(FIELDS)
             raise ValueError(
-                f"unknown field {v!r}{_closest(v, known)}; "
-                f"known fields: {', '.join(known)}, customer.<column>"
+                f"unknown field {v!r}{_closest(v, known)}; known fields: {', '.join(known)}, customer.<column>"
             )
         return v
 
@@ -435,9 +430,7 @@ class Condition(_Strict):
         fd = field_def(name)
         if info.field_name not in fd.params:
             takes = ", ".join(sorted(fd.params)) or "none"
-            raise ValueError(
-                f"{info.field_name!r} is not a parameter of field {name!r} (its parameters: {takes})"
-            )
+            raise ValueError(f"{info.field_name!r} is not a parameter of field {name!r} (its parameters: {takes})")
         return v
 
     @field_validator("value")
@@ -548,9 +541,7 @@ AnyOf.model_rebuild()
 Not.model_rebuild()
 
 
-def iter_conditions(
-    f: Filter, path: tuple[str | int, ...] = ()
-) -> list[tuple[tuple[str | int, ...], Condition]]:
+def iter_conditions(f: Filter, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Condition]]:
     """Every condition of a filter tree with its path (e.g. `('all', 1)`), in document order."""
     if isinstance(f, Condition):
         return [(path, f)]

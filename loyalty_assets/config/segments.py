@@ -86,9 +86,7 @@ def read_yaml(path: Path) -> Any:
 def parse_segment(path: Path, data: Any) -> SegmentDefinition:
     """Validate one parsed file; raises DefinitionError naming file and field."""
     if not isinstance(data, dict):
-        raise DefinitionError(
-            path, "<root>", f"expected a mapping with id, name, filter; got {type(data).__name__}"
-        )
+        raise DefinitionError(path, "<root>", f"expected a mapping with id, name, filter; got {type(data).__name__}")
     data = {"id": path.stem, **data}
     try:
         defn = SegmentDefinition.model_validate(data)
@@ -145,9 +143,7 @@ def check_references(
             chain = " -> ".join([*cycle, cycle[0]])
             for sid in cycle:
                 field = next(f for f, ref in segment_references(segments[sid]) if ref in cycle)
-                errors.append(
-                    DefinitionError(files.get(sid, sid), field, f"segment reference cycle: {chain}")
-                )
+                errors.append(DefinitionError(files.get(sid, sid), field, f"segment reference cycle: {chain}"))
         for cycle in cycles:
             for sid in cycle:
                 good.pop(sid, None)
@@ -155,10 +151,7 @@ def check_references(
 
 def _cycles(segments: Mapping[str, SegmentDefinition]) -> list[list[str]]:
     """Reference cycles among `segments` (each reported once, starting from its smallest id)."""
-    graph = {
-        sid: sorted({ref for _, ref in segment_references(d) if ref in segments})
-        for sid, d in segments.items()
-    }
+    graph = {sid: sorted({ref for _, ref in segment_references(d) if ref in segments}) for sid, d in segments.items()}
     cycles: list[list[str]] = []
     seen: set[frozenset[str]] = set()
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done

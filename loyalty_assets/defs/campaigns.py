@@ -1,145 +1,284 @@
-"""Each campaign becomes three daily-partitioned assets under `campaign/<id>/`.
+"""Each campaign becomes five daily-partitioned assets under `campaign/<id>/`.
 
-- `triggered_customers`: who the trigger fired for, narrowed by audience, history and control group;
-- `bonus_accruals`: the accrual entries for them;
-- `message_outbox`: the rendered messages (and, in the activity log, who got none and why).
+- `entrants`: who the trigger fired for on D, narrowed by audience, history and control groups
+  (a stored frame), with a blocking check that holds everything back when the audience jumps;
+- `triggered_customers`: the entrants written to the warehouse;
+- `journey`: the chain of steps run for today's entrants and for those whose wait ends today; it
+  depends on its own previous day, so backfills run in date order;
+- `bonus_accruals` and `message_outbox`: what the journey's steps produced.
 
-Each asset replaces its own rows for (campaign, date) and its activity-log stage in one transaction.
-Downstream assets read their inputs back from the warehouse, so any one of them can be re-run alone.
+Each writing asset replaces its own rows for (campaign, date), and its activity-log stage, in one
+transaction. Business logic is in `transforms.campaign_day`; this module only wires it.
 """
 
-from datetime import date
+from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
-from loyalty_assets.config.campaigns import Campaign
+from loyalty_assets.config.campaigns import Campaign, EventTrigger, FilterStep
 from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.config.errors import DefinitionError
+from loyalty_assets.config.filters import referenced_segments
 from loyalty_assets.defs.features import FEATURES_KEY
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
 from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
-from loyalty_assets.sources.frames import SourceFrames
-from loyalty_assets.transforms.accruals import build_accruals
-from loyalty_assets.transforms.activity import accrual_activity, entry_activity, message_activity
-from loyalty_assets.transforms.audience import audience_ids, masked_sample
-from loyalty_assets.transforms.entry import ENTRANTS_SCHEMA, select_entrants
-from loyalty_assets.transforms.messages import build_messages
-from loyalty_assets.transforms.triggers import fire
+from loyalty_assets.sources.frames import AsOf, SourceFrames
+from loyalty_assets.sources.schemas import SCHEMAS
+from loyalty_assets.transforms.activity import (
+    accrual_activity,
+    entry_activity,
+    journey_activity,
+    message_activity,
+)
+from loyalty_assets.transforms.audience import masked_sample
+from loyalty_assets.transforms.campaign_day import (
+    CampaignHistory,
+    audience_gate,
+    campaign_accruals,
+    campaign_entrants,
+    campaign_journeys,
+    campaign_messages,
+    manual_segment_members,
+    segment_actions,
+)
+from loyalty_assets.transforms.entry import ENTRANTS_SCHEMA
+from loyalty_assets.transforms.journey import ACTION_SCHEMA, TOKEN_SCHEMA
+from loyalty_assets.warehouse.history import own_accruals_before
+from loyalty_assets.warehouse.warehouse import Warehouse
+
+SOURCE_INS = {table: dg.AssetIn(source_key(table)) for table in SCHEMAS}
 
 
 def campaign_key(campaign_id: str, name: str) -> dg.AssetKey:
     return dg.AssetKey(["campaign", campaign_id, name])
 
 
-def _group(campaign_id: str) -> str:
-    return f"campaign_{campaign_id}"
+def used_segments(campaign: Campaign, saved: set[str]) -> list[str]:
+    """Saved segments whose members the campaign reads (audience, trigger, filter steps)."""
+    wanted: set[str] = set()
+    if campaign.audience is not None:
+        if campaign.audience.segment:
+            wanted.add(campaign.audience.segment)
+        if campaign.audience.filter is not None:
+            wanted |= referenced_segments(campaign.audience.filter)
+    if isinstance(campaign.trigger, EventTrigger) and campaign.trigger.segment:
+        wanted.add(campaign.trigger.segment)
+    for step in campaign.all_steps():
+        if isinstance(step, FilterStep):
+            if step.segment:
+                wanted.add(step.segment)
+            if step.filter is not None:
+                wanted |= referenced_segments(step.filter)
+    return sorted(wanted & saved)
 
 
-def read_entrants(warehouse: WarehouseResource, campaign_id: str, day: date) -> pl.DataFrame:
-    rows = warehouse.warehouse.read(
-        "triggered_customers", {"campaign_id": campaign_id, "partition_date": day}
+def read_members(wh: Warehouse, segment_ids: list[str], point: AsOf, days_back: int = 0) -> dict[str, pl.DataFrame]:
+    """Saved segments' members on D − `days_back`, plus campaign-kept (manual) segments at D's cutoff."""
+    day = point.date - timedelta(days=days_back)
+    members = {
+        sid: wh.read("segment_members", {"segment_id": sid, "partition_date": day}).select("customer_id")
+        for sid in segment_ids
+    }
+    if days_back == 0:
+        manual = manual_segment_members(wh.read("manual_segment_events"), point)
+        members = {**manual, **members}
+    return members
+
+
+def read_history(wh: Warehouse, campaign_id: str, point: AsOf) -> CampaignHistory:
+    triggered = wh.read("triggered_customers", {"campaign_id": campaign_id}).select(
+        "customer_id", "occasion", "partition_date", "variant", "is_control"
     )
-    return rows.select(list(ENTRANTS_SCHEMA)).sort("customer_id")
+    outbox = wh.read("message_outbox", {"campaign_id": campaign_id}).filter(pl.col("partition_date") < point.date)
+    pending = (
+        wh.read("journey_pending", {"campaign_id": campaign_id})
+        .filter(
+            (pl.col("partition_date") < point.date)
+            & (pl.col("due_at") >= point.start_literal)
+            & (pl.col("due_at") < point.cutoff_literal)
+        )
+        .rename({"due_at": "at"})
+        .select(list(TOKEN_SCHEMA))
+    )
+    return CampaignHistory(
+        triggered=triggered,
+        outbox=outbox.select("message_id", "customer_id", "variant", "send_at"),
+        pending_due=pending,
+    )
 
 
-def build_campaign_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    assets: list[dg.AssetsDefinition] = []
-    for campaign_id in sorted(catalog.campaigns):
-        assets.extend(_campaign_assets(catalog, catalog.campaigns[campaign_id], partitions))
+def build_campaign_assets(
+    catalog: Catalog, partitions: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    defs: list[dg.AssetsDefinition | dg.AssetChecksDefinition] = []
+    ordered = sorted(catalog.campaigns.values(), key=lambda c: (c.settings.priority, c.id))
+    for index, campaign in enumerate(ordered):
+        defs.extend(_campaign_assets(catalog, campaign, partitions, higher_priority=[c.id for c in ordered[:index]]))
     for error in catalog.errors:
-        assets.append(_invalid_definition_asset(error, partitions))
-    return assets
+        defs.append(_invalid_definition_asset(error, partitions))
+    return defs
 
 
 def _campaign_assets(
-    catalog: Catalog, campaign: Campaign, partitions: dg.PartitionsDefinition
-) -> list[dg.AssetsDefinition]:
+    catalog: Catalog, campaign: Campaign, partitions: dg.PartitionsDefinition, higher_priority: list[str]
+) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
     program = catalog.program
     cid = campaign.id
-    audience = campaign.audience
-    segment_deps = [segment_key(audience.segment)] if audience is not None and audience.segment else []
+    group = f"campaign_{cid}"
+    segments_used = used_segments(campaign, set(catalog.segments))
+    key = lambda name: campaign_key(cid, name)  # noqa: E731
 
     @dg.asset(
-        key=campaign_key(cid, "triggered_customers"),
-        ins={
-            "customers": dg.AssetIn(source_key("customers")),
-            "checks": dg.AssetIn(source_key("checks")),
-            "customer_attributes": dg.AssetIn(source_key("customer_attributes")),
-            "features": dg.AssetIn(FEATURES_KEY),
-        },
-        deps=segment_deps,
-        group_name=_group(cid),
+        key=key("entrants"),
+        ins={**SOURCE_INS, "features": dg.AssetIn(FEATURES_KEY)},
+        deps=[segment_key(s) for s in segments_used],
+        group_name=group,
         partitions_def=partitions,
-        kinds={"polars", "sql"},
-        description=f"{campaign.name}: customers the trigger fired for on D → triggered_customers.",
+        kinds={"polars"},
+        description=f"{campaign.name}: who enters on D (trigger, audience, re-entry, control groups, variant).",
     )
-    def triggered_customers(
+    def entrants(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
-        customers: pl.DataFrame,
-        checks: pl.DataFrame,
-        customer_attributes: pl.DataFrame,
         features: pl.DataFrame,
-    ) -> dg.MaterializeResult:
+        **tables: pl.DataFrame,
+    ) -> dg.Output[pl.DataFrame]:
         point = as_of(context, program)
         wh = warehouse.warehouse
-        if campaign.is_live_on(point.date):
-            frames = SourceFrames.from_tables(
-                {"customers": customers, "checks": checks, "customer_attributes": customer_attributes}
+        frames = SourceFrames.from_tables({**tables, "own_accruals": own_accruals_before(wh, point)})
+        result = campaign_entrants(
+            campaign,
+            program=program,
+            as_of=point,
+            frames=frames,
+            features=features,
+            segments=catalog.segments,
+            members_today=read_members(wh, segments_used, point),
+            members_yesterday=read_members(wh, segments_used, point, days_back=1),
+            history=read_history(wh, cid, point),
+        )
+        metadata: dict[str, object] = {k: dg.MetadataValue.int(v) for k, v in result.counts.items()}
+        if result.decision is not None:
+            metadata["ab_decision"] = dg.MetadataValue.json(
+                {
+                    "winner": result.decision.winner,
+                    "rates": result.decision.rates,
+                    "reason": result.decision.reason,
+                }
             )
-            fired = fire(campaign.trigger, frames, point)
-            segment_members = (
-                wh.read("segment_members", {"segment_id": audience.segment, "partition_date": point.date})
-                if audience is not None and audience.segment
-                else None
-            )
-            members = audience_ids(campaign, features, segment_members, catalog.segments)
-            history = wh.read("triggered_customers", {"campaign_id": cid}).select(
-                "customer_id", "occasion", "partition_date"
-            )
-            entrants, counts = select_entrants(
-                campaign, fired, run_date=point.date, audience=members, history=history
-            )
-        else:
-            entrants, counts = pl.DataFrame(schema=ENTRANTS_SCHEMA), {"not_live": 1}
-        scope = {"campaign_id": cid, "partition_date": point.date}
-        with wh.transaction() as conn:
-            written = wh.replace("triggered_customers", entrants, scope, conn=conn)
-            wh.replace(
-                "activity_log", entry_activity(cid, entrants), {**scope, "stage": "triggered"}, conn=conn
-            )
-        return dg.MaterializeResult(
-            metadata={
-                **{k: dg.MetadataValue.int(v) for k, v in counts.items()},
-                "live": dg.MetadataValue.bool(campaign.is_live_on(point.date)),
-                "sample_masked": dg.MetadataValue.json(masked_sample(entrants, features)),
-                "dagster/row_count": dg.MetadataValue.int(written),
-            }
+        metadata["sample_masked"] = dg.MetadataValue.json(masked_sample(result.entrants, features))
+        metadata["dagster/row_count"] = dg.MetadataValue.int(result.entrants.height)
+        return dg.Output(result.entrants, metadata=metadata)
+
+    @dg.asset_check(
+        asset=key("entrants"),
+        name="audience_within_expected_range",
+        blocking=True,
+        partitions_def=partitions,
+        description="Fail-closed: no outputs when today's entrants jump far above yesterday's.",
+    )
+    def audience_check(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, entrants: pl.DataFrame
+    ) -> dg.AssetCheckResult:
+        point = as_of(context, program)
+        yesterday = warehouse.warehouse.read(
+            "triggered_customers", {"campaign_id": cid, "partition_date": point.date - timedelta(days=1)}
+        )
+        gate = audience_gate(campaign.settings.gates, point.date, entrants.height, yesterday.height or None)
+        return dg.AssetCheckResult(
+            passed=gate.passed,
+            description=gate.description,
+            metadata={k: str(v) for k, v in gate.metadata.items()},
         )
 
     @dg.asset(
-        key=campaign_key(cid, "bonus_accruals"),
-        deps=[campaign_key(cid, "triggered_customers")],
-        group_name=_group(cid),
+        key=key("triggered_customers"),
+        ins={"entrants": dg.AssetIn(key("entrants"))},
+        group_name=group,
         partitions_def=partitions,
-        kinds={"polars", "sql"},
-        description=f"{campaign.name}: bonus accrual entries for D's entrants → bonus_accruals.",
+        kinds={"sql"},
+        description=f"{campaign.name}: D's entrants → triggered_customers (with is_control and variant).",
     )
-    def bonus_accruals(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    def triggered_customers(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, entrants: pl.DataFrame
     ) -> dg.MaterializeResult:
         point = as_of(context, program)
         wh = warehouse.warehouse
-        accruals = build_accruals(campaign, read_entrants(warehouse, cid, point.date))
+        scope = {"campaign_id": cid, "partition_date": point.date}
+        with wh.transaction() as conn:
+            written = wh.replace("triggered_customers", entrants, scope, conn=conn)
+            wh.replace("activity_log", entry_activity(cid, entrants), {**scope, "stage": "triggered"}, conn=conn)
+        return dg.MaterializeResult(metadata={"dagster/row_count": dg.MetadataValue.int(written)})
+
+    @dg.asset(
+        key=key("journey"),
+        ins={"entrants": dg.AssetIn(key("entrants")), "features": dg.AssetIn(FEATURES_KEY)},
+        deps=[
+            key("triggered_customers"),
+            dg.AssetDep(
+                key("journey"),
+                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
+            ),
+        ],
+        group_name=group,
+        partitions_def=partitions,
+        kinds={"polars", "sql"},
+        description=f"{campaign.name}: the chain of steps for D (new entrants, waits ending on D) → journey_pending.",
+    )
+    def journey(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        entrants: pl.DataFrame,
+        features: pl.DataFrame,
+    ) -> dg.Output[pl.DataFrame]:
+        point = as_of(context, program)
+        wh = warehouse.warehouse
+        history = read_history(wh, cid, point)
+        day = campaign_journeys(
+            campaign,
+            entrants,
+            as_of=point,
+            features=features,
+            members=read_members(wh, segments_used, point),
+            pending_due=history.pending_due,
+        )
+        scope = {"campaign_id": cid, "partition_date": point.date}
+        with wh.transaction() as conn:
+            wh.replace("journey_pending", day.pending.rename({"at": "due_at"}), scope, conn=conn)
+            wh.replace("manual_segment_events", segment_actions(campaign, day.actions), scope, conn=conn)
+            wh.replace("activity_log", journey_activity(cid, day), {**scope, "stage": "journey"}, conn=conn)
+        return dg.Output(
+            day.actions,
+            metadata={
+                **{k: dg.MetadataValue.int(v) for k, v in day.counts.items()},
+                "resumed_from_earlier_days": dg.MetadataValue.int(history.pending_due.height),
+                "actions": dg.MetadataValue.int(day.actions.height),
+                "left_waiting": dg.MetadataValue.int(day.pending.height),
+                "exits": dg.MetadataValue.json(dict(day.exits.group_by("reason").len().sort("reason").iter_rows())),
+            },
+        )
+
+    @dg.asset(
+        key=key("bonus_accruals"),
+        ins={"journey": dg.AssetIn(key("journey"))},
+        group_name=group,
+        partitions_def=partitions,
+        kinds={"sql"},
+        description=f"{campaign.name}: accrual entries of D's accrue steps → bonus_accruals.",
+    )
+    def bonus_accruals(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, journey: pl.DataFrame
+    ) -> dg.MaterializeResult:
+        point = as_of(context, program)
+        wh = warehouse.warehouse
+        accruals = campaign_accruals(campaign, journey.cast(ACTION_SCHEMA))  # type: ignore[arg-type]
         scope = {"campaign_id": cid, "partition_date": point.date}
         with wh.transaction() as conn:
             written = wh.replace("bonus_accruals", accruals, scope, conn=conn)
-            wh.replace(
-                "activity_log", accrual_activity(cid, accruals), {**scope, "stage": "accruals"}, conn=conn
-            )
+            wh.replace("activity_log", accrual_activity(cid, accruals), {**scope, "stage": "accruals"}, conn=conn)
         total = accruals.get_column("amount").sum() if written else 0
         return dg.MaterializeResult(
             metadata={
@@ -150,23 +289,51 @@ def _campaign_assets(
         )
 
     @dg.asset(
-        key=campaign_key(cid, "message_outbox"),
-        ins={"customers": dg.AssetIn(source_key("customers"))},
-        deps=[campaign_key(cid, "bonus_accruals")],
-        group_name=_group(cid),
+        key=key("message_outbox"),
+        ins={
+            "journey": dg.AssetIn(key("journey")),
+            "customers": dg.AssetIn(source_key("customers")),
+            "categories": dg.AssetIn(source_key("categories")),
+            "favourite_categories": dg.AssetIn(source_key("favourite_categories")),
+        },
+        deps=[key("bonus_accruals"), *(campaign_key(other, "message_outbox") for other in higher_priority)],
+        group_name=group,
         partitions_def=partitions,
         kinds={"polars", "sql"},
-        description=f"{campaign.name}: rendered messages for D's entrants → message_outbox.",
+        description=f"{campaign.name}: rendered messages of D's send steps → message_outbox.",
     )
     def message_outbox(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, customers: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        journey: pl.DataFrame,
+        customers: pl.DataFrame,
+        categories: pl.DataFrame,
+        favourite_categories: pl.DataFrame,
     ) -> dg.MaterializeResult:
         point = as_of(context, program)
         wh = warehouse.warehouse
         scope = {"campaign_id": cid, "partition_date": point.date}
-        entrants = read_entrants(warehouse, cid, point.date)
-        accruals = wh.read("bonus_accruals", scope)
-        batch = build_messages(campaign, entrants, accruals, customers, catalog.renderer(), point)
+        actions = journey.cast(ACTION_SCHEMA)  # type: ignore[arg-type]
+        occasions = actions.get_column("occasion").unique().to_list()
+        accruals = wh.read("bonus_accruals", {"campaign_id": cid, "occasion": occasions}) if occasions else None
+        recent = None
+        if program.frequency_cap is not None:
+            recent = wh.read("message_outbox").filter(
+                ~((pl.col("campaign_id") == cid) & (pl.col("partition_date") == point.date))
+            )
+        frames = SourceFrames.from_tables(
+            {"customers": customers, "categories": categories, "favourite_categories": favourite_categories}
+        )
+        batch = campaign_messages(
+            campaign,
+            actions,
+            program=program,
+            as_of=point,
+            frames=frames,
+            accruals=accruals if accruals is not None else pl.DataFrame(schema=wh_schema(wh, "bonus_accruals")),
+            renderer=catalog.renderer(),
+            recent_messages=recent,
+        )
         with wh.transaction() as conn:
             written = wh.replace("message_outbox", batch.outbox, scope, conn=conn)
             wh.replace(
@@ -176,23 +343,29 @@ def _campaign_assets(
                 conn=conn,
             )
         per_channel = batch.outbox.group_by("channel").len().sort("channel")
+        per_variant = batch.outbox.group_by("variant").len().sort("variant")
         skipped = batch.skipped.group_by("reason").len().sort("reason")
         return dg.MaterializeResult(
             metadata={
                 "messages": dg.MetadataValue.int(written),
                 "per_channel": dg.MetadataValue.json(dict(per_channel.iter_rows())),
+                "per_variant": dg.MetadataValue.json({str(k): v for k, v in per_variant.iter_rows()}),
                 "skipped_per_reason": dg.MetadataValue.json(dict(skipped.iter_rows())),
                 "batches": dg.MetadataValue.int(int(batch.outbox.get_column("batch_no").max() or 0)),
                 "dagster/row_count": dg.MetadataValue.int(written),
             }
         )
 
-    return [triggered_customers, bonus_accruals, message_outbox]
+    return [entrants, audience_check, triggered_customers, journey, bonus_accruals, message_outbox]
 
 
-def _invalid_definition_asset(
-    error: DefinitionError, partitions: dg.PartitionsDefinition
-) -> dg.AssetsDefinition:
+def wh_schema(wh: Warehouse, table: str) -> dict[str, pl.DataType]:
+    from loyalty_assets.warehouse.warehouse import schema_of
+
+    return schema_of(wh.table(table))
+
+
+def _invalid_definition_asset(error: DefinitionError, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     """A broken file shows up in the UI as an asset that fails with the file and field at fault."""
     from pathlib import Path
 
@@ -209,3 +382,6 @@ def _invalid_definition_asset(
         raise dg.Failure(description=str(error), metadata={"file": error.file, "field": error.field})
 
     return _asset
+
+
+__all__ = ["ENTRANTS_SCHEMA", "build_campaign_assets", "campaign_key"]

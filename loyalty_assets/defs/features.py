@@ -41,9 +41,7 @@ def build_features_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) 
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, **tables: pl.DataFrame
     ) -> dg.Output[pl.DataFrame]:
         point = as_of(context, catalog.program)
-        frames = SourceFrames.from_tables(
-            {**tables, "own_accruals": own_accruals_before(warehouse.warehouse, point)}
-        )
+        frames = SourceFrames.from_tables({**tables, "own_accruals": own_accruals_before(warehouse.warehouse, point)})
         features = compute_features(frames, point, specs)
         return dg.Output(
             features,

@@ -22,9 +22,7 @@ def build_segment_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) 
     return [_segment_asset(catalog, sid, partitions) for sid in sorted(catalog.segments)]
 
 
-def _segment_asset(
-    catalog: Catalog, segment_id: str, partitions: dg.PartitionsDefinition
-) -> dg.AssetsDefinition:
+def _segment_asset(catalog: Catalog, segment_id: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     definition = catalog.segments[segment_id]
     needed = closure(catalog.segments, segment_id)
 
@@ -47,9 +45,7 @@ def _segment_asset(
         previous = wh.read(
             "segment_members", {"segment_id": segment_id, "partition_date": point.date - timedelta(days=1)}
         ).select("customer_id")
-        written = wh.replace(
-            "segment_members", members, {"segment_id": segment_id, "partition_date": point.date}
-        )
+        written = wh.replace("segment_members", members, {"segment_id": segment_id, "partition_date": point.date})
         exports = export_audiences(
             wh,
             members,

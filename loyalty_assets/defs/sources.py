@@ -87,9 +87,7 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
 
     @dg.multi_asset(
         outs={
-            "checks": dg.AssetOut(
-                key=source_key("checks"), kinds={"polars"}, description="Checks up to the end of D."
-            ),
+            "checks": dg.AssetOut(key=source_key("checks"), kinds={"polars"}, description="Checks up to the end of D."),
             "check_items": dg.AssetOut(
                 key=source_key("check_items"), kinds={"polars"}, description="Lines of the visible checks."
             ),
@@ -142,9 +140,7 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
     ]
 
 
-def _customer_table_asset(
-    table: str, program: Program, partitions: dg.PartitionsDefinition
-) -> dg.AssetsDefinition:
+def _customer_table_asset(table: str, program: Program, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_key(table),
         ins={"customers": dg.AssetIn(source_key("customers"))},

@@ -42,6 +42,16 @@ class AsOf:
         return local_end.astimezone(ZoneInfo("UTC"))
 
     @property
+    def start(self) -> datetime:
+        """The start of D in the program's zone, as an aware UTC datetime (events of D are in [start, cutoff))."""
+        local_start = datetime.combine(self.date, time(0), ZoneInfo(self.program_tz))
+        return local_start.astimezone(ZoneInfo("UTC"))
+
+    @property
+    def start_literal(self) -> pl.Expr:
+        return pl.lit(self.start).cast(pl.Datetime("us", "UTC"))
+
+    @property
     def cutoff_literal(self) -> pl.Expr:
         """The cutoff as a Polars literal comparable with the contract's UTC timestamps."""
         return pl.lit(self.cutoff).cast(pl.Datetime("us", "UTC"))

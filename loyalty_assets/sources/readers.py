@@ -179,9 +179,5 @@ def _parse_string(col: pl.Expr, target: pl.DataType) -> pl.Expr:
             .otherwise(pl.lit(None, dtype=pl.Boolean()))
         )
     if isinstance(target, pl.List):
-        return (
-            pl.when(blank_as_null.is_null())
-            .then(pl.lit([], dtype=target))
-            .otherwise(blank_as_null.str.split("|"))
-        )
+        return pl.when(blank_as_null.is_null()).then(pl.lit([], dtype=target)).otherwise(blank_as_null.str.split("|"))
     return blank_as_null.cast(target, strict=False)

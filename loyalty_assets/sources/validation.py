@@ -72,14 +72,10 @@ def rules_for(
         rules.append(Rule("unknown time zone", "timezone", pl.col("timezone").is_in(_KNOWN_ZONES).not_()))
     if schema.name == "favourite_categories":
         rules.append(
-            Rule(
-                "period_end before period_start", "period_end", pl.col("period_end") < pl.col("period_start")
-            )
+            Rule("period_end before period_start", "period_end", pl.col("period_end") < pl.col("period_start"))
         )
     if schema.name == "customer_attributes":
-        rules.append(
-            Rule("valid_to before valid_from", "valid_to", pl.col("valid_to") < pl.col("valid_from"))
-        )
+        rules.append(Rule("valid_to before valid_from", "valid_to", pl.col("valid_to") < pl.col("valid_from")))
     if schema.visible_at is not None:
         now_literal = pl.lit(now).cast(pl.Datetime("us", "UTC"))
         rules.append(
@@ -145,9 +141,7 @@ def validate(
         parent_keys=parent_keys,
     )
     reason = (
-        pl.coalesce(
-            [pl.when(r.broken.fill_null(False)).then(pl.lit(f"{r.name}\x1f{r.column or ''}")) for r in rules]
-        )
+        pl.coalesce([pl.when(r.broken.fill_null(False)).then(pl.lit(f"{r.name}\x1f{r.column or ''}")) for r in rules])
         if rules
         else pl.lit(None, dtype=pl.String())
     )

@@ -6,6 +6,8 @@ re-run of the date and the warehouse's primary key refuses a second one.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import polars as pl
 
 from loyalty_assets.config.campaigns import Campaign
@@ -25,36 +27,51 @@ ACCRUALS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def build_accruals(campaign: Campaign, entrants: pl.DataFrame) -> pl.DataFrame:
-    """One accrual per accrue step and non-control entrant, accrued at the trigger instant.
+def percent_of(amount: pl.Expr, percent: Decimal) -> pl.Expr:
+    """`percent` % of a Decimal(14,2) amount, rounded half-up to cents, computed in integers (exact)."""
+    basis_points = int(percent * 100)
+    cents = (amount * 100).cast(pl.Int64)
+    rounded = (cents * basis_points + 5_000) // 10_000
+    return pl.format("{}.{}", rounded // 100, (rounded % 100).cast(pl.String()).str.zfill(2)).cast(MONEY)
 
-    `expires_at` = `accrued_at` + `lifetime_days` (no expiry when the step gives no lifetime).
+
+def build_accruals(campaign: Campaign, actions: pl.DataFrame) -> pl.DataFrame:
+    """One accrual per executed accrue step, accrued at the instant the customer reached it.
+
+    A fixed `amount`, or `percent_of_check` of the triggering check's total. `expires_at` =
+    `accrued_at` + `lifetime_days` (no expiry when the step gives no lifetime).
     """
-    receiving = entrants.filter(pl.col("is_control").not_())
-    parts = [
-        receiving.select(
-            pl.concat_str(
-                pl.lit(f"{campaign.id}:{step.id}:"),
-                pl.col("customer_id").cast(pl.String()),
-                pl.lit(":"),
-                pl.col("occasion"),
-            ).alias("accrual_id"),
-            pl.lit(campaign.id).alias("campaign_id"),
-            pl.lit(step.id).alias("step_id"),
-            "customer_id",
-            "occasion",
-            pl.lit(str(step.amount)).cast(MONEY).alias("amount"),
-            pl.col("triggered_at").alias("accrued_at"),
-            (
-                pl.col("triggered_at") + pl.duration(days=step.lifetime_days)
-                if step.lifetime_days
-                else pl.lit(None, dtype=pl.Datetime("us", "UTC"))
-            ).alias("expires_at"),
-            pl.lit(step.legal_entity).alias("legal_entity"),
-            pl.concat_str(pl.lit(f"{step.reason or campaign.name}: "), pl.col("occasion")).alias("reason"),
+    parts = []
+    for step in campaign.accrual_steps():
+        done = actions.filter(pl.col("step_id") == step.id)
+        amount = (
+            pl.lit(str(step.amount)).cast(MONEY)
+            if step.amount is not None
+            else percent_of(pl.col("check_total"), step.percent_of_check or Decimal(0))
         )
-        for step in campaign.accrual_steps()
-    ]
+        parts.append(
+            done.select(
+                pl.concat_str(
+                    pl.lit(f"{campaign.id}:{step.id}:"),
+                    pl.col("customer_id").cast(pl.String()),
+                    pl.lit(":"),
+                    pl.col("occasion"),
+                ).alias("accrual_id"),
+                pl.lit(campaign.id).alias("campaign_id"),
+                pl.lit(step.id).alias("step_id"),
+                "customer_id",
+                "occasion",
+                amount.alias("amount"),
+                pl.col("at").alias("accrued_at"),
+                (
+                    pl.col("at") + pl.duration(days=step.lifetime_days)
+                    if step.lifetime_days
+                    else pl.lit(None, dtype=pl.Datetime("us", "UTC"))
+                ).alias("expires_at"),
+                pl.lit(step.legal_entity).alias("legal_entity"),
+                pl.concat_str(pl.lit(f"{step.reason or campaign.name}: "), pl.col("occasion")).alias("reason"),
+            ).filter(pl.col("amount") > 0)
+        )
     if not parts:
         return pl.DataFrame(schema=ACCRUALS_SCHEMA)
     return pl.concat(parts).cast(ACCRUALS_SCHEMA).sort("customer_id", "step_id")  # type: ignore[arg-type]

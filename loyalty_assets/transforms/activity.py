@@ -32,10 +32,7 @@ def entry_activity(campaign_id: str, entrants: pl.DataFrame) -> pl.DataFrame:
         "customer_id",
         pl.col("triggered_at").alias("ts"),
         pl.lit(campaign_id).alias("campaign_id"),
-        pl.when(pl.col("is_control"))
-        .then(pl.lit("entered_control_group"))
-        .otherwise(pl.lit("entered"))
-        .alias("kind"),
+        pl.when(pl.col("is_control")).then(pl.lit("entered_control_group")).otherwise(pl.lit("entered")).alias("kind"),
         pl.col("occasion").alias("details"),
     ).cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
 
@@ -84,3 +81,28 @@ def message_activity(campaign_id: str, outbox: pl.DataFrame, skipped: pl.DataFra
         pl.format("{} {}: {} ({})", "channel", "step_id", "reason", "occasion").alias("details"),
     )
     return pl.concat([queued.cast(ACTIVITY_SCHEMA), left_out.cast(ACTIVITY_SCHEMA)])  # type: ignore[arg-type]
+
+
+def journey_activity(campaign_id: str, day: object) -> pl.DataFrame:
+    """`journey_ended` (completed / filtered_out at a step) and `waiting` (until when) per token."""
+    exits: pl.DataFrame = day.exits  # type: ignore[attr-defined]
+    pending: pl.DataFrame = day.pending  # type: ignore[attr-defined]
+    ended = exits.select(
+        _event_id("journey", campaign_id, pl.col("customer_id"), pl.col("occasion"), pl.lit("end")),
+        "customer_id",
+        "at",
+        pl.lit(campaign_id).alias("campaign_id"),
+        pl.lit("journey_ended").alias("kind"),
+        pl.format("{} at {} ({})", "reason", pl.col("step_id").replace("", "end"), "occasion").alias("details"),
+    ).rename({"at": "ts"})
+    waiting = pending.select(
+        _event_id("journey", campaign_id, pl.col("customer_id"), pl.col("occasion"), pl.col("node")),
+        "customer_id",
+        "at",
+        pl.lit(campaign_id).alias("campaign_id"),
+        pl.lit("waiting").alias("kind"),
+        pl.format("until {} at step {} ({})", pl.col("at").dt.strftime("%Y-%m-%dT%H:%MZ"), "node", "occasion").alias(
+            "details"
+        ),
+    ).rename({"at": "ts"})
+    return pl.concat([ended.cast(ACTIVITY_SCHEMA), waiting.cast(ACTIVITY_SCHEMA)])  # type: ignore[arg-type]

@@ -46,11 +46,7 @@ def anniversary_hits(
     )
     hits = []
     for k in (months_between, months_between - 1):
-        valid = (
-            (k >= min_k)
-            & (k % interval_months == 0)
-            & (anniversary(anchor, k, missing_day) == pl.lit(target))
-        )
+        valid = (k >= min_k) & (k % interval_months == 0) & (anniversary(anchor, k, missing_day) == pl.lit(target))
         hits.append((valid.fill_null(False), k))
     (hit_same, k_same), (hit_prev, k_prev) = hits
     hit = hit_same | hit_prev

@@ -30,9 +30,7 @@ def audience_ids(
     allowed = features.select("customer_id")
     if audience.segment is not None:
         if segment_members is None:
-            raise ValueError(
-                f"campaign {campaign.id}: members of segment {audience.segment!r} were not given"
-            )
+            raise ValueError(f"campaign {campaign.id}: members of segment {audience.segment!r} were not given")
         allowed = allowed.join(segment_members.select("customer_id"), on="customer_id", how="semi")
     if audience.filter is not None:
         referenced: dict[str, SegmentDefinition] = {}

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from loyalty_assets.config.campaigns import Campaign
+from loyalty_assets.transforms.ab_testing import assign_variants
 from loyalty_assets.transforms.hashing import in_percent
 from loyalty_assets.transforms.triggers import TRIGGERED_SCHEMA
 
@@ -34,6 +35,8 @@ def select_entrants(
     run_date: date,
     audience: pl.Series | None,
     history: pl.DataFrame,
+    global_control: pl.Series | None = None,
+    winner: str | None = None,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """Entrants (with `is_control`) and how many trigger hits each rule removed.
 
@@ -41,8 +44,12 @@ def select_entrants(
     - once per occasion: an occasion already handled on another date is not handled again;
     - re-entry: with `settings.reentry_days: N`, a customer who entered on any of the N days
       before D does not enter again;
+    - once per customer: with `settings.once_per_customer`, nobody enters twice, ever;
     - control group: `settings.control_group_percent` of entrants, stable per campaign and
-      customer, are recorded with `is_control = true` and get no accrual and no message.
+      customer, are recorded with `is_control = true` and get no accrual and no message;
+    - global control group: its members (`global_control`) are recorded the same way, with
+      variant `global_control`, unless the campaign sets `exclude_global_control: false`;
+    - A/B: the others get their variant (the adaptive split's `winner` once decided).
     """
     counts = {"fired": fired.height}
     current = fired
@@ -52,10 +59,14 @@ def select_entrants(
 
     others = history.filter(pl.col("partition_date") != run_date)
     before = current.height
-    current = current.join(
-        others.select("customer_id", "occasion"), on=["customer_id", "occasion"], how="anti"
-    )
+    current = current.join(others.select("customer_id", "occasion"), on=["customer_id", "occasion"], how="anti")
     counts["occasion_already_handled"] = before - current.height
+
+    before = current.height
+    if campaign.settings.once_per_customer:
+        earlier = history.filter(pl.col("partition_date") < run_date).select("customer_id").unique()
+        current = current.join(earlier, on="customer_id", how="anti")
+    counts["already_entered_once"] = before - current.height
 
     before = current.height
     if campaign.settings.reentry_days:
@@ -68,15 +79,32 @@ def select_entrants(
         current = current.join(recent, on="customer_id", how="anti")
     counts["reentry_blocked"] = before - current.height
 
-    control = in_percent(
-        current.get_column("customer_id"),
-        f"control:{campaign.id}",
-        float(campaign.settings.control_group_percent),
+    ids = current.get_column("customer_id")
+    control = in_percent(ids, f"control:{campaign.id}", float(campaign.settings.control_group_percent))
+    held_out = (
+        ids.is_in(global_control.implode())
+        if global_control is not None and campaign.settings.exclude_global_control
+        else pl.Series([False] * len(ids), dtype=pl.Boolean())
+    )
+    split = campaign.ab_split()
+    variants = (
+        assign_variants(split, campaign.id, ids, winner=winner)
+        if split is not None
+        else pl.Series("variant", [None] * len(ids), dtype=pl.String())
     )
     entrants = current.with_columns(
-        pl.lit(None, dtype=pl.String()).alias("variant"),
-        control.alias("is_control"),
+        pl.when(held_out)
+        .then(pl.lit("global_control"))
+        .when(control)
+        .then(pl.lit(None, dtype=pl.String()))
+        .otherwise(variants)
+        .alias("variant"),
+        (control | held_out).alias("is_control"),
     ).select(list(ENTRANTS_SCHEMA))
     counts["entered"] = entrants.height
-    counts["control"] = int(entrants.get_column("is_control").sum())
+    counts["control"] = int((control & held_out.not_()).sum())
+    counts["global_control"] = int(held_out.sum())
+    for name, n in entrants.filter(pl.col("is_control").not_()).group_by("variant").len().iter_rows():
+        if name is not None:
+            counts[f"variant:{name}"] = n
     return entrants.cast(ENTRANTS_SCHEMA), counts  # type: ignore[arg-type]

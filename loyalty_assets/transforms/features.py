@@ -159,9 +159,7 @@ def spec_for(cond: Condition) -> FeatureSpec | None:
             cond.field, window=cond.window, event=cond.event, channel=cond.channel, campaign=cond.campaign
         )
     if fd.source == "site_visits":
-        return FeatureSpec(
-            cond.field, window=cond.window, category=cond.category, url_contains=cond.url_contains
-        )
+        return FeatureSpec(cond.field, window=cond.window, category=cond.category, url_contains=cond.url_contains)
     raise ValueError(f"no feature for field {cond.field!r}")  # pragma: no cover - FIELDS is closed
 
 
@@ -289,9 +287,7 @@ def _profile(ctx: _Context) -> pl.LazyFrame:
     """Profile columns: one value per customer, independent of any spec."""
     d = ctx.day
     birth = pl.col("birth_date")
-    before_birthday = (birth.dt.month() > d.month) | (
-        (birth.dt.month() == d.month) & (birth.dt.day() > d.day)
-    )
+    before_birthday = (birth.dt.month() > d.month) | ((birth.dt.month() == d.month) & (birth.dt.day() > d.day))
 
     def present(col: str) -> pl.Expr:
         return (pl.col(col).is_not_null() & (pl.col(col).str.strip_chars() != "")).alias(f"has_{col}")
@@ -302,10 +298,7 @@ def _profile(ctx: _Context) -> pl.LazyFrame:
             (pl.lit(d.year) - birth.dt.year() - before_birthday.cast(pl.Int32)).cast(pl.Int64).alias("age"),
             birth.dt.month().cast(pl.Int64).alias("birth_month"),
             birth.dt.day().cast(pl.Int64).alias("birth_day"),
-            (pl.lit(d) - pl.col("registration_date"))
-            .dt.total_days()
-            .cast(pl.Int64)
-            .alias("days_since_registration"),
+            (pl.lit(d) - pl.col("registration_date")).dt.total_days().cast(pl.Int64).alias("days_since_registration"),
             present("email"),
             present("phone"),
             present("push_token"),
@@ -326,9 +319,7 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
     # are dropped first when no spec needs the unrestricted line count.
     keys = sorted({(s.category, s.product) for s in specs if s.category or s.product}, key=str)
     key_index = {k: i for i, k in enumerate(keys)}
-    all_lines = any(
-        s.field == "average_items_per_check" and s.category is None and s.product is None for s in specs
-    )
+    all_lines = any(s.field == "average_items_per_check" and s.category is None and s.product is None for s in specs)
     if keys or all_lines:
         matches = [
             pl.col("category_id").is_in(ctx.descendants(category))
@@ -384,13 +375,9 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
         elif s.field == "last_check_date":
             aggs.append(pl.col(_DAY).filter(m).max().alias(col))
         elif s.field == "days_since_first_check":
-            aggs.append(
-                (pl.lit(ctx.day) - pl.col(_DAY).filter(m).min()).dt.total_days().cast(pl.Int64).alias(col)
-            )
+            aggs.append((pl.lit(ctx.day) - pl.col(_DAY).filter(m).min()).dt.total_days().cast(pl.Int64).alias(col))
         elif s.field == "days_since_last_check":
-            aggs.append(
-                (pl.lit(ctx.day) - pl.col(_DAY).filter(m).max()).dt.total_days().cast(pl.Int64).alias(col)
-            )
+            aggs.append((pl.lit(ctx.day) - pl.col(_DAY).filter(m).max()).dt.total_days().cast(pl.Int64).alias(col))
         else:  # pragma: no cover - spec_for only produces the fields above
             raise ValueError(f"unknown purchase feature {s.field!r}")
     return checks.group_by("customer_id").agg(aggs), post
@@ -439,9 +426,7 @@ def _bonuses(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, lis
             expr = amount.abs().filter((_KIND == "redemption") & w).sum()
         elif s.field == "bonuses_expiring":
             until = ctx.day + timedelta(days=s.within_days or 0)
-            expr = amount.filter(
-                accrual & (pl.col("_exp_day") > ctx.day) & (pl.col("_exp_day") <= until)
-            ).sum()
+            expr = amount.filter(accrual & (pl.col("_exp_day") > ctx.day) & (pl.col("_exp_day") <= until)).sum()
         else:  # pragma: no cover
             raise ValueError(f"unknown bonus feature {s.field!r}")
         aggs.append(expr.cast(AMOUNT).alias(s.column))
@@ -485,12 +470,7 @@ def _favourites(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, 
         elif s.field == "favourite_categories":
             aggs.append(pl.col("category_id").filter(m).unique().sort().alias(s.column))
         elif s.field == "days_since_favourite_choice":
-            aggs.append(
-                (pl.lit(ctx.day) - pl.col(_DAY).filter(m).max())
-                .dt.total_days()
-                .cast(pl.Int64)
-                .alias(s.column)
-            )
+            aggs.append((pl.lit(ctx.day) - pl.col(_DAY).filter(m).max()).dt.total_days().cast(pl.Int64).alias(s.column))
         else:  # pragma: no cover
             raise ValueError(f"unknown favourite feature {s.field!r}")
     return rows.group_by("customer_id").agg(aggs), post
@@ -498,9 +478,9 @@ def _favourites(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, 
 
 def _communications(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
     """Counts of message events by event / channel / campaign in a window, in one pass."""
-    rows = ctx.localize(
-        ctx.table("communications", ctx.frames.communications, "event_at"), {"event_at": _DAY}
-    ).filter(pl.col(_DAY) <= ctx.day)
+    rows = ctx.localize(ctx.table("communications", ctx.frames.communications, "event_at"), {"event_at": _DAY}).filter(
+        pl.col(_DAY) <= ctx.day
+    )
     aggs = []
     for s in specs:
         m = ctx.window_mask(s.window)

@@ -49,9 +49,48 @@ def add_local_instant(frame: pl.DataFrame, date_column: str, at: time, out: str)
     def build(zone: str) -> pl.Expr:
         local = pl.col(date_column).cast(pl.Datetime("us")) + pl.duration(hours=at.hour, minutes=at.minute)
         exact = local.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
-        shifted = (local + pl.duration(hours=1)).dt.replace_time_zone(
-            zone, ambiguous="earliest", non_existent="null"
-        )
+        shifted = (local + pl.duration(hours=1)).dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
         return pl.coalesce(exact, shifted).dt.convert_time_zone("UTC").alias(out)
+
+    return _per_zone(frame, build)
+
+
+def _local_to_utc(local: pl.Expr, zone: str) -> pl.Expr:
+    """A naive local datetime in `zone` → UTC; gaps move forward an hour, ambiguity takes the earlier."""
+    exact = local.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+    shifted = (local + pl.duration(hours=1)).dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+    return pl.coalesce(exact, shifted).dt.convert_time_zone("UTC")
+
+
+def next_local_time(frame: pl.DataFrame, ts_column: str, at: time, out: str) -> pl.DataFrame:
+    """`out` = the first instant at or after `ts_column` whose local time (in `__zone`) is `at`."""
+
+    def build(zone: str) -> pl.Expr:
+        local = pl.col(ts_column).dt.convert_time_zone(zone).dt.replace_time_zone(None)
+        same_day = local.dt.truncate("1d") + pl.duration(hours=at.hour, minutes=at.minute)
+        candidate = pl.when(same_day >= local).then(same_day).otherwise(same_day + pl.duration(days=1))
+        return _local_to_utc(candidate, zone).alias(out)
+
+    return _per_zone(frame, build)
+
+
+def out_of_quiet_hours(frame: pl.DataFrame, ts_column: str, start: time, end: time, out: str) -> pl.DataFrame:
+    """`out` = `ts_column`, or the next local `end` when the local time falls in [start, end).
+
+    The quiet period may wrap midnight (21:00–09:00). Nothing is dropped: a message due at 23:00
+    is moved to 09:00 the next morning.
+    """
+
+    def minutes(t: time) -> int:
+        return t.hour * 60 + t.minute
+
+    def build(zone: str) -> pl.Expr:
+        local = pl.col(ts_column).dt.convert_time_zone(zone).dt.replace_time_zone(None)
+        minute = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32)
+        s, e = minutes(start), minutes(end)
+        quiet = (minute >= s) & (minute < e) if s < e else (minute >= s) | (minute < e)
+        same_day_end = local.dt.truncate("1d") + pl.duration(hours=end.hour, minutes=end.minute)
+        moved = pl.when(same_day_end > local).then(same_day_end).otherwise(same_day_end + pl.duration(days=1))
+        return pl.when(quiet).then(_local_to_utc(moved, zone)).otherwise(pl.col(ts_column)).alias(out)
 
     return _per_zone(frame, build)

@@ -43,9 +43,7 @@ _U64 = pl.UInt64
 _MASK64 = (1 << 64) - 1
 
 
-def compile_filter(
-    filter: Filter, segment_members: Members | None = None, *, sample_salt: str = ""
-) -> pl.Expr:
+def compile_filter(filter: Filter, segment_members: Members | None = None, *, sample_salt: str = "") -> pl.Expr:
     """The filter as a boolean expression over the features frame (never null).
 
     `segment_members` answers `field: segment` conditions; `sample_salt` (the segment or campaign id)
@@ -189,9 +187,7 @@ def sample_mask(salt: str, percent: float) -> pl.Expr:
     return (_splitmix64(x) % pl.lit(_SAMPLE_BUCKETS, _U64)) < pl.lit(threshold, _U64)
 
 
-def dependency_order(
-    segments: Mapping[str, SegmentDefinition], external: Collection[str] = frozenset()
-) -> list[str]:
+def dependency_order(segments: Mapping[str, SegmentDefinition], external: Collection[str] = frozenset()) -> list[str]:
     """Segment ids with every referenced segment before its referrers (ids sorted otherwise).
 
     References to `external` ids (members supplied by the caller) are taken as resolved.
@@ -242,9 +238,7 @@ def _check_columns(filters: Iterable[Filter], features: pl.DataFrame) -> None:
         )
 
 
-def evaluate_segments(
-    segments: Mapping[str, SegmentDefinition], features: pl.DataFrame
-) -> dict[str, pl.DataFrame]:
+def evaluate_segments(segments: Mapping[str, SegmentDefinition], features: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Members of every segment (a `customer_id` frame, sorted), all in one pass over `features`."""
     _check_columns((s.filter for s in segments.values()), features)
     exprs = segment_expressions(segments)

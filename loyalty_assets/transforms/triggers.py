@@ -8,17 +8,19 @@ date's run sees it. Dates are compared in the customer's local calendar.
 from __future__ import annotations
 
 import calendar
-from datetime import timedelta
+from datetime import time, timedelta
 
 import polars as pl
 
 from loyalty_assets.config.campaigns import (
     AnniversaryTrigger,
     DateArrivalTrigger,
+    EventTrigger,
     FixedDateTrigger,
     Trigger,
 )
 from loyalty_assets.sources.frames import AsOf, SourceFrames
+from loyalty_assets.sources.schemas import MONEY
 from loyalty_assets.transforms.anniversaries import anniversary_hits
 from loyalty_assets.transforms.local_time import ZONE, add_local_date, add_local_instant, with_zone
 
@@ -27,6 +29,9 @@ TRIGGERED_SCHEMA: dict[str, pl.DataType] = {
     "occasion": pl.String(),
     "event_date": pl.Date(),
     "triggered_at": pl.Datetime("us", "UTC"),
+    "check_id": pl.String(),
+    "check_total": MONEY,
+    "event_amount": MONEY,
 }
 
 _OCCASION_PREFIX = {
@@ -81,8 +86,21 @@ def _prefix(trigger: AnniversaryTrigger | DateArrivalTrigger) -> str:
     return _OCCASION_PREFIX[trigger.field]
 
 
-def fire(trigger: Trigger, frames: SourceFrames, as_of: AsOf) -> pl.DataFrame:
-    """Rows of `TRIGGERED_SCHEMA` for the customers the trigger fires for on `as_of.date`."""
+def fire(
+    trigger: Trigger,
+    frames: SourceFrames,
+    as_of: AsOf,
+    *,
+    segment_today: pl.DataFrame | None = None,
+    segment_yesterday: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Rows of `TRIGGERED_SCHEMA` for the customers the trigger fires for on `as_of.date`.
+
+    Segment events compare the segment's members today with yesterday's (`segment_today`,
+    `segment_yesterday`, `customer_id` frames).
+    """
+    if isinstance(trigger, EventTrigger):
+        return fire_event(trigger, frames, as_of, segment_today=segment_today, segment_yesterday=segment_yesterday)
     if isinstance(trigger, FixedDateTrigger):
         return _fixed_date(trigger, frames, as_of)
     event_date = as_of.date - timedelta(days=trigger.offset_days)
@@ -127,9 +145,152 @@ def _fixed_date(trigger: FixedDateTrigger, frames: SourceFrames, as_of: AsOf) ->
     return _at(fired, trigger.at)
 
 
-def _at(fired: pl.DataFrame, at: object) -> pl.DataFrame:
-    timed = add_local_instant(fired, "__run_date", at, "triggered_at")  # type: ignore[arg-type]
-    return timed.select(list(TRIGGERED_SCHEMA)).sort("customer_id").cast(TRIGGERED_SCHEMA)  # type: ignore[arg-type]
+def _at(fired: pl.DataFrame, at: time) -> pl.DataFrame:
+    timed = add_local_instant(fired, "__run_date", at, "triggered_at")
+    return _shape(timed)
+
+
+def _shape(fired: pl.DataFrame) -> pl.DataFrame:
+    """Select the triggered columns (absent event columns as nulls), sorted for stable output."""
+    columns = [
+        pl.col(c) if c in fired.columns else pl.lit(None, dtype=dtype).alias(c) for c, dtype in TRIGGERED_SCHEMA.items()
+    ]
+    return fired.select(columns).cast(TRIGGERED_SCHEMA).sort("customer_id", "occasion")  # type: ignore[arg-type]
+
+
+def descendants(categories: pl.DataFrame, root: str) -> list[str]:
+    """`root` and every category below it in the tree (a handful of joins, not a per-row loop)."""
+    found = {root}
+    frontier = {root}
+    while frontier:
+        children = categories.filter(pl.col("parent_id").is_in(list(frontier)))["category_id"].to_list()
+        frontier = set(children) - found
+        found |= frontier
+    return sorted(found)
+
+
+def fire_event(
+    trigger: EventTrigger,
+    frames: SourceFrames,
+    as_of: AsOf,
+    *,
+    segment_today: pl.DataFrame | None = None,
+    segment_yesterday: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Events of day D (program day: [start of D, cutoff)), one occasion each, at event time + delay."""
+    in_day = lambda col: (pl.col(col) >= as_of.start_literal) & (pl.col(col) < as_of.cutoff_literal)  # noqa: E731
+    delay = pl.lit(trigger.delay.timedelta)
+    day = as_of.date
+    event = trigger.event
+    if event == "purchase":
+        checks = frames.checks.filter(in_day("ts"))
+        if trigger.min_total is not None:
+            checks = checks.filter(pl.col("total") >= pl.lit(str(trigger.min_total)).cast(MONEY))
+        if trigger.category is not None or trigger.product is not None:
+            items = frames.check_items
+            if trigger.category is not None:
+                items = items.filter(pl.col("category_id").is_in(descendants(frames.categories, trigger.category)))
+            if trigger.product is not None:
+                items = items.filter(pl.col("product_id") == trigger.product)
+            checks = checks.join(items.select("check_id").unique(), on="check_id", how="semi")
+        fired = checks.select(
+            "customer_id",
+            pl.concat_str(pl.lit("purchase:"), pl.col("check_id")).alias("occasion"),
+            pl.lit(day).alias("event_date"),
+            (pl.col("ts") + delay).alias("triggered_at"),
+            "check_id",
+            pl.col("total").alias("check_total"),
+        )
+        return _shape(fired)
+    if event == "registration":
+        fired = frames.customers.filter(in_day("registered_at")).select(
+            "customer_id",
+            pl.lit(f"registration:{day.isoformat()}").alias("occasion"),
+            pl.lit(day).alias("event_date"),
+            (pl.col("registered_at") + delay).alias("triggered_at"),
+        )
+        return _shape(fired)
+    if event == "bonus_accrual":
+        fired = frames.bonus_transactions.filter((pl.col("kind") == "accrual") & in_day("ts")).select(
+            "customer_id",
+            pl.concat_str(pl.lit("accrual:"), pl.col("txn_id")).alias("occasion"),
+            pl.lit(day).alias("event_date"),
+            (pl.col("ts") + delay).alias("triggered_at"),
+            pl.col("amount").alias("event_amount"),
+        )
+        return _shape(fired)
+    if event in ("message_opened", "message_clicked"):
+        wanted = event.removeprefix("message_")
+        events = frames.communications.filter((pl.col("event") == wanted) & in_day("event_at"))
+        if trigger.campaign is not None:
+            events = events.filter(pl.col("campaign_id") == trigger.campaign)
+        if trigger.channel is not None:
+            events = events.filter(pl.col("channel") == trigger.channel)
+        fired = events.select(
+            "customer_id",
+            pl.concat_str(pl.lit(f"{event}:"), pl.col("message_id")).alias("occasion"),
+            pl.lit(day).alias("event_date"),
+            (pl.col("event_at") + delay).alias("triggered_at"),
+        ).unique(["customer_id", "occasion"], keep="first", maintain_order=True)
+        return _shape(fired)
+    if event in ("segment_entered", "segment_left"):
+        today = segment_today if segment_today is not None else pl.DataFrame(schema={"customer_id": pl.Int64()})
+        before = segment_yesterday if segment_yesterday is not None else today.clear()
+        changed = (
+            today.join(before, on="customer_id", how="anti")
+            if event == "segment_entered"
+            else before.join(today, on="customer_id", how="anti")
+        )
+        return _on_day(changed.select("customer_id"), frames, as_of, f"{event}:{trigger.segment}:{day}", trigger)
+    return _bonus_expiry(trigger, frames, as_of)
+
+
+def _on_day(
+    customers: pl.DataFrame, frames: SourceFrames, as_of: AsOf, occasion: str, trigger: EventTrigger
+) -> pl.DataFrame:
+    """Events without an instant of their own happen at the trigger's local `at` on D (+ delay)."""
+    zoned = with_zone(
+        customers.join(frames.customers.select("customer_id", "timezone"), on="customer_id", how="left"),
+        as_of.program_tz,
+    ).with_columns(
+        pl.lit(occasion).alias("occasion"),
+        pl.lit(as_of.date).alias("event_date"),
+        pl.lit(as_of.date).alias("__run_date"),
+    )
+    timed = add_local_instant(zoned, "__run_date", trigger.at, "triggered_at")
+    return _shape(timed.with_columns(pl.col("triggered_at") + pl.lit(trigger.delay.timedelta)))
+
+
+def _bonus_expiry(trigger: EventTrigger, frames: SourceFrames, as_of: AsOf) -> pl.DataFrame:
+    """`bonus_expiring`: accruals expiring on local D + days_before; `bonus_expired`: expired on D.
+
+    One occasion per customer and expiry date, with the amount summed (one warning, not one per
+    accrual). Accruals come from the loyalty ledger and from this project's own accruals.
+    """
+    ledger = frames.bonus_transactions.filter(pl.col("kind") == "accrual").select("customer_id", "amount", "expires_at")
+    own = frames.own_accruals.select("customer_id", "amount", "expires_at")
+    accruals = pl.concat([ledger, own]).filter(pl.col("expires_at").is_not_null())
+    zoned = with_zone(
+        accruals.join(frames.customers.select("customer_id", "timezone"), on="customer_id", how="inner"),
+        as_of.program_tz,
+    )
+    dated = add_local_date(zoned, "expires_at", "expiry_date")
+    offset = (trigger.days_before or 0) if trigger.event == "bonus_expiring" else 0
+    target = as_of.date + timedelta(days=offset)
+    label = "bonus_expiring" if trigger.event == "bonus_expiring" else "bonus_expired"
+    due = (
+        dated.filter(pl.col("expiry_date") == target)
+        .group_by("customer_id")
+        .agg(pl.col("amount").sum().alias("event_amount"))
+        .with_columns(
+            pl.lit(f"{label}:{target.isoformat()}").alias("occasion"),
+            pl.lit(target).alias("event_date"),
+            pl.lit(as_of.date).alias("__run_date"),
+        )
+        .join(frames.customers.select("customer_id", "timezone"), on="customer_id", how="left")
+    )
+    timed = add_local_instant(with_zone(due, as_of.program_tz), "__run_date", trigger.at, "triggered_at")
+    return _shape(timed.with_columns(pl.col("triggered_at") + pl.lit(trigger.delay.timedelta)))
 
 
 __all__ = ["TRIGGERED_SCHEMA", "ZONE", "date_field", "fire"]

@@ -9,6 +9,9 @@ CREATE TABLE IF NOT EXISTS triggered_customers (
     triggered_at    TIMESTAMP   NOT NULL,  -- UTC
     variant         TEXT,
     is_control      BOOLEAN     NOT NULL,
+    check_id        TEXT,                  -- the triggering check (purchase triggers)
+    check_total     NUMERIC(14, 2),
+    event_amount    NUMERIC(14, 2),        -- e.g. the bonuses about to expire
     PRIMARY KEY (campaign_id, customer_id, occasion)
 );
 CREATE INDEX IF NOT EXISTS ix_triggered_customers_partition ON triggered_customers (campaign_id, partition_date);

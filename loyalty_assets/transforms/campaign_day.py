@@ -1,0 +1,284 @@
+"""One campaign on one date, as plain functions: entrants → journeys → accruals → messages.
+
+The Dagster assets and the dry run call exactly these functions with the same inputs (read from
+the warehouse and the day's sources), so a dry run shows what a real run writes. Also here: the
+fail-closed gates and the small derived inputs (favourite category names, manual segments).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+import polars as pl
+
+from loyalty_assets.config.campaigns import Campaign, EventTrigger, Gates, Program
+from loyalty_assets.config.segments import SegmentDefinition
+from loyalty_assets.sources.frames import AsOf, SourceFrames
+from loyalty_assets.transforms.ab_testing import Decision, adaptive_decision
+from loyalty_assets.transforms.accruals import build_accruals
+from loyalty_assets.transforms.audience import audience_ids
+from loyalty_assets.transforms.control_groups import global_control_members
+from loyalty_assets.transforms.entry import select_entrants
+from loyalty_assets.transforms.journey import (
+    TOKEN_SCHEMA,
+    JourneyDay,
+    compile_chain,
+    run_journeys,
+    start_tokens,
+)
+from loyalty_assets.transforms.local_time import add_local_date, with_zone
+from loyalty_assets.transforms.messages import MessageBatch, build_messages
+from loyalty_assets.transforms.templates import TemplateRenderer
+from loyalty_assets.transforms.triggers import TRIGGERED_SCHEMA, fire
+
+
+@dataclass(frozen=True)
+class CampaignHistory:
+    """What earlier dates wrote for this campaign (read from the warehouse)."""
+
+    triggered: pl.DataFrame  # customer_id, occasion, partition_date, variant, is_control
+    outbox: pl.DataFrame  # message_id, customer_id, variant, send_at
+    pending_due: pl.DataFrame  # TOKEN_SCHEMA: tokens due on D, written by earlier dates
+
+
+@dataclass(frozen=True)
+class EntrantsResult:
+    entrants: pl.DataFrame
+    counts: dict[str, int]
+    decision: Decision | None = None
+
+
+def campaign_entrants(
+    campaign: Campaign,
+    *,
+    program: Program,
+    as_of: AsOf,
+    frames: SourceFrames,
+    features: pl.DataFrame,
+    segments: Mapping[str, SegmentDefinition],
+    members_today: Mapping[str, pl.DataFrame],
+    members_yesterday: Mapping[str, pl.DataFrame],
+    history: CampaignHistory,
+) -> EntrantsResult:
+    """Who enters on D (with control flags and variants), and how many each rule removed."""
+    if not campaign.is_live_on(as_of.date):
+        empty = pl.DataFrame(schema=TRIGGERED_SCHEMA)
+        entrants, counts = select_entrants(
+            campaign, empty, run_date=as_of.date, audience=None, history=history.triggered
+        )
+        return EntrantsResult(entrants, {**counts, "not_live": 1})
+    segment = campaign.trigger.segment if isinstance(campaign.trigger, EventTrigger) else None
+    fired = fire(
+        campaign.trigger,
+        frames,
+        as_of,
+        segment_today=members_today.get(segment) if segment else None,
+        segment_yesterday=members_yesterday.get(segment) if segment else None,
+    )
+    segment_members = (
+        members_today.get(campaign.audience.segment) if campaign.audience and campaign.audience.segment else None
+    )
+    audience = audience_ids(campaign, features, segment_members, segments)
+    global_control = None
+    if program.global_control_group is not None:
+        global_control = global_control_members(
+            frames.customers.get_column("customer_id"), program.global_control_group, as_of.date
+        ).get_column("customer_id")
+    decision = None
+    split = campaign.ab_split()
+    if split is not None and split.adaptive is not None:
+        decision = adaptive_decision(
+            split,
+            as_of.date,
+            history=history.triggered.filter(pl.col("partition_date") < as_of.date),
+            outbox=history.outbox,
+            communications=frames.communications,
+            checks=frames.checks,
+            attribution_days=campaign.settings.attribution_days,
+        )
+    entrants, counts = select_entrants(
+        campaign,
+        fired,
+        run_date=as_of.date,
+        audience=audience,
+        history=history.triggered,
+        global_control=global_control,
+        winner=decision.winner if decision else None,
+    )
+    return EntrantsResult(entrants, counts, decision)
+
+
+def campaign_journeys(
+    campaign: Campaign,
+    entrants: pl.DataFrame,
+    *,
+    as_of: AsOf,
+    features: pl.DataFrame,
+    members: Mapping[str, pl.DataFrame],
+    pending_due: pl.DataFrame,
+) -> JourneyDay:
+    """Today's entrants start at the first step; tokens due today continue where they waited."""
+    first, _ = compile_chain(campaign.steps)
+    tokens = pl.concat([start_tokens(entrants, first), pending_due.select(list(TOKEN_SCHEMA)).cast(TOKEN_SCHEMA)])  # type: ignore[arg-type]
+    return run_journeys(campaign, tokens, as_of=as_of, features=features, members=members)
+
+
+def campaign_accruals(campaign: Campaign, journey_actions: pl.DataFrame) -> pl.DataFrame:
+    return build_accruals(campaign, journey_actions)
+
+
+def campaign_messages(
+    campaign: Campaign,
+    journey_actions: pl.DataFrame,
+    *,
+    program: Program,
+    as_of: AsOf,
+    frames: SourceFrames,
+    accruals: pl.DataFrame,
+    renderer: TemplateRenderer,
+    recent_messages: pl.DataFrame | None,
+) -> MessageBatch:
+    return build_messages(
+        campaign,
+        journey_actions,
+        accruals,
+        frames.customers,
+        renderer,
+        as_of,
+        favourites=favourite_names(frames, as_of),
+        recent_messages=recent_messages,
+        frequency_cap=program.frequency_cap,
+    )
+
+
+def favourite_names(frames: SourceFrames, as_of: AsOf) -> pl.DataFrame:
+    """`customer_id, favourite_categories` (names, sorted) chosen for the period containing D."""
+    chosen = frames.favourite_categories.filter(
+        (pl.col("period_start") <= as_of.date)
+        & (pl.col("period_end") >= as_of.date)
+        & (pl.col("chosen_at") < as_of.cutoff_literal)
+    )
+    named = chosen.join(frames.categories.select("category_id", "name"), on="category_id", how="left")
+    return named.group_by("customer_id").agg(pl.coalesce("name", "category_id").sort().alias("favourite_categories"))
+
+
+def manual_segment_members(events: pl.DataFrame, as_of: AsOf) -> dict[str, pl.DataFrame]:
+    """Members of campaign-kept segments at D's cutoff: each customer's latest add/remove before it."""
+    latest = (
+        events.filter(pl.col("ts") < as_of.cutoff_literal)
+        .sort("ts", "event_id")
+        .group_by("segment_id", "customer_id")
+        .agg(pl.col("action").last())
+        .filter(pl.col("action") == "add")
+    )
+    return {
+        str(sid): group.select("customer_id").sort("customer_id")
+        for (sid,), group in latest.partition_by("segment_id", as_dict=True).items()
+    }
+
+
+def segment_actions(campaign: Campaign, actions: pl.DataFrame) -> pl.DataFrame:
+    """Rows of `manual_segment_events` for executed add/remove-segment steps."""
+    from loyalty_assets.config.campaigns import SegmentAction
+
+    parts = []
+    for step in campaign.all_steps():
+        if isinstance(step, SegmentAction):
+            done = actions.filter(pl.col("step_id") == step.id)
+            parts.append(
+                done.select(
+                    pl.concat_str(
+                        pl.lit(f"{campaign.id}:{step.id}:"),
+                        pl.col("customer_id").cast(pl.String()),
+                        pl.lit(":"),
+                        "occasion",
+                    ).alias("event_id"),
+                    pl.lit(step.segment).alias("segment_id"),
+                    "customer_id",
+                    pl.lit("add" if step.type == "add_to_segment" else "remove").alias("action"),
+                    pl.col("at").alias("ts"),
+                    pl.lit(campaign.id).alias("campaign_id"),
+                )
+            )
+    schema = {
+        "event_id": pl.String(),
+        "segment_id": pl.String(),
+        "customer_id": pl.Int64(),
+        "action": pl.String(),
+        "ts": pl.Datetime("us", "UTC"),
+        "campaign_id": pl.String(),
+    }
+    return pl.concat(parts).cast(schema) if parts else pl.DataFrame(schema=schema)  # type: ignore[arg-type]
+
+
+# --- fail-closed gates ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    description: str
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+def audience_gate(gates: Gates, day: date, today: int, yesterday: int | None) -> GateResult:
+    """Fail when today's entrants are more than `max_audience_jump` × yesterday's."""
+    meta: dict[str, object] = {"entrants_today": today, "entrants_yesterday": yesterday}
+    if gates.max_audience_jump is None:
+        return GateResult(True, "audience gate disabled", meta)
+    if yesterday is None or yesterday < gates.min_audience_for_jump:
+        return GateResult(True, f"yesterday below {gates.min_audience_for_jump} entrants: no comparison", meta)
+    limit = Decimal(yesterday) * gates.max_audience_jump
+    if Decimal(today) <= limit:
+        return GateResult(True, f"{today} entrants within {gates.max_audience_jump}× yesterday's {yesterday}", meta)
+    if day in gates.override_dates:
+        return GateResult(True, f"{today} entrants exceed {limit} but {day} is in gates.override_dates", meta)
+    return GateResult(
+        False,
+        f"{today} entrants is more than {gates.max_audience_jump}× yesterday's {yesterday}: outputs held back; "
+        f"fix the data or add {day} to settings.gates.override_dates",
+        meta,
+    )
+
+
+def checks_volume_gate(
+    checks: pl.DataFrame, as_of: AsOf, ratio: Decimal | None, override_dates: tuple[date, ...] = ()
+) -> GateResult:
+    """Fail when yesterday's checks are below `ratio` × the median of the 28 days before it.
+
+    Yesterday (D−1) is the last complete day when the morning run for D starts. Days are the
+    program zone's. With fewer than 7 days of history there is nothing to compare with.
+    """
+    yesterday = as_of.date - timedelta(days=1)
+    window_start = yesterday - timedelta(days=28)
+    zoned = with_zone(
+        checks.select("ts").with_columns(pl.lit(None, dtype=pl.String()).alias("timezone")), as_of.program_tz
+    )
+    days = add_local_date(zoned, "ts", "day").filter((pl.col("day") >= window_start) & (pl.col("day") <= yesterday))
+    per_day = dict(days.group_by("day").len().iter_rows())
+    previous = [per_day.get(window_start + timedelta(days=i), 0) for i in range(28)]
+    got = per_day.get(yesterday, 0)
+    meta: dict[str, object] = {
+        "checks_yesterday": got,
+        "days_with_checks_before": sum(1 for n in previous if n),
+    }
+    if ratio is None:
+        return GateResult(True, "checks gate disabled", meta)
+    if sum(1 for n in previous if n) < 7:
+        return GateResult(True, "fewer than 7 days of history: no comparison", meta)
+    median = statistics.median(previous)
+    meta["median_28_days"] = median
+    if got >= float(ratio) * median:
+        return GateResult(True, f"{got} checks on {yesterday} vs median {median}", meta)
+    if as_of.date in override_dates:
+        return GateResult(True, f"{got} checks on {yesterday} below {ratio}× median {median}, overridden", meta)
+    return GateResult(
+        False,
+        f"only {got} checks on {yesterday}, below {ratio}× the 28-day median {median}: campaigns held back; "
+        f"load the missing checks or add {as_of.date} to gate_override_dates in program.yaml",
+        meta,
+    )
