@@ -22,7 +22,7 @@ from loyalty_assets.transforms.features import compute_features, required_featur
 from loyalty_assets.transforms.masking import mask_email, mask_phone
 from loyalty_assets.transforms.segments import SegmentPreview, evaluate_segments
 from loyalty_assets.warehouse.history import own_accruals_before
-from loyalty_assets.warehouse.warehouse import Warehouse
+from loyalty_assets.warehouse.warehouse import open_existing
 
 
 def preview(
@@ -39,8 +39,9 @@ def preview(
         raise KeyError(f"unknown segment {segment_id!r}; known: {sorted(catalog.segments)}")
     point = AsOf(date=day, program_tz=catalog.program.timezone)
     accruals = None
-    if database_url:
-        accruals = own_accruals_before(Warehouse(database_url), point)
+    existing = open_existing(database_url) if database_url else None
+    if existing is not None:
+        accruals = own_accruals_before(existing, point)
     snapshot = load_snapshot(lambda table: read_file_table(data_dir, table), point, own_accruals=accruals)
     needed = closure(catalog.segments, segment_id)
     features = compute_features(snapshot.frames, point, required_features([s.filter for s in needed.values()]))

@@ -22,10 +22,20 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from loyalty_assets.config.campaigns import Campaign, Program, SendEmail, SendText
+from loyalty_assets.config.campaigns import (
+    Campaign,
+    EventTrigger,
+    FilterStep,
+    NotifyStaff,
+    Program,
+    SegmentAction,
+    SendEmail,
+    SendText,
+)
 from loyalty_assets.config.errors import DefinitionError
-from loyalty_assets.config.filters import referenced_segments
+from loyalty_assets.config.filters import definition_error, referenced_segments
 from loyalty_assets.config.segments import SegmentDefinition, load_segments
+from loyalty_assets.config.segments import read_yaml as read_definition_yaml
 from loyalty_assets.transforms.templates import TemplateError, TemplateRenderer
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[1] / "catalog"
@@ -47,6 +57,10 @@ SAMPLE_TEMPLATE_VARIABLES: dict[str, Any] = {
         "expires_on": date(2025, 1, 31),
         "legal_entity": "X",
     },
+    "check": {"check_id": "C1", "total": Decimal("1500.00")},
+    "event": {"amount": Decimal("120.00"), "date": date(2025, 1, 8)},
+    "favourite_categories": ["Молочные продукты"],
+    "variant": "a",
     "campaign": {"id": "sample", "name": "Sample"},
     "occasion": "birthday:2025-01-08",
     "event_date": date(2025, 1, 8),
@@ -64,6 +78,7 @@ class Catalog:
     segments: dict[str, SegmentDefinition]
     errors: list[DefinitionError] = field(default_factory=list)
     campaign_files: dict[str, Path] = field(default_factory=dict)
+    manual_segments: set[str] = field(default_factory=set)
 
     @property
     def templates_dir(self) -> Path:
@@ -93,43 +108,97 @@ def load_program(root: Path) -> Program:
         raise DefinitionError.from_validation(path, exc) from exc
 
 
-def load_campaign(path: Path, renderer: TemplateRenderer, segments: dict[str, SegmentDefinition]) -> Campaign:
-    """One campaign file → `Campaign`, with its templates compiled and its references resolved."""
-    data = read_yaml(path)
+def load_campaign(
+    path: Path,
+    renderer: TemplateRenderer,
+    segments: dict[str, SegmentDefinition],
+    manual_segments: set[str] = frozenset(),  # type: ignore[assignment]
+) -> Campaign:
+    """One campaign file → `Campaign`, with its templates compiled and its references resolved.
+
+    Segment references may name saved segments or manual segments (kept by campaign steps).
+    """
+    try:
+        data = read_definition_yaml(path)
+    except Exception as exc:
+        raise DefinitionError(path, "<file>", f"not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise DefinitionError(path, "<root>", "expected a mapping of campaign fields")
     try:
         campaign = Campaign.model_validate(data)
     except ValidationError as exc:
-        raise DefinitionError.from_validation(path, exc) from exc
+        raise definition_error(path, exc) from exc
     if campaign.id != path.stem:
         raise DefinitionError(path, "id", f"must equal the file name '{path.stem}', got '{campaign.id}'")
-    if campaign.audience is not None:
-        wanted = set()
-        if campaign.audience.segment:
-            wanted.add(campaign.audience.segment)
-        if campaign.audience.filter is not None:
-            wanted |= referenced_segments(campaign.audience.filter)
-        unknown = sorted(wanted - set(segments))
+    known = set(segments) | set(manual_segments)
+    for field_path, wanted in _segment_references(campaign):
+        unknown = sorted(wanted - known)
         if unknown:
-            raise DefinitionError(path, "audience.segment", f"unknown segment(s) {unknown}; known: {sorted(segments)}")
-    for index, step in enumerate(campaign.steps):
-        _check_step_templates(path, index, step, renderer)
+            raise DefinitionError(path, field_path, f"unknown segment(s) {unknown}; known: {sorted(known)}")
+    for field_path, step in _step_paths(campaign.steps, "steps"):
+        _check_step_templates(path, field_path, step, renderer)
     return campaign
 
 
-def _check_step_templates(path: Path, index: int, step: Any, renderer: TemplateRenderer) -> None:
+def _step_paths(steps: list[Any], prefix: str) -> list[tuple[str, Any]]:
+    """(field path in the file, step) for every step, branches included: `steps.2.else.0`."""
+    found: list[tuple[str, Any]] = []
+    for index, step in enumerate(steps):
+        here = f"{prefix}.{index}"
+        found.append((here, step))
+        if isinstance(step, FilterStep):
+            found += _step_paths(step.else_, f"{here}.else")
+        elif hasattr(step, "variants"):
+            for v_index, variant in enumerate(step.variants):
+                found += _step_paths(variant.steps, f"{here}.variants.{v_index}.steps")
+    return found
+
+
+def _segment_references(campaign: Campaign) -> list[tuple[str, set[str]]]:
+    refs: list[tuple[str, set[str]]] = []
+    if campaign.audience is not None:
+        if campaign.audience.segment:
+            refs.append(("audience.segment", {campaign.audience.segment}))
+        if campaign.audience.filter is not None:
+            refs.append(("audience.filter", referenced_segments(campaign.audience.filter)))
+    if isinstance(campaign.trigger, EventTrigger) and campaign.trigger.segment:
+        refs.append(("trigger.segment", {campaign.trigger.segment}))
+    for field_path, step in _step_paths(campaign.steps, "steps"):
+        if isinstance(step, FilterStep):
+            if step.segment:
+                refs.append((f"{field_path}.segment", {step.segment}))
+            if step.filter is not None:
+                refs.append((f"{field_path}.filter", referenced_segments(step.filter)))
+    return refs
+
+
+def _check_step_templates(path: Path, field_path: str, step: Any, renderer: TemplateRenderer) -> None:
     checks: list[tuple[str, str | None, str | None]] = []
     if isinstance(step, SendEmail):
         checks = [("subject", None, step.subject), ("template", step.template, None)]
     elif isinstance(step, SendText):
         checks = [("template", step.template, None)] if step.template else [("text", None, step.text)]
+    elif isinstance(step, NotifyStaff):
+        checks = [("subject", None, step.subject), ("text", None, step.text)]
     for field_name, file_name, source in checks:
         try:
             renderer.check(name=file_name, source=source, sample=SAMPLE_TEMPLATE_VARIABLES)
         except TemplateError as exc:
             detail = f"template {file_name!r}: " if file_name else ""
-            raise DefinitionError(path, f"steps.{index}.{field_name}", f"{detail}{type(exc).__name__}: {exc}") from exc
+            raise DefinitionError(path, f"{field_path}.{field_name}", f"{detail}{type(exc).__name__}: {exc}") from exc
+
+
+def manual_segment_names(root: Path) -> set[str]:
+    """Segments that campaign steps add customers to (a cheap pre-pass over the campaign files)."""
+    names: set[str] = set()
+    for path in sorted((root / "campaigns").glob("*.y*ml")):
+        try:
+            data = read_definition_yaml(path)
+            campaign = Campaign.model_validate(data)
+        except Exception:  # reported properly by load_campaign
+            continue
+        names |= {s.segment for s in campaign.all_steps() if isinstance(s, SegmentAction)}
+    return names
 
 
 def load_catalog(root: Path = DEFAULT_CATALOG) -> Catalog:
@@ -140,9 +209,10 @@ def load_catalog(root: Path = DEFAULT_CATALOG) -> Catalog:
     renderer = TemplateRenderer(root / "templates")
     campaigns: dict[str, Campaign] = {}
     files: dict[str, Path] = {}
+    manual = manual_segment_names(root) - set(segments)
     for path in sorted((root / "campaigns").glob("*.y*ml")):
         try:
-            campaign = load_campaign(path, renderer, segments)
+            campaign = load_campaign(path, renderer, segments, manual)
         except DefinitionError as exc:
             errors.append(exc)
             continue

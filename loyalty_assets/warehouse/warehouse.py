@@ -80,7 +80,7 @@ class Warehouse:
         if self._schema_ready:
             return
         with self._write() as conn:
-            self._lock(conn, "ddl")
+            self.lock(conn, "ddl")
             for statement in ddl_statements(self.sql_dir):
                 conn.execute(sa.text(statement))
             metadata = sa.MetaData()
@@ -121,7 +121,7 @@ class Warehouse:
             with self.transaction() as own:
                 return self.replace(table_name, frame, scope, conn=own)
         table = self.table(table_name)
-        self._lock(conn, table_name, *(f"{k}={v}" for k, v in sorted(scope.items())))
+        self.lock(conn, table_name, *(f"{k}={v}" for k, v in sorted(scope.items())))
         conn.execute(sa.delete(table).where(*(table.c[k] == v for k, v in scope.items())))
         rows = to_rows(frame.with_columns(*(pl.lit(v).alias(k) for k, v in scope.items())), table)
         if rows:
@@ -158,7 +158,7 @@ class Warehouse:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def _lock(self, conn: sa.Connection, *parts: str) -> None:
+    def lock(self, conn: sa.Connection, *parts: str) -> None:
         """Serialise writers of one scope: a transaction-scoped advisory lock on PostgreSQL.
 
         SQLite needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
@@ -234,3 +234,21 @@ def from_rows(rows: list[Any], table: sa.Table) -> pl.DataFrame:
         else:
             columns.append(pl.Series(name, values).cast(dtype))
     return pl.DataFrame(columns)
+
+
+def open_existing(url: str) -> Warehouse | None:
+    """The warehouse at `url` if it already exists with its tables, else None — creating nothing.
+
+    For read-only tools (previews, dry runs) that must not leave a database behind.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and (not parsed.database or not Path(parsed.database).exists()):
+        return None
+    engine = sa.create_engine(url)
+    try:
+        present = sa.inspect(engine).has_table("bonus_accruals")
+    except sa.exc.SQLAlchemyError:
+        present = False
+    finally:
+        engine.dispose()
+    return Warehouse(url) if present else None
