@@ -5,6 +5,7 @@
     loyalty summary --date D                      rows per output table and campaign for D
     loyalty validate                              check every campaign and segment file
     loyalty segment preview ID --date D           count and masked sample, nothing written
+    loyalty campaign dry-run ID --date D          what a campaign would do on D, nothing written
 
 All commands honour LOYALTY_DATA_DIR, LOYALTY_CAMPAIGNS_DIR and LOYALTY_DATABASE_URL.
 """
@@ -107,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     preview.add_argument("--date", type=_date, required=True)
     preview.add_argument("--sample", type=int, default=10)
 
+    campaign = commands.add_parser("campaign", help="campaign tools")
+    campaign_commands = campaign.add_subparsers(dest="campaign_command", required=True)
+    dry = campaign_commands.add_parser("dry-run", help="counts per step, branch and variant and a masked sample")
+    dry.add_argument("campaign_id")
+    dry.add_argument("--date", type=_date, required=True)
+    dry.add_argument("--sample", type=int, default=5)
+
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     pl.Config.set_tbl_rows(200)
@@ -136,6 +144,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         result = preview_from_sources(settings, args.segment_id, args.date, sample=args.sample)
         print(f"segment {result.segment_id} on {args.date.isoformat()}: {result.count} customers")
+        print(result.sample)
+        return 0
+    if args.command == "campaign" and args.campaign_command == "dry-run":
+        from loyalty_assets.dry_run import dry_run
+
+        result = dry_run(
+            load_catalog(settings.campaigns_dir),
+            args.campaign_id,
+            args.date,
+            data_dir=settings.data_dir,
+            database_url=settings.database_url,
+            source_database_url=settings.source_database_url,
+            sample=args.sample,
+        )
+        print(f"dry run of {result.campaign_id} on {result.day.isoformat()} (nothing written):")
+        for name, value in result.counts.items():
+            print(f"  {name:<40} {value}")
         print(result.sample)
         return 0
     return 2

@@ -15,7 +15,7 @@ import polars as pl
 from loyalty_assets.config.catalog import Catalog, load_catalog
 from loyalty_assets.settings import Settings
 from loyalty_assets.sources.frames import AsOf
-from loyalty_assets.sources.readers import read_file_table
+from loyalty_assets.sources.readers import make_reader
 from loyalty_assets.sources.snapshot import load_snapshot
 from loyalty_assets.transforms.audience import closure
 from loyalty_assets.transforms.features import compute_features, required_features
@@ -33,6 +33,7 @@ def preview(
     *,
     sample: int = 10,
     database_url: str | None = None,
+    source_database_url: str | None = None,
 ) -> SegmentPreview:
     """Count the members of `segment_id` on `day` and show a masked sample (lowest ids first)."""
     if segment_id not in catalog.segments:
@@ -42,7 +43,7 @@ def preview(
     existing = open_existing(database_url) if database_url else None
     if existing is not None:
         accruals = own_accruals_before(existing, point)
-    snapshot = load_snapshot(lambda table: read_file_table(data_dir, table), point, own_accruals=accruals)
+    snapshot = load_snapshot(make_reader(data_dir, source_database_url, point.cutoff), point, own_accruals=accruals)
     needed = closure(catalog.segments, segment_id)
     features = compute_features(snapshot.frames, point, required_features([s.filter for s in needed.values()]))
     members = evaluate_segments(needed, features)[segment_id]
@@ -62,4 +63,5 @@ def preview_from_sources(settings: Settings, segment_id: str, day: date, *, samp
         day,
         sample=sample,
         database_url=settings.database_url,
+        source_database_url=settings.source_database_url,
     )

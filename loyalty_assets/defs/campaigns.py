@@ -25,7 +25,7 @@ from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
 from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
-from loyalty_assets.sources.frames import AsOf, SourceFrames
+from loyalty_assets.sources.frames import SourceFrames
 from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.transforms.activity import (
     accrual_activity,
@@ -35,18 +35,16 @@ from loyalty_assets.transforms.activity import (
 )
 from loyalty_assets.transforms.audience import masked_sample
 from loyalty_assets.transforms.campaign_day import (
-    CampaignHistory,
     audience_gate,
     campaign_accruals,
     campaign_entrants,
     campaign_journeys,
     campaign_messages,
-    manual_segment_members,
     segment_actions,
 )
 from loyalty_assets.transforms.entry import ENTRANTS_SCHEMA
-from loyalty_assets.transforms.journey import ACTION_SCHEMA, TOKEN_SCHEMA
-from loyalty_assets.warehouse.history import own_accruals_before
+from loyalty_assets.transforms.journey import ACTION_SCHEMA
+from loyalty_assets.warehouse.history import own_accruals_before, read_history, read_members
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 SOURCE_INS = {table: dg.AssetIn(source_key(table)) for table in SCHEMAS}
@@ -73,41 +71,6 @@ def used_segments(campaign: Campaign, saved: set[str]) -> list[str]:
             if step.filter is not None:
                 wanted |= referenced_segments(step.filter)
     return sorted(wanted & saved)
-
-
-def read_members(wh: Warehouse, segment_ids: list[str], point: AsOf, days_back: int = 0) -> dict[str, pl.DataFrame]:
-    """Saved segments' members on D − `days_back`, plus campaign-kept (manual) segments at D's cutoff."""
-    day = point.date - timedelta(days=days_back)
-    members = {
-        sid: wh.read("segment_members", {"segment_id": sid, "partition_date": day}).select("customer_id")
-        for sid in segment_ids
-    }
-    if days_back == 0:
-        manual = manual_segment_members(wh.read("manual_segment_events"), point)
-        members = {**manual, **members}
-    return members
-
-
-def read_history(wh: Warehouse, campaign_id: str, point: AsOf) -> CampaignHistory:
-    triggered = wh.read("triggered_customers", {"campaign_id": campaign_id}).select(
-        "customer_id", "occasion", "partition_date", "variant", "is_control"
-    )
-    outbox = wh.read("message_outbox", {"campaign_id": campaign_id}).filter(pl.col("partition_date") < point.date)
-    pending = (
-        wh.read("journey_pending", {"campaign_id": campaign_id})
-        .filter(
-            (pl.col("partition_date") < point.date)
-            & (pl.col("due_at") >= point.start_literal)
-            & (pl.col("due_at") < point.cutoff_literal)
-        )
-        .rename({"due_at": "at"})
-        .select(list(TOKEN_SCHEMA))
-    )
-    return CampaignHistory(
-        triggered=triggered,
-        outbox=outbox.select("message_id", "customer_id", "variant", "send_at"),
-        pending_due=pending,
-    )
 
 
 def build_campaign_assets(

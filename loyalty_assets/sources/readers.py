@@ -7,6 +7,7 @@ back (as `__unparsable__<column>` flags) so validation can quarantine the row wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from loyalty_assets.sources.schemas import SCHEMAS, TableSchema
 
 UNPARSABLE_PREFIX = "__unparsable__"
+_SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 _DATETIME_FORMATS_AWARE = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z")
 _DATETIME_FORMATS_NAIVE = (
@@ -181,3 +183,18 @@ def _parse_string(col: pl.Expr, target: pl.DataType) -> pl.Expr:
     if isinstance(target, pl.List):
         return pl.when(blank_as_null.is_null()).then(pl.lit([], dtype=target)).otherwise(blank_as_null.str.split("|"))
     return blank_as_null.cast(target, strict=False)
+
+
+def make_reader(data_dir: Path, database_url: str | None, cutoff: object = None) -> Callable[[str], RawTable]:
+    """`read(table)` from the SQL source when `database_url` is set, else from files in `data_dir`."""
+    if not database_url:
+        return lambda table: read_file_table(data_dir, table)
+
+    def read(table: str) -> RawTable:
+        engine = sa.create_engine(database_url)
+        try:
+            return read_sql_table(engine, _SQL_DIR, table, {"cutoff": cutoff})
+        finally:
+            engine.dispose()
+
+    return read

@@ -1,0 +1,173 @@
+"""What a campaign would do on a date, computed exactly as the assets do it, writing nothing.
+
+The dry run validates the day's sources, computes the shared features and the saved segments in
+memory, reads the campaign's history (earlier entrants, waiting customers, recent messages) from the
+warehouse when one exists, and runs the same `transforms.campaign_day` functions as the assets.
+Given the same warehouse state, its counts equal the real run's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from loyalty_assets.config.catalog import Catalog
+from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA, AsOf
+from loyalty_assets.sources.readers import make_reader
+from loyalty_assets.sources.snapshot import load_snapshot
+from loyalty_assets.transforms.campaign_day import (
+    CampaignHistory,
+    campaign_accruals,
+    campaign_entrants,
+    campaign_journeys,
+    campaign_messages,
+)
+from loyalty_assets.transforms.features import compute_features, required_features
+from loyalty_assets.transforms.journey import TOKEN_SCHEMA
+from loyalty_assets.transforms.masking import mask_email, mask_phone
+from loyalty_assets.transforms.segments import evaluate_segments
+from loyalty_assets.warehouse.history import own_accruals_before, read_history, read_members
+from loyalty_assets.warehouse.warehouse import open_existing
+
+
+@dataclass(frozen=True)
+class DryRun:
+    campaign_id: str
+    day: date
+    counts: dict[str, int | str]
+    sample: pl.DataFrame  # masked messages
+
+
+def _members(
+    catalog: Catalog, data_dir: Path, point: AsOf, own: pl.DataFrame, source_url: str | None
+) -> tuple[pl.DataFrame, dict]:
+    snapshot = load_snapshot(make_reader(data_dir, source_url, point.cutoff), point, own_accruals=own)
+    filters = [s.filter for s in catalog.segments.values()]
+    filters += [c.audience.filter for c in catalog.campaigns.values() if c.audience and c.audience.filter]
+    features = compute_features(snapshot.frames, point, required_features(filters))
+    return features, {"snapshot": snapshot, "segments": evaluate_segments(catalog.segments, features)}
+
+
+def dry_run(
+    catalog: Catalog,
+    campaign_id: str,
+    day: date,
+    *,
+    data_dir: Path,
+    database_url: str,
+    source_database_url: str | None = None,
+    sample: int = 5,
+) -> DryRun:
+    """Counts per stage, step, branch and variant, and a masked sample of the messages."""
+    if campaign_id not in catalog.campaigns:
+        raise KeyError(f"unknown campaign {campaign_id!r}; known: {sorted(catalog.campaigns)}")
+    campaign = catalog.campaigns[campaign_id]
+    program = catalog.program
+    point = AsOf(day, program.timezone)
+    warehouse = open_existing(database_url)
+    own = own_accruals_before(warehouse, point) if warehouse else pl.DataFrame(schema=OWN_ACCRUALS_SCHEMA)
+    features, state = _members(catalog, data_dir, point, own, source_database_url)
+    frames = state["snapshot"].frames
+    members_today = dict(state["segments"])
+    if warehouse is not None:
+        members_today = {**read_members(warehouse, [], point), **members_today}
+        members_yesterday = read_members(warehouse, sorted(catalog.segments), point, days_back=1)
+        history = read_history(warehouse, campaign_id, point)
+    else:
+        yesterday = AsOf(day - timedelta(days=1), program.timezone)
+        _, before = _members(catalog, data_dir, yesterday, own, source_database_url)
+        members_yesterday = dict(before["segments"])
+        history = CampaignHistory(
+            triggered=pl.DataFrame(
+                schema={
+                    "customer_id": pl.Int64(),
+                    "occasion": pl.String(),
+                    "partition_date": pl.Date(),
+                    "variant": pl.String(),
+                    "is_control": pl.Boolean(),
+                }
+            ),
+            outbox=pl.DataFrame(
+                schema={
+                    "message_id": pl.String(),
+                    "customer_id": pl.Int64(),
+                    "variant": pl.String(),
+                    "send_at": pl.Datetime("us", "UTC"),
+                }
+            ),
+            pending_due=pl.DataFrame(schema=TOKEN_SCHEMA),
+        )
+    entered = campaign_entrants(
+        campaign,
+        program=program,
+        as_of=point,
+        frames=frames,
+        features=features,
+        segments=catalog.segments,
+        members_today=members_today,
+        members_yesterday=members_yesterday,
+        history=history,
+    )
+    journey = campaign_journeys(
+        campaign,
+        entered.entrants,
+        as_of=point,
+        features=features,
+        members=members_today,
+        pending_due=history.pending_due,
+    )
+    accruals = campaign_accruals(campaign, journey.actions)
+    earlier_accruals = None
+    if warehouse is not None:
+        earlier_accruals = warehouse.read("bonus_accruals", {"campaign_id": campaign_id}).filter(
+            pl.col("partition_date") < day
+        )
+    recent = None
+    if program.frequency_cap is not None and warehouse is not None:
+        recent = warehouse.read("message_outbox").filter(
+            ~((pl.col("campaign_id") == campaign_id) & (pl.col("partition_date") == day))
+        )
+    all_accruals = (
+        pl.concat([earlier_accruals.select(accruals.columns).cast(accruals.schema), accruals])
+        if earlier_accruals is not None
+        else accruals
+    )
+    batch = campaign_messages(
+        campaign,
+        journey.actions,
+        program=program,
+        as_of=point,
+        frames=frames,
+        accruals=all_accruals,
+        renderer=catalog.renderer(),
+        recent_messages=recent,
+    )
+    counts: dict[str, int | str] = {f"entry:{k}": v for k, v in entered.counts.items()}
+    counts |= {f"journey:{k}": v for k, v in journey.counts.items()}
+    counts["journey:resumed_from_earlier_days"] = history.pending_due.height
+    counts["journey:left_waiting"] = journey.pending.height
+    counts["accruals"] = accruals.height
+    counts["accrued_total"] = str(accruals.get_column("amount").sum() if accruals.height else 0)
+    counts["messages"] = batch.outbox.height
+    for channel, n in batch.outbox.group_by("channel").len().iter_rows():
+        counts[f"messages:{channel}"] = n
+    for reason, n in batch.skipped.group_by("reason").len().iter_rows():
+        counts[f"skipped:{reason}"] = n
+    masked = batch.outbox.head(sample).select(
+        "customer_id",
+        "channel",
+        pl.when(pl.col("channel") == "sms")
+        .then(mask_phone(pl.col("recipient")))
+        .when(pl.col("channel") == "email")
+        .then(mask_email(pl.col("recipient")))
+        .otherwise(pl.lit("***"))
+        .alias("recipient"),
+        "subject",
+        "send_at",
+        "batch_no",
+        "variant",
+    )
+    return DryRun(campaign_id=campaign_id, day=day, counts=dict(sorted(counts.items())), sample=masked)
