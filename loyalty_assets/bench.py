@@ -27,8 +27,9 @@ What is measured, per scale, with the run date 2025-06-26 (cutoff = start of 202
   and segment as one query (projection and filter push-down into the Parquet scans): the way someone
   would write it in DuckDB from scratch.
 
-Each engine runs in its own subprocess per repetition, so its peak RSS (`ru_maxrss`, reported by the
-child itself) is its own and a repetition never profits from the previous one's heap; engine libraries
+Each engine runs in its own subprocess per repetition, so its peak RSS (the child's own high-water
+mark, `VmHWM`; see `peak_rss_bytes` for why not `ru_maxrss`) is its own and a repetition never profits
+from the previous one's heap; engine libraries
 are imported inside the child, so the DuckDB child does not carry Polars and vice versa. Peak RSS of a
 step is the process peak at the end of that step (so `features+segment` includes the snapshot it
 reads). Both engines get the same thread count (`POLARS_MAX_THREADS`, DuckDB `SET threads`). The
@@ -210,7 +211,18 @@ FROM members
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (`ru_maxrss` is KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set size so far, in bytes.
+
+    Linux: `VmHWM` of `/proc/self/status`, the high-water mark of this program's own address space.
+    Not `ru_maxrss`: Linux carries it over from the parent across fork + exec, so a child's figure
+    would never drop below the parent's size at spawn time (measured: a child of a 1 GB parent reports
+    1 GB). Elsewhere `ru_maxrss` (KiB on Linux, bytes on macOS) is the best there is.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
@@ -507,10 +519,14 @@ def run_scale(
     catalog: Path = DEFAULT_CATALOG,
     segment: str = DEFAULT_SEGMENT,
     engines: Sequence[str] = ENGINES,
-    runner: ChildRunner = run_child,
+    runner: ChildRunner | None = None,
 ) -> ScaleResult:
-    """All engines `repeat` times at one scale, interleaved (A B C A B C …) so drift hits all alike."""
+    """All engines `repeat` times at one scale, interleaved (A B C A B C …) so drift hits all alike.
+
+    `runner` defaults to `run_child` (looked up at call time, so a test can replace it).
+    """
     now = now or datetime.now(UTC)
+    runner = runner or run_child
     runs = {e: EngineRuns(e) for e in engines}
     for rep in range(repeat):
         for engine in engines:
@@ -533,7 +549,9 @@ def _fmt_seconds(value: float | None) -> str:
 
 
 def _fmt_mb(value: float | None) -> str:
-    return "—" if value is None else f"{value / _MB:,.0f}"
+    if value is None:
+        return "—"
+    return f"{value / _MB:,.1f}" if value < 10 * _MB else f"{value / _MB:,.0f}"
 
 
 def table_rows(result: ScaleResult) -> list[list[str]]:
@@ -606,14 +624,16 @@ def render_markdown(results: Sequence[ScaleResult], *, threads: int, repeat: int
         polars = result.runs.get(POLARS)
         extra = ""
         if polars and polars.results:
-            first = polars.results[0]
-            extra = (
-                f"; validated tables in Polars memory {first['validated_bytes'] / _MB:,.0f} MB; "
-                f"interpreter + Polars before reading {first['baseline_rss'] / _MB:,.0f} MB"
-            )
+            extra = f"; validated tables in Polars memory {_fmt_mb(polars.results[0]['validated_bytes'])} MB"
+        baselines = ", ".join(
+            f"{engine} {_fmt_mb(max(r['baseline_rss'] for r in er.results))} MB"
+            for engine, er in result.runs.items()
+            if er.results
+        )
         lines.append(
             f"- {d.scale:,}: {d.customers:,} customer rows, {d.checks:,} checks, all nine tables "
-            f"{d.total_bytes / _MB:,.0f} MB Parquet{extra}; agreement: "
+            f"{_fmt_mb(d.total_bytes)} MB Parquet{extra}; RSS of each child before its first step "
+            f"(interpreter + engine): {baselines}; agreement: "
             + ("MISMATCH" if result.mismatches else "all runs give the same members (count and id digest)")
         )
     lines += ["", machine_facts(threads), ""]

@@ -6,10 +6,12 @@ import dagster as dg
 
 from loyalty_assets.config.catalog import load_catalog
 from loyalty_assets.defs.campaigns import build_campaign_assets
+from loyalty_assets.defs.checks import build_source_checks
+from loyalty_assets.defs.control_groups import build_global_control_asset
 from loyalty_assets.defs.features import build_features_asset
 from loyalty_assets.defs.partitions import daily_partitions
 from loyalty_assets.defs.resources import ParquetIOManager, SourceResource, WarehouseResource
-from loyalty_assets.defs.schedules import daily_job, daily_schedule, sources_job
+from loyalty_assets.defs.schedules import closing_schedule, daily_job, daily_schedule, sources_job
 from loyalty_assets.defs.segments import build_segment_assets
 from loyalty_assets.defs.sources import build_source_assets
 from loyalty_assets.settings import Settings
@@ -30,10 +32,12 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             *build_source_assets(catalog.program, partitions),
             build_features_asset(catalog, partitions),
             *build_segment_assets(catalog, partitions),
+            *build_global_control_asset(catalog.program, partitions),
             *build_campaign_assets(catalog, partitions),
         ],
+        asset_checks=build_source_checks(catalog.program, partitions),
         jobs=[job, sources_job()],
-        schedules=[daily_schedule(job, catalog.program)],
+        schedules=[daily_schedule(job, catalog.program), closing_schedule(job, catalog.program)],
         resources={
             "warehouse": WarehouseResource(url=settings.database_url),
             "sources": SourceResource(data_dir=str(settings.data_dir), database_url=settings.source_database_url),

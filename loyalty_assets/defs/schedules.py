@@ -1,5 +1,7 @@
 """The daily job and its schedule."""
 
+from datetime import timedelta
+
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
@@ -31,3 +33,25 @@ def daily_schedule(job: UnresolvedAssetJobDefinition, program: Program) -> dg.Sc
         name="daily_loyalty_schedule",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
+
+
+def closing_schedule(job: UnresolvedAssetJobDefinition, program: Program) -> dg.ScheduleDefinition:
+    """Re-run yesterday's partition after midnight, now that its day is complete.
+
+    The morning run for D sees D only partly (checks of D arrive during D); this run makes D's
+    final state equal what a backfill of D produces. Re-running is idempotent: deterministic ids,
+    and messages already dispatched keep their ids.
+    """
+
+    @dg.schedule(
+        name="daily_loyalty_closing_schedule",
+        job=job,
+        cron_schedule=f"{program.closing_run_at.minute} {program.closing_run_at.hour} * * *",
+        execution_timezone=program.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    def _closing(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        yesterday = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+        return dg.RunRequest(run_key=f"closing-{yesterday}", partition_key=yesterday)
+
+    return _closing

@@ -7,8 +7,10 @@ back (as `__unparsable__<column>` flags) so validation can quarantine the row wi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -86,8 +88,9 @@ def read_sql_table(engine: sa.Engine, sql_dir: Path, table: str, params: dict[st
     query_file = sql_dir / "sources" / f"{table}.sql"
     if not query_file.is_file():
         raise SourceError(table, str(query_file), "no query file for this table")
-    statement = sa.text(query_file.read_text(encoding="utf8"))
-    used = {k: v for k, v in params.items() if f":{k}" in str(statement)}
+    # Comments are dropped first: a `:name` in a comment would otherwise become a bind parameter.
+    statement = sa.text(re.sub(r"--[^\n]*", "", query_file.read_text(encoding="utf8")))
+    used = {k: _naive_utc(v) for k, v in params.items() if f":{k}" in str(statement)}
     try:
         with engine.connect() as conn:
             result = conn.execute(statement, used)
@@ -100,6 +103,13 @@ def read_sql_table(engine: sa.Engine, sql_dir: Path, table: str, params: dict[st
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(table, str(query_file), f"query failed: {exc}") from exc
     return RawTable(frame=coerce(schema, frame, origin=str(query_file)), origin=str(query_file))
+
+
+def _naive_utc(value: object) -> object:
+    """Timestamps bound to source queries are naive UTC, matching how the contract stores them."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
 
 
 def coerce(schema: TableSchema, frame: pl.DataFrame, *, origin: str) -> pl.DataFrame:

@@ -77,7 +77,7 @@ def campaign_entrants(
         frames,
         as_of,
         segment_today=members_today.get(segment) if segment else None,
-        segment_yesterday=members_yesterday.get(segment) if segment else None,
+        segment_yesterday=_known(members_yesterday.get(segment)) if segment else None,
     )
     segment_members = (
         members_today.get(campaign.audience.segment) if campaign.audience and campaign.audience.segment else None
@@ -110,6 +110,11 @@ def campaign_entrants(
         winner=decision.winner if decision else None,
     )
     return EntrantsResult(entrants, counts, decision)
+
+
+def _known(members: pl.DataFrame | None) -> pl.DataFrame | None:
+    """Yesterday's members, or None when there are none recorded (the day was probably never run)."""
+    return members if members is not None and members.height else None
 
 
 def campaign_journeys(

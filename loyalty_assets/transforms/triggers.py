@@ -235,7 +235,10 @@ def fire_event(
         return _shape(fired)
     if event in ("segment_entered", "segment_left"):
         today = segment_today if segment_today is not None else pl.DataFrame(schema={"customer_id": pl.Int64()})
-        before = segment_yesterday if segment_yesterday is not None else today.clear()
+        if segment_yesterday is None:
+            # Yesterday unknown (never run): nobody "enters", rather than the whole segment at once.
+            return pl.DataFrame(schema=TRIGGERED_SCHEMA)
+        before = segment_yesterday
         changed = (
             today.join(before, on="customer_id", how="anti")
             if event == "segment_entered"

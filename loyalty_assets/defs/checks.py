@@ -1,0 +1,30 @@
+"""Asset checks: fail-closed gates on the inputs, declared beside the assets they guard."""
+
+import dagster as dg
+import polars as pl
+
+from loyalty_assets.config.campaigns import Program
+from loyalty_assets.defs.partitions import as_of
+from loyalty_assets.defs.sources import source_key
+from loyalty_assets.transforms.campaign_day import checks_volume_gate
+
+
+def build_source_checks(program: Program, partitions: dg.PartitionsDefinition) -> list[dg.AssetChecksDefinition]:
+    @dg.asset_check(
+        asset=source_key("checks"),
+        name="yesterdays_checks_arrived",
+        blocking=True,
+        partitions_def=partitions,
+        description=(
+            "Fail-closed: yesterday's checks must be at least min_checks_ratio × the 28-day median; "
+            "otherwise nothing downstream (features, segments, campaigns) runs for this date."
+        ),
+    )
+    def yesterdays_checks_arrived(context: dg.AssetCheckExecutionContext, checks: pl.DataFrame) -> dg.AssetCheckResult:
+        point = as_of(context, program)
+        gate = checks_volume_gate(checks, point, program.min_checks_ratio, program.gate_override_dates)
+        return dg.AssetCheckResult(
+            passed=gate.passed, description=gate.description, metadata={k: str(v) for k, v in gate.metadata.items()}
+        )
+
+    return [yesterdays_checks_arrived]
