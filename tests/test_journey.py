@@ -11,7 +11,6 @@ from datetime import date
 from typing import Any
 
 import polars as pl
-import pytest
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.config.campaigns import Campaign
@@ -132,11 +131,6 @@ def test_vladivostok_customer_waits_for_ten_oclock_in_her_own_zone() -> None:
     assert pending["at"].to_list() == [ts("2025-06-12T00:00")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `wait: {days: 1, until: '10:00'}` waits a full day and THEN for the next 10:00, so a chain "
-    "entered at 15:00 MSK sends the 'next day' fact two days later (12 June 10:00 MSK) instead of 11 June 10:00",
-)
 def test_wait_one_day_until_ten_is_the_next_local_morning() -> None:
     first = run(fish_campaign(), entered_on_d(), D, features_for(D, *FISH_PEOPLE))
     mine = first.pending.filter(pl.col("customer_id") == 1)

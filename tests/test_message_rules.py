@@ -354,11 +354,6 @@ def test_speed_limit_spreads_messages_into_hourly_batches(tmp_path: Path) -> Non
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the speed limit is applied after quiet hours, so spreading SMS into later batches pushes "
-    "them into the customer's quiet night (20:30 MSK + 1 h = 21:30 MSK, + 2 h = 22:30 MSK)",
-)
 def test_speed_limit_never_pushes_sms_into_quiet_hours(tmp_path: Path) -> None:
     c = plain([ALL_CHANNELS[1]], max_messages_per_hour=1, quiet_hours={"start": "21:00", "end": "09:00"})
     r = renderer(tmp_path, {})

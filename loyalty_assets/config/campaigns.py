@@ -219,7 +219,7 @@ class AccrueBonuses(_Model):
     type: Literal["accrue_bonuses"]
     id: str = Field(pattern=IDENTIFIER)
     amount: Decimal | None = Field(default=None, gt=0, max_digits=12, decimal_places=2)
-    percent_of_check: Decimal | None = Field(default=None, gt=0, le=100)
+    percent_of_check: Decimal | None = Field(default=None, gt=0, le=100, decimal_places=2)
     lifetime_days: int | None = Field(default=None, ge=1)
     legal_entity: str
     reason: str | None = None

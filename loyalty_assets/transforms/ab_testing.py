@@ -67,7 +67,9 @@ def adaptive_decision(
     adaptive = split.adaptive
     if adaptive is None:
         return Decision(None, {}, "not adaptive")
-    tested = history.filter(pl.col("is_control").not_() & pl.col("variant").is_not_null()).sort("partition_date")
+    tested = history.filter(pl.col("is_control").not_() & pl.col("variant").is_not_null()).sort(
+        "partition_date", "customer_id"
+    )
     if tested.height < adaptive.first_n:
         return Decision(None, {}, f"{tested.height} of {adaptive.first_n} test entrants so far")
     nth_date = tested.get_column("partition_date")[adaptive.first_n - 1]

@@ -18,6 +18,7 @@ def audience_ids(
     features: pl.DataFrame,
     segment_members: pl.DataFrame | None,
     segments: Mapping[str, SegmentDefinition] | None = None,
+    known_members: Mapping[str, pl.DataFrame] | None = None,
 ) -> pl.Series | None:
     """Customer ids allowed to enter, or None when the campaign has no audience restriction.
 
@@ -33,10 +34,18 @@ def audience_ids(
             raise ValueError(f"campaign {campaign.id}: members of segment {audience.segment!r} were not given")
         allowed = allowed.join(segment_members.select("customer_id"), on="customer_id", how="semi")
     if audience.filter is not None:
+        saved = dict(segments or {})
         referenced: dict[str, SegmentDefinition] = {}
+        members: dict[str, pl.DataFrame] = {}
         for sid in referenced_segments(audience.filter):
-            referenced |= closure(dict(segments or {}), sid)
-        members = evaluate_segments(referenced, features) if referenced else None
+            if sid in saved:
+                referenced |= closure(saved, sid)
+            elif known_members is not None and sid in known_members:
+                members[sid] = known_members[sid]  # a manual segment kept by campaign steps
+            else:
+                members[sid] = pl.DataFrame(schema={"customer_id": pl.Int64()})  # nobody added yet
+        if referenced:
+            members |= evaluate_segments(referenced, features)
         matching = filter_customers(audience.filter, features, members, sample_salt=campaign.id)
         allowed = allowed.join(matching, on="customer_id", how="semi")
     return allowed.get_column("customer_id")

@@ -82,7 +82,7 @@ def campaign_entrants(
     segment_members = (
         members_today.get(campaign.audience.segment) if campaign.audience and campaign.audience.segment else None
     )
-    audience = audience_ids(campaign, features, segment_members, segments)
+    audience = audience_ids(campaign, features, segment_members, segments, members_today)
     global_control = None
     if program.global_control_group is not None:
         global_control = global_control_members(
@@ -275,7 +275,9 @@ def checks_volume_gate(
         return GateResult(True, "checks gate disabled", meta)
     if sum(1 for n in previous if n) < 7:
         return GateResult(True, "fewer than 7 days of history: no comparison", meta)
-    median = statistics.median(previous)
+    # days before the first day with checks are days before the data starts, not days without sales
+    first = next(i for i, n in enumerate(previous) if n)
+    median = statistics.median(previous[first:])
     meta["median_28_days"] = median
     if got >= float(ratio) * median:
         return GateResult(True, f"{got} checks on {yesterday} vs median {median}", meta)

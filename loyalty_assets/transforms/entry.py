@@ -79,6 +79,18 @@ def select_entrants(
         current = current.join(recent, on="customer_id", how="anti")
     counts["reentry_blocked"] = before - current.height
 
+    before = current.height
+    if campaign.settings.once_per_customer or campaign.settings.reentry_days:
+        # several occasions of one customer on D (two purchases): only the day's first enters
+        first = (
+            current.sort("triggered_at", "occasion")
+            .group_by("customer_id", maintain_order=True)
+            .first()
+            .select("customer_id", "occasion")
+        )
+        current = current.join(first, on=["customer_id", "occasion"], how="semi", maintain_order="left")
+    counts["same_day_repeat"] = before - current.height
+
     ids = current.get_column("customer_id")
     control = in_percent(ids, f"control:{campaign.id}", float(campaign.settings.control_group_percent))
     held_out = (

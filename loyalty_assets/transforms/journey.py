@@ -26,6 +26,7 @@ from loyalty_assets.config.campaigns import (
     Step,
     Wait,
 )
+from loyalty_assets.config.filters import referenced_segments
 from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.schemas import MONEY
 from loyalty_assets.transforms.local_time import ZONE, next_local_time
@@ -137,6 +138,7 @@ def run_journeys(
     _, nodes = compile_chain(campaign.steps)
     cutoff = as_of.cutoff_literal
     zones = features.select("customer_id", pl.col("timezone").fill_null(as_of.program_tz).alias(ZONE))
+    program_zone = as_of.program_tz
     actions: list[pl.DataFrame] = []
     exits: list[pl.DataFrame] = []
     pending: list[pl.DataFrame] = []
@@ -176,7 +178,8 @@ def run_journeys(
                 if unassigned.height:
                     exits.append(_exit(unassigned, step.id, "no_variant"))
             elif isinstance(step, Wait):
-                moved.append(_waited(group, step, zones).with_columns(pl.lit(node.next).alias("node")))
+                waited = _waited(group, step, zones, program_zone)
+                moved.append(waited.with_columns(pl.lit(node.next).alias("node")))
             else:
                 actions.append(
                     group.drop("node").with_columns(
@@ -215,7 +218,9 @@ def _filter_mask(
     joined = tokens.select("customer_id").join(features, on="customer_id", how="left", maintain_order="left")
     expr = pl.lit(True)
     if step.filter is not None:
-        expr = expr & compile_filter(step.filter, members, sample_salt=f"{campaign.id}:{step.id}")
+        empty = pl.DataFrame(schema={"customer_id": pl.Int64()})
+        known = {sid: members.get(sid, empty) for sid in referenced_segments(step.filter)} | dict(members)
+        expr = expr & compile_filter(step.filter, known, sample_salt=f"{campaign.id}:{step.id}")
     if step.segment is not None:
         ids = (
             members[step.segment].get_column("customer_id")
@@ -226,16 +231,22 @@ def _filter_mask(
     return joined.select(expr.fill_null(False).alias("passed")).get_column("passed")
 
 
-def _waited(tokens: pl.DataFrame, step: Wait, zones: pl.DataFrame) -> pl.DataFrame:
-    """Tokens moved `step.delay` later, then to the next local `until` time when one is given."""
-    moved = tokens.with_columns((pl.col("at") + pl.lit(step.delay)).alias("at"))
+def _waited(tokens: pl.DataFrame, step: Wait, zones: pl.DataFrame, program_zone: str) -> pl.DataFrame:
+    """Tokens moved `step.delay` later; with `until`, `days` count local calendar days instead.
+
+    `{hours: 3}` is 3 hours later; `{until: "10:00"}` the next local 10:00; `{days: 1, until: "10:00"}`
+    10:00 on the next local day ("a fact the next day"), not the first 10:00 after a full 24 hours.
+    """
     if step.until is None:
-        return moved
-    return _at_next_local(moved, step.until, zones)
+        return tokens.with_columns((pl.col("at") + pl.lit(step.delay)).alias("at"))
+    moved = tokens.with_columns((pl.col("at") + pl.duration(hours=step.hours, minutes=step.minutes)).alias("at"))
+    return _at_next_local(moved, step.until, zones, program_zone, step.days)
 
 
-def _at_next_local(tokens: pl.DataFrame, until: time, zones: pl.DataFrame) -> pl.DataFrame:
+def _at_next_local(
+    tokens: pl.DataFrame, until: time, zones: pl.DataFrame, program_zone: str, days: int = 0
+) -> pl.DataFrame:
     zoned = tokens.join(zones, on="customer_id", how="left", maintain_order="left").with_columns(
-        pl.col(ZONE).fill_null("UTC")
+        pl.col(ZONE).fill_null(program_zone)
     )
-    return next_local_time(zoned, "at", until, "at").drop(ZONE)
+    return next_local_time(zoned, "at", until, "at", days).drop(ZONE)

@@ -62,12 +62,16 @@ def _local_to_utc(local: pl.Expr, zone: str) -> pl.Expr:
     return pl.coalesce(exact, shifted).dt.convert_time_zone("UTC")
 
 
-def next_local_time(frame: pl.DataFrame, ts_column: str, at: time, out: str) -> pl.DataFrame:
-    """`out` = the first instant at or after `ts_column` whose local time (in `__zone`) is `at`."""
+def next_local_time(frame: pl.DataFrame, ts_column: str, at: time, out: str, days: int = 0) -> pl.DataFrame:
+    """`out` = the first instant at or after `ts_column` whose local time (in `__zone`) is `at`.
+
+    With `days`, the search starts `days` local calendar days later: `days=1, at=10:00` is 10:00 on
+    the next local day, whatever the time of `ts_column`.
+    """
 
     def build(zone: str) -> pl.Expr:
         local = pl.col(ts_column).dt.convert_time_zone(zone).dt.replace_time_zone(None)
-        same_day = local.dt.truncate("1d") + pl.duration(hours=at.hour, minutes=at.minute)
+        same_day = local.dt.truncate("1d") + pl.duration(days=days, hours=at.hour, minutes=at.minute)
         candidate = pl.when(same_day >= local).then(same_day).otherwise(same_day + pl.duration(days=1))
         return _local_to_utc(candidate, zone).alias(out)
 

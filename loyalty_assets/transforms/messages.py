@@ -128,6 +128,7 @@ def build_messages(
         outbox, capped = apply_frequency_cap(outbox, recent_messages, frequency_cap, as_of)
         skipped.append(capped)
     outbox = plan_batches(outbox, campaign.settings.max_messages_per_hour)
+    outbox = _quiet_hours(campaign, outbox, profile)  # a later batch must not fall into the night either
     skipped_frame = (
         pl.concat([s.select(list(SKIPPED_SCHEMA)).cast(SKIPPED_SCHEMA) for s in skipped])  # type: ignore[arg-type]
         if skipped

@@ -1,0 +1,108 @@
+"""What operators rely on: the Dagster CLI with the three variables, dry run = real run, gates hold back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import yaml
+
+from loyalty_assets.config.catalog import load_catalog
+from loyalty_assets.defs.definitions import build_definitions
+from loyalty_assets.dry_run import dry_run
+from loyalty_assets.warehouse.warehouse import Warehouse
+from tests.conftest import make_settings, run_days
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ("triggered_customers", "bonus_accruals", "message_outbox", "segment_members", "activity_log")
+
+
+def dump(url: str) -> dict[str, pl.DataFrame]:
+    wh = Warehouse(url)
+    return {t: wh.read(t).sort(wh.read(t).columns[:3]) for t in TABLES}
+
+
+def test_dagster_cli_with_the_three_variables_twice_leaves_the_same_rows(
+    birthday_data: Path, catalog_dir: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    env = {
+        **os.environ,
+        "LOYALTY_DATA_DIR": str(birthday_data),
+        "LOYALTY_CAMPAIGNS_DIR": str(catalog_dir),
+        "LOYALTY_DATABASE_URL": url,
+        "LOYALTY_STORAGE_DIR": str(tmp_path / "storage"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    (tmp_path / "dagster_home").mkdir()
+    dagster = Path(sys.executable).parent / "dagster"
+    command = [str(dagster), "asset", "materialize", "-f", "definitions.py", "--select", "*"]
+    command += ["--partition", "2025-02-22"]
+    first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    once = dump(url)
+    assert once["bonus_accruals"].filter(pl.col("campaign_id") == "birthday_week_early").height == 7
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    twice = dump(url)
+    for table in TABLES:
+        assert once[table].equals(twice[table]), table
+
+
+def test_dry_run_counts_equal_the_real_run(birthday_data: Path, catalog_dir: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "s")
+    run_days(settings, [date(2025, 2, 21)])
+    catalog = load_catalog(catalog_dir)
+    planned = dry_run(catalog, "birthday_week_early", date(2025, 2, 22), data_dir=birthday_data, database_url=url)
+    assert Warehouse(url).count("triggered_customers", {"partition_date": date(2025, 2, 22)}) == 0  # nothing written
+
+    run_days(settings, [date(2025, 2, 22)])
+    wh = Warehouse(url)
+    scope = {"campaign_id": "birthday_week_early", "partition_date": date(2025, 2, 22)}
+    skipped = wh.read("activity_log", {**scope, "kind": "message_skipped"}).height
+    assert planned.counts["entry:entered"] == wh.count("triggered_customers", scope) == 7
+    assert planned.counts["accruals"] == wh.count("bonus_accruals", scope) == 7
+    assert planned.counts["messages"] == wh.count("message_outbox", scope) == 4
+    assert sum(v for k, v in planned.counts.items() if k.startswith("skipped:")) == skipped == 3
+    assert "anna@example.com" not in planned.sample["recipient"].to_list()  # masked: a***@example.com
+    assert all(r.startswith(("a***", "b***", "f***", "z***")) for r in planned.sample["recipient"])
+
+
+def test_audience_jump_holds_the_outputs_back_until_overridden(
+    birthday_data: Path, catalog_dir: Path, tmp_path: Path
+) -> None:
+    path = catalog_dir / "campaigns" / "birthday_week_early.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["settings"]["gates"] = {"max_audience_jump": 2, "min_audience_for_jump": 1}
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "s")
+    run_days(settings, [date(2025, 2, 21)])  # 1 entrant (customer 12)
+
+    job = build_definitions(settings).resolve_job_def("daily_loyalty")
+    result = job.execute_in_process(
+        partition_key="2025-02-22", instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    checks = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.asset_check_key.asset_key.path[1] == "birthday_week_early"
+    ]
+    assert [c.passed for c in checks] == [False]
+    assert "more than 2× yesterday's 1" in checks[0].description
+    scope = {"campaign_id": "birthday_week_early", "partition_date": date(2025, 2, 22)}
+    wh = Warehouse(url)
+    assert wh.count("triggered_customers", scope) == 0  # 7 > 2 × 1: nothing written
+    assert wh.count("bonus_accruals", scope) == 0
+
+    data["settings"]["gates"]["override_dates"] = ["2025-02-22"]
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    run_days(settings, [date(2025, 2, 22)])
+    assert Warehouse(url).count("bonus_accruals", scope) == 7
