@@ -180,3 +180,17 @@ def test_quarantine_lands_in_the_warehouse(birthday_data: Path, catalog_dir: Pat
         ("null value", "customer_id", date(2025, 2, 22))
     ]
     assert '"check_id":"C3"' in quarantine["row_data"].item()
+
+
+def test_later_rows_of_a_later_customer_are_not_yet_visible_not_bad(birthday_data: Path) -> None:
+    # Customer 14 registers on 5 Mar 2025; her check on 6 Mar is simply not visible on 22 Feb.
+    checks = birthday_data / "checks.csv"
+    checks.write_text(checks.read_text() + "C10,14,2025-03-06 10:00:00,S01,5.00,,\n")
+    snapshot = load_snapshot(lambda t: read_file_table(birthday_data, t), AS_OF, now=NOW)
+    result = snapshot.results["checks"]
+    assert result.quarantine.is_empty()
+    assert result.not_yet_visible["check_id"].to_list() == ["C10"]
+    # A visible check (20 Feb) by a customer who does not exist yet is inconsistent: quarantined.
+    checks.write_text(checks.read_text() + "C11,14,2025-02-20 10:00:00,S01,5.00,,\n")
+    again = load_snapshot(lambda t: read_file_table(birthday_data, t), AS_OF, now=NOW).results["checks"]
+    assert again.quarantine.select("rule", "column_name").rows() == [("unknown customer", "customer_id")]

@@ -56,8 +56,13 @@ def rules_for(
     known_customers: pl.Series | None = None,
     known_parents: pl.Series | None = None,
     parent_keys: pl.DataFrame | None = None,
+    visible: pl.Expr | None = None,
 ) -> list[Rule]:
-    """The rules a table's rows must satisfy, in the order they are reported."""
+    """The rules a table's rows must satisfy, in the order they are reported.
+
+    `visible` limits the unknown-customer rule to rows visible at the cutoff: a later check of a
+    customer who registers later is not yet visible, not bad.
+    """
     rules: list[Rule] = []
     for column in schema.columns:
         flag = f"{UNPARSABLE_PREFIX}{column}"
@@ -90,14 +95,15 @@ def rules_for(
             Rule(
                 "unknown customer",
                 schema.customer_column,
-                pl.col(schema.customer_column).is_in(known_customers.implode()).not_(),
+                pl.col(schema.customer_column).is_in(known_customers.implode()).not_()
+                & (visible if visible is not None else pl.lit(True)),
             )
         )
     if parent_keys is not None:
         (column,) = parent_keys.columns
         rules.append(
             Rule(
-                f"unknown {column.removesuffix('_id')}",
+                f"{column.removesuffix('_id')} missing or quarantined",
                 column,
                 pl.col(column).is_in(parent_keys.get_column(column).implode()).not_(),
             )
@@ -132,6 +138,7 @@ def validate(
     """
     frame = raw.frame
     known_parents = frame.get_column("category_id") if schema.name == "categories" else None
+    visible = _visible(schema, frame, as_of)
     rules = rules_for(
         schema,
         frame.columns,
@@ -139,6 +146,7 @@ def validate(
         known_customers=known_customers,
         known_parents=known_parents,
         parent_keys=parent_keys,
+        visible=visible,
     )
     reason = (
         pl.coalesce([pl.when(r.broken.fill_null(False)).then(pl.lit(f"{r.name}\x1f{r.column or ''}")) for r in rules])
@@ -159,11 +167,6 @@ def validate(
     bad = flagged.filter(pl.col("__reason").is_not_null())
     good = flagged.filter(pl.col("__reason").is_null()).select(data_columns)
 
-    visible = pl.lit(True)
-    if schema.visible_at is not None:
-        visible = pl.col(schema.visible_at) < as_of.cutoff_literal
-        if "loaded_at" in good.columns:
-            visible = visible & (pl.col("loaded_at").is_null() | (pl.col("loaded_at") < as_of.cutoff_literal))
     if visible_keys is not None:
         keyed = good.join(
             visible_keys.with_columns(pl.lit(True).alias("__parent_visible")),
@@ -190,6 +193,16 @@ def validate(
         "rows_not_yet_visible": later.height,
     }
     return ValidationResult(kept=kept, quarantine=quarantine, not_yet_visible=later, counts=counts)
+
+
+def _visible(schema: TableSchema, frame: pl.DataFrame, as_of: AsOf) -> pl.Expr:
+    """Whether a row exists as of the cutoff (its timestamp, and `loaded_at` when given, before it)."""
+    if schema.visible_at is None:
+        return pl.lit(True)
+    visible = pl.col(schema.visible_at) < as_of.cutoff_literal
+    if "loaded_at" in frame.columns:
+        visible = visible & (pl.col("loaded_at").is_null() | (pl.col("loaded_at") < as_of.cutoff_literal))
+    return visible.fill_null(False)
 
 
 def _type_word(dtype: pl.DataType) -> str:
