@@ -106,3 +106,38 @@ def test_audience_jump_holds_the_outputs_back_until_overridden(
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     run_days(settings, [date(2025, 2, 22)])
     assert Warehouse(url).count("bonus_accruals", scope) == 7
+
+
+def test_a_run_killed_mid_way_then_repeated_equals_one_clean_run(
+    birthday_data: Path, catalog_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL the CLI run part-way (wherever it is), run again: the rows equal a clean run's."""
+    import signal
+    import time
+
+    clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
+    run_days(make_settings(birthday_data, catalog_dir, clean_url, tmp_path / "clean"), [date(2025, 2, 22)])
+
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    env = {
+        **os.environ,
+        "LOYALTY_DATA_DIR": str(birthday_data),
+        "LOYALTY_CAMPAIGNS_DIR": str(catalog_dir),
+        "LOYALTY_DATABASE_URL": url,
+        "LOYALTY_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    loyalty = [str(Path(sys.executable).parent / "loyalty"), "run", "--date", "2025-02-22"]
+    victim = subprocess.Popen(loyalty, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    # Kill as soon as the first campaign rows are being written, so the run is certainly half done.
+    while time.monotonic() < deadline and victim.poll() is None:
+        if (tmp_path / "killed.db").exists() and Warehouse(url).count("triggered_customers") > 0:
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    again = subprocess.run(loyalty, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    expected, actual = dump(clean_url), dump(url)
+    for table in TABLES:
+        assert expected[table].equals(actual[table]), table
