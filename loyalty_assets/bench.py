@@ -49,12 +49,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # a type only: the DuckDB child must not import Polars (its RSS would carry it)
+    from loyalty_assets.transforms.features import FeatureSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = PROJECT_ROOT / ".loyalty" / "bench" / "data"
@@ -266,7 +269,7 @@ def run_polars(data_dir: Path, run_date: date, now: datetime, catalog: Path, seg
         raise SystemExit(f"segment {segment_id!r} not loadable from {catalog}: {errors}")
     needed = closure(segments, segment_id)
     specs = required_features([s.filter for s in needed.values()])
-    tables = tables_for_specs({s.source for s in specs}, any(s.category or s.product for s in specs))
+    tables = tables_for_specs(specs)
     as_of = AsOf(date=run_date, program_tz=program.timezone)
 
     def read(table: str) -> RawTable:
@@ -275,13 +278,13 @@ def run_polars(data_dir: Path, run_date: date, now: datetime, catalog: Path, seg
         return RawTable(frame=empty_frame(table), origin=f"{table} (not read: no feature uses it)")
 
     baseline = peak_rss_bytes()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     snapshot = load_snapshot(read, as_of, now=now)
     t1 = time.perf_counter()
     rss_read = peak_rss_bytes()
     features = compute_features(snapshot.frames, as_of, specs)
     members = evaluate_segments(needed, features)[segment_id]
-    t2 = time.perf_counter()
+    c2, t2 = time.process_time(), time.perf_counter()
     rss_total = peak_rss_bytes()
     ids = members.get_column("customer_id").cast(pl.String).str.join(",").item() or ""
     in_memory = sum(getattr(snapshot.frames, t).estimated_size() for t in tables)
@@ -289,6 +292,7 @@ def run_polars(data_dir: Path, run_date: date, now: datetime, catalog: Path, seg
         "engine": POLARS,
         "threads": pl.thread_pool_size(),
         "seconds": {READ: t1 - t0, FEATURES: t2 - t1, TOTAL: t2 - t0},
+        "cpu_seconds": c2 - c0,
         "peak_rss": {READ: rss_read, FEATURES: rss_total, TOTAL: rss_total},
         "baseline_rss": baseline,
         "members": members.height,
@@ -312,11 +316,16 @@ _SOURCE_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
-def tables_for_specs(sources: set[str], restricted: bool) -> set[str]:
-    """Tables the features of `sources` read; check lines and categories only for category/product specs."""
-    tables = {"customers"} | {t for s in sources for t in _SOURCE_TABLES[s]}
-    if restricted:
-        tables |= {"check_items", "categories"}
+def tables_for_specs(specs: Iterable[FeatureSpec]) -> set[str]:
+    """Tables the features of `specs` read: check lines only for line-level specs, categories for rollups."""
+    specs = list(specs)
+    tables = {"customers"} | {t for s in specs for t in _SOURCE_TABLES[s.source]}
+    if any(s.source == "purchases" and (s.category or s.product) for s in specs) or any(
+        s.field == "average_items_per_check" for s in specs
+    ):
+        tables.add("check_items")
+    if any(s.category for s in specs):
+        tables.add("categories")
     return tables
 
 
@@ -341,13 +350,13 @@ def run_duckdb(
         con.execute(statement, {name: params[name] for name in names})
     create = "CREATE TEMP VIEW " if one_query else "CREATE TEMP TABLE "
     baseline = peak_rss_bytes()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for name, select in SQL_VALIDATED:
         con.execute(create + name + " AS " + select)
     t1 = time.perf_counter()
     rss_read = peak_rss_bytes()
     row = con.execute(SQL_SEGMENT).fetchone()
-    t2 = time.perf_counter()
+    c2, t2 = time.process_time(), time.perf_counter()
     rss_total = peak_rss_bytes()
     assert row is not None
     members, ids = int(row[0]), str(row[1])
@@ -364,6 +373,7 @@ def run_duckdb(
         "engine": DUCKDB_ONE_QUERY if one_query else DUCKDB,
         "threads": int(threads_used[0]),
         "seconds": seconds,
+        "cpu_seconds": c2 - c0,
         "peak_rss": peaks,
         "baseline_rss": baseline,
         "members": members,
@@ -630,10 +640,17 @@ def render_markdown(results: Sequence[ScaleResult], *, threads: int, repeat: int
             for engine, er in result.runs.items()
             if er.results
         )
+        cpu = ", ".join(
+            f"{engine} {statistics.median(r['cpu_seconds'] for r in er.results):.2f}"
+            for engine, er in result.runs.items()
+            if er.results and all("cpu_seconds" in r for r in er.results)
+        )
         lines.append(
             f"- {d.scale:,}: {d.customers:,} customer rows, {d.checks:,} checks, all nine tables "
             f"{_fmt_mb(d.total_bytes)} MB Parquet{extra}; RSS of each child before its first step "
-            f"(interpreter + engine): {baselines}; agreement: "
+            f"(interpreter + engine): {baselines}; CPU seconds of the whole computation (median, user + "
+            f"system, all threads; less sensitive than wall time to other load on the machine): {cpu}; "
+            "agreement: "
             + ("MISMATCH" if result.mismatches else "all runs give the same members (count and id digest)")
         )
     lines += ["", machine_facts(threads), ""]

@@ -73,13 +73,18 @@ def dry_run(
     frames = state["snapshot"].frames
     members_today = dict(state["segments"])
     if warehouse is not None:
-        members_today = {**read_members(warehouse, [], point), **members_today}
-        members_yesterday = read_members(warehouse, sorted(catalog.segments), point, days_back=1)
+        members_today = {**read_members(warehouse, [], point, manual_ids=catalog.manual_segments), **members_today}
+        members_yesterday = read_members(
+            warehouse, sorted(catalog.segments), point, days_back=1, manual_ids=catalog.manual_segments
+        )
         history = read_history(warehouse, campaign_id, point)
     else:
         yesterday = AsOf(day - timedelta(days=1), program.timezone)
         _, before = _members(catalog, data_dir, yesterday, own, source_database_url)
         members_yesterday = dict(before["segments"])
+        empty = pl.DataFrame(schema={"customer_id": pl.Int64()})
+        members_today |= {sid: empty for sid in catalog.manual_segments}
+        members_yesterday |= {sid: empty for sid in catalog.manual_segments}
         history = CampaignHistory(
             triggered=pl.DataFrame(
                 schema={
@@ -110,6 +115,7 @@ def dry_run(
         members_today=members_today,
         members_yesterday=members_yesterday,
         history=history,
+        manual_segments=catalog.manual_segments,
     )
     journey = campaign_journeys(
         campaign,

@@ -178,7 +178,7 @@ def _fish_owner_campaign(catalog_dir: Path, audience: str) -> None:
 def test_fish_owners_segment_is_readable_by_another_campaign(run_fish: Runner, catalog_dir: Path) -> None:
     """The manual segment feeds audiences: a campaign on 12 June picks its members (1 and 2, not 3).
 
-    The reader is added after 10 June has run (see the xfail below for why not before).
+    Members added on 10 June count from 11 June (membership on D is as of the start of D).
     """
     run_fish(JUNE_10)
     _fish_owner_campaign(catalog_dir, "{segment: fish_owners}")
@@ -187,23 +187,14 @@ def test_fish_owners_segment_is_readable_by_another_campaign(run_fish: Runner, c
     assert sorted(triggered["customer_id"]) == [1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an audience naming a manual segment nobody has been added to yet fails the entrants asset "
-    "('members of segment ... were not given') instead of reading an empty segment",
-)
 def test_empty_manual_segment_in_an_audience_is_empty_not_an_error(run_fish: Runner, catalog_dir: Path) -> None:
     _fish_owner_campaign(catalog_dir, "{segment: fish_owners}")
     wh = run_fish(date(2025, 6, 9))  # nobody has bought fish yet
     assert wh.read("triggered_customers", {"campaign_id": "fish_owner_check"}).is_empty()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a manual segment in an audience filter (`field: segment`) passes validation, then the "
-    "entrants asset fails with KeyError in audience.closure",
-)
 def test_fish_owners_segment_in_an_audience_filter(run_fish: Runner, catalog_dir: Path) -> None:
+    """A manual segment also works inside an audience filter (`field: segment`), not only as `segment:`."""
     run_fish(JUNE_10)
     _fish_owner_campaign(catalog_dir, "{filter: {field: segment, op: eq, value: fish_owners}}")
     wh = run_fish(date(2025, 6, 12))
@@ -211,11 +202,6 @@ def test_fish_owners_segment_in_an_audience_filter(run_fish: Runner, catalog_dir
     assert sorted(triggered["customer_id"]) == [1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `segment_entered` on a manual segment never fires: yesterday's members are read only for "
-    "saved segments, so yesterday is 'unknown' every day",
-)
 def test_entering_the_manual_segment_triggers_once(run_fish: Runner, catalog_dir: Path) -> None:
     (catalog_dir / "campaigns" / "fish_owner_welcome.yaml").write_text(
         "id: fish_owner_welcome\n"
@@ -263,11 +249,8 @@ def test_backfill_equals_day_by_day_runs(
         assert_frame_equal(expected[table], actual[table])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: once_per_customer only looks at earlier dates; two qualifying checks on one day both enter",
-)
 def test_two_fish_purchases_on_one_day_start_one_chain(run_fish: Runner, fish_data: Path) -> None:
+    """Once per customer holds within a day too: F1 (12:00 UTC) and F4 (16:00 UTC) are both on 10 June."""
     with (fish_data / "checks.csv").open("a", encoding="utf8") as checks:
         checks.write("F4,1,2025-06-10 16:00:00,S01,300.00,0.00,0.00\n")
     with (fish_data / "check_items.csv").open("a", encoding="utf8") as items:

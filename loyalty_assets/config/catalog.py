@@ -225,4 +225,5 @@ def load_catalog(root: Path = DEFAULT_CATALOG) -> Catalog:
         segments=segments,
         errors=errors,
         campaign_files=files,
+        manual_segments=manual,
     )

@@ -119,9 +119,10 @@ def _campaign_assets(
             frames=frames,
             features=features,
             segments=catalog.segments,
-            members_today=read_members(wh, segments_used, point),
-            members_yesterday=read_members(wh, segments_used, point, days_back=1),
+            members_today=read_members(wh, segments_used, point, manual_ids=catalog.manual_segments),
+            members_yesterday=read_members(wh, segments_used, point, days_back=1, manual_ids=catalog.manual_segments),
             history=read_history(wh, cid, point),
+            manual_segments=catalog.manual_segments,
         )
         metadata: dict[str, object] = {k: dg.MetadataValue.int(v) for k, v in result.counts.items()}
         if result.decision is not None:
@@ -205,7 +206,7 @@ def _campaign_assets(
             entrants,
             as_of=point,
             features=features,
-            members=read_members(wh, segments_used, point),
+            members=read_members(wh, segments_used, point, manual_ids=catalog.manual_segments),
             pending_due=history.pending_due,
         )
         scope = {"campaign_id": cid, "partition_date": point.date}

@@ -8,7 +8,7 @@ fail-closed gates and the small derived inputs (favourite category names, manual
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -63,8 +63,13 @@ def campaign_entrants(
     members_today: Mapping[str, pl.DataFrame],
     members_yesterday: Mapping[str, pl.DataFrame],
     history: CampaignHistory,
+    manual_segments: Iterable[str] = (),
 ) -> EntrantsResult:
-    """Who enters on D (with control flags and variants), and how many each rule removed."""
+    """Who enters on D (with control flags and variants), and how many each rule removed.
+
+    A saved segment with no members recorded yesterday is taken as unknown (the day was not run);
+    `manual_segments` (kept by campaign steps as an event log) are always known.
+    """
     if not campaign.is_live_on(as_of.date):
         empty = pl.DataFrame(schema=TRIGGERED_SCHEMA)
         entrants, counts = select_entrants(
@@ -77,7 +82,11 @@ def campaign_entrants(
         frames,
         as_of,
         segment_today=members_today.get(segment) if segment else None,
-        segment_yesterday=_known(members_yesterday.get(segment)) if segment else None,
+        segment_yesterday=(
+            members_yesterday.get(segment) if segment in manual_segments else _known(members_yesterday.get(segment))
+        )
+        if segment
+        else None,
     )
     segment_members = (
         members_today.get(campaign.audience.segment) if campaign.audience and campaign.audience.segment else None

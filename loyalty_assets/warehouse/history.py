@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 import polars as pl
@@ -21,17 +22,29 @@ def own_accruals_before(warehouse: Warehouse, as_of: AsOf) -> pl.DataFrame:
     return written.filter(pl.col("accrued_at") < as_of.cutoff_literal).select(list(OWN_ACCRUALS_SCHEMA))
 
 
-def read_members(wh: Warehouse, segment_ids: list[str], point: AsOf, days_back: int = 0) -> dict[str, pl.DataFrame]:
-    """Saved segments' members on D − `days_back`, plus campaign-kept (manual) segments at D's cutoff."""
+def read_members(
+    wh: Warehouse,
+    segment_ids: list[str],
+    point: AsOf,
+    days_back: int = 0,
+    manual_ids: Iterable[str] = (),
+) -> dict[str, pl.DataFrame]:
+    """Members on D − `days_back`: saved segments from `segment_members`, manual segments from their events.
+
+    A manual segment's members on a day are those added before that day began (its latest event
+    before the start of the day is an add): what campaigns do *during* D counts from D+1, so no
+    campaign's result depends on the order campaigns run on D, and a re-run of D sees what the
+    first run saw. A manual segment nobody was added to yet is empty, not unknown.
+    """
     day = point.date - timedelta(days=days_back)
     members = {
         sid: wh.read("segment_members", {"segment_id": sid, "partition_date": day}).select("customer_id")
         for sid in segment_ids
     }
-    if days_back == 0:
-        manual = manual_segment_members(wh.read("manual_segment_events"), point)
-        members = {**manual, **members}
-    return members
+    start_of_day = AsOf(day - timedelta(days=1), point.program_tz)
+    manual = manual_segment_members(wh.read("manual_segment_events"), start_of_day)
+    empty = pl.DataFrame(schema={"customer_id": pl.Int64()})
+    return {**{sid: manual.get(sid, empty) for sid in manual_ids}, **manual, **members}
 
 
 def read_history(wh: Warehouse, campaign_id: str, point: AsOf) -> CampaignHistory:
