@@ -64,8 +64,12 @@ def test_unknown_segment_and_bad_step_in_a_branch(catalog_dir: Path) -> None:
 
     data["audience"]["segment"] = "members_over_a_year"
     data["steps"].append(
-        {"type": "filter", "id": "has_email", "filter": {"field": "has_email", "op": "eq", "value": True},
-         "else": [{"type": "send_sms", "id": "sms", "text": "{{ bonus.amont }}"}]}
+        {
+            "type": "filter",
+            "id": "has_email",
+            "filter": {"field": "has_email", "op": "eq", "value": True},
+            "else": [{"type": "send_sms", "id": "sms", "text": "{{ bonus.amont }}"}],
+        }
     )
     write(path, data)
     (error,) = load_catalog(catalog_dir).errors
