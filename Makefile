@@ -31,7 +31,7 @@ run: install $(DAGSTER_HOME)/dagster.yaml ## sample data (if absent) + the whole
 	$(BIN)/dagster asset materialize -f definitions.py --select '*' --partition $(DATE)
 	$(BIN)/loyalty summary --date $(DATE)
 
-test: install ## the test suite (PostgreSQL tests run when PostgreSQL is reachable; mandatory with LOYALTY_REQUIRE_POSTGRES=1)
+test: install $(DAGSTER_HOME)/dagster.yaml ## the test suite (PostgreSQL tests run when PostgreSQL is reachable; mandatory with LOYALTY_REQUIRE_POSTGRES=1)
 	$(BIN)/python -m pytest
 
 dev: install $(DAGSTER_HOME)/dagster.yaml ## the Dagster UI on http://127.0.0.1:3000

@@ -16,12 +16,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from loyalty_assets.config.catalog import load_catalog
 from loyalty_assets.settings import Settings
 from loyalty_assets.warehouse.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 OUTPUT_TABLES = (
     ("triggered_customers", "campaign_id"),
@@ -66,14 +70,13 @@ def summary(settings: Settings, day: date) -> pl.DataFrame:
 
 def run_dates(settings: Settings, days: Sequence[date]) -> bool:
     """Materialise every asset for each date in order, in this process; False on the first failure."""
-    import dagster as dg
 
     from loyalty_assets.defs.definitions import build_definitions
     from loyalty_assets.defs.schedules import DAILY_JOB
 
     defs = build_definitions(settings)
     job = defs.resolve_job_def(DAILY_JOB)
-    with dg.DagsterInstance.get() if _has_dagster_home() else dg.DagsterInstance.ephemeral() as instance:
+    with _instance() as instance:
         for day in days:
             result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
             print(f"{day.isoformat()}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
@@ -82,10 +85,18 @@ def run_dates(settings: Settings, days: Sequence[date]) -> bool:
     return True
 
 
-def _has_dagster_home() -> bool:
+def _instance() -> DagsterInstance:
+    """The persistent instance at $DAGSTER_HOME (created if missing, so runs show in the UI), else ephemeral."""
     import os
+    from pathlib import Path
 
-    return bool(os.environ.get("DAGSTER_HOME"))
+    import dagster as dg
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    Path(home).mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.get()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,12 @@ def _postgres_unavailable() -> str | None:
     return None
 
 
+@pytest.fixture(autouse=True)
+def ephemeral_dagster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never write runs into a developer's (or the Makefile's) DAGSTER_HOME."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+
 @pytest.fixture(scope="session")
 def postgres_available() -> None:
     reason = _postgres_unavailable()
