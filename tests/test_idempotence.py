@@ -43,18 +43,20 @@ def test_running_a_date_again_changes_nothing(
         assert_frame_equal(first[table], again[table], check_row_order=True)
 
 
-def test_backfill_in_one_command_equals_day_by_day_runs(
+def test_backfill_of_30_days_equals_30_daily_runs(
     birthday_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path
 ) -> None:
     from loyalty_assets.cli import run_dates
 
     daily_url = f"sqlite:///{tmp_path / 'daily.db'}"
     daily = make_settings(birthday_data, catalog_dir, daily_url, tmp_path / "daily-storage")
-    for day in days(date(2025, 2, 20), date(2025, 3, 2)):
+    month = days(date(2025, 2, 5), date(2025, 3, 6))  # 30 days around the fixture's birthdays
+    assert len(month) == 30
+    for day in month:
         run_days(daily, [day])
 
     backfill = make_settings(birthday_data, catalog_dir, warehouse_url, tmp_path / "backfill-storage")
-    assert run_dates(backfill, days(date(2025, 2, 20), date(2025, 3, 2)))
+    assert run_dates(backfill, month)
 
     expected, actual = snapshot(daily_url), snapshot(warehouse_url)
     # Week early: 7 on 22 Feb, 1 (customer 12) on 21 Feb; seed 002: 12 on 28 Feb, 6 on 1 Mar.

@@ -12,6 +12,7 @@ transaction. Business logic is in `transforms.campaign_day`; this module only wi
 """
 
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -45,7 +46,7 @@ from loyalty_assets.transforms.campaign_day import (
 from loyalty_assets.transforms.entry import ENTRANTS_SCHEMA
 from loyalty_assets.transforms.journey import ACTION_SCHEMA
 from loyalty_assets.warehouse.history import own_accruals_before, read_history, read_members
-from loyalty_assets.warehouse.warehouse import Warehouse
+from loyalty_assets.warehouse.warehouse import Warehouse, schema_of
 
 SOURCE_INS = {table: dg.AssetIn(source_key(table)) for table in SCHEMAS}
 
@@ -324,15 +325,11 @@ def _campaign_assets(
 
 
 def wh_schema(wh: Warehouse, table: str) -> dict[str, pl.DataType]:
-    from loyalty_assets.warehouse.warehouse import schema_of
-
     return schema_of(wh.table(table))
 
 
 def _invalid_definition_asset(error: DefinitionError, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     """A broken file shows up in the UI as an asset that fails with the file and field at fault."""
-    from pathlib import Path
-
     stem = Path(error.file).stem.replace("-", "_").lower() or "unnamed"
     kind = Path(error.file).parent.name or "catalog"
 

@@ -55,36 +55,6 @@ def as_of_date(context: dg.AssetExecutionContext) -> date:
 def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The nine source assets of the contract."""
 
-    @dg.asset(
-        key=source_key("customers"),
-        group_name=GROUP,
-        partitions_def=partitions,
-        kinds={"polars"},
-        description="Customers registered by the end of D, validated (quarantine: source_quarantine).",
-    )
-    def customers(
-        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
-    ) -> dg.Output[pl.DataFrame]:
-        point = as_of(context, program)
-        raw = sources.read("customers", point.cutoff)
-        result = validate(SCHEMAS["customers"], raw, point, now=datetime.now(UTC))
-        return dg.Output(result.kept, metadata=_record(context, warehouse, "customers", result))
-
-    @dg.asset(
-        key=source_key("categories"),
-        group_name=GROUP,
-        partitions_def=partitions,
-        kinds={"polars"},
-        description="The category tree (no history).",
-    )
-    def categories(
-        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
-    ) -> dg.Output[pl.DataFrame]:
-        point = as_of(context, program)
-        raw = sources.read("categories", point.cutoff)
-        result = validate(SCHEMAS["categories"], raw, point, now=datetime.now(UTC))
-        return dg.Output(result.kept, metadata=_record(context, warehouse, "categories", result))
-
     @dg.multi_asset(
         outs={
             "checks": dg.AssetOut(key=source_key("checks"), kinds={"polars"}, description="Checks up to the end of D."),
@@ -133,11 +103,33 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
         )
 
     return [
-        customers,
-        categories,
+        _standalone_table_asset("customers", "Customers registered by the end of D", program, partitions),
+        _standalone_table_asset("categories", "The category tree (no history)", program, partitions),
         checks,
         *(_customer_table_asset(t, program, partitions) for t in CUSTOMER_TABLES),
     ]
+
+
+def _standalone_table_asset(
+    table: str, description: str, program: Program, partitions: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    """A source table validated on its own (no other table's keys to check against)."""
+
+    @dg.asset(
+        key=source_key(table),
+        group_name=GROUP,
+        partitions_def=partitions,
+        kinds={"polars"},
+        description=f"{description}, validated (quarantine: source_quarantine).",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
+    ) -> dg.Output[pl.DataFrame]:
+        point = as_of(context, program)
+        result = validate(SCHEMAS[table], sources.read(table, point.cutoff), point, now=datetime.now(UTC))
+        return dg.Output(result.kept, metadata=_record(context, warehouse, table, result))
+
+    return _asset
 
 
 def _customer_table_asset(table: str, program: Program, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:

