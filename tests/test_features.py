@@ -5,19 +5,23 @@ Program zone is Europe/Moscow (UTC+3, no DST), so the run for D ends at D 21:00 
 
 from __future__ import annotations
 
-from datetime import date
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo, available_timezones
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.config.filters import parse_filter
-from loyalty_assets.sources.frames import AsOf
+from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.transforms.features import (
     AMOUNT,
     PROFILE_COLUMNS,
     QUANTITY_SUM,
     FeatureSpec,
+    _Context,
+    _first_instant,
     compute_features,
     required_features,
 )
@@ -688,3 +692,119 @@ def test_last_days_window_edges():
             "purchase_total__from_2025_04_01_to_2025_12_31",
         )
     ] == [money("6.00"), money("4.00"), money("1.00"), money("4.00")]
+
+
+# ------------------------------------------------------------------ local days around zone transitions
+
+#: Customer zones with the transitions that matter for local days: London's DST (not at midnight),
+#: Santiago's clocks jumping over midnight (2024-09-08 00:00 does not exist), Havana setting clocks back
+#: from 01:00 to 00:00 (2024-11-03 starts twice), a fixed offset far east, and two program-zone fallbacks.
+EDGE_ZONES = ["Europe/London", "America/Santiago", "America/Havana", "Asia/Vladivostok", None, "Mars/Olympus"]
+
+
+def _edge_frames(zones: list[str | None], instants: list[datetime]) -> SourceFrames:
+    """One customer per zone; each has a check and a bonus accrual at every instant (expiring 50 days on)."""
+    checks, ledger = [], []
+    for cid, _ in enumerate(zones, start=1):
+        for n, at in enumerate(instants):
+            checks.append({"check_id": f"c{cid}_{n}", "customer_id": cid, "ts": at, "total": money("1.00")})
+            ledger.append(
+                {
+                    "txn_id": f"t{cid}_{n}",
+                    "customer_id": cid,
+                    "ts": at,
+                    "kind": "accrual",
+                    "amount": money("1.00"),
+                    "expires_at": at + timedelta(days=50),
+                }
+            )
+    rows = [{"customer_id": cid, "timezone": zone} for cid, zone in enumerate(zones, start=1)]
+    return frames(customers(*rows), checks=checks, bonus_transactions=ledger)
+
+
+def _around(*days: str) -> list[datetime]:
+    """Instants every 20 minutes from 30 h before to 30 h after UTC midnight of each day (plus ±1 µs there)."""
+    out: set[datetime] = set()
+    for day in days:
+        midnight = ts(f"{day}T00:00")
+        out.update(midnight + timedelta(minutes=20 * k) for k in range(-90, 91))
+        out.update(midnight + timedelta(minutes=20 * k) + delta for k in range(-90, 91) for delta in (_US, -_US))
+    return sorted(out)
+
+
+_US = timedelta(microseconds=1)
+
+
+def _expected(zones: list[str | None], instants: list[datetime], run: date, windows: dict[str, tuple]) -> dict:
+    """Per customer, the features recomputed row by row with `zoneinfo` (the definition, not the method)."""
+    cutoff = datetime.combine(run + timedelta(days=1), datetime.min.time(), ZoneInfo("Europe/Moscow"))
+    out: dict[str, list] = defaultdict(list)
+    for zone in zones:
+        tz = ZoneInfo(zone if zone in available_timezones() else "Europe/Moscow")
+        seen = [at for at in instants if at < cutoff and at.astimezone(tz).date() <= run]
+        local = [at.astimezone(tz).date() for at in seen]
+        out["last_check_date"].append(max(local, default=None))
+        out["first_check_date"].append(min(local, default=None))
+        for name, (first, last) in windows.items():
+            out[name].append(sum(first <= day <= last for day in local))
+        expiring = [
+            at for at in seen if run < (at + timedelta(days=50)).astimezone(tz).date() <= run + timedelta(days=10)
+        ]
+        out["bonuses_expiring__within_10d"].append(money(len(expiring)) * money("1.00"))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("run", "zones", "near"),
+    [
+        # day starts compared as instants (Havana left out): gap at midnight, DST, fixed offsets
+        ("2024-09-07", [z for z in EDGE_ZONES if z != "America/Havana"], ("2024-09-08", "2024-08-09", "2024-03-31")),
+        ("2024-10-26", EDGE_ZONES[:2] + EDGE_ZONES[3:], ("2024-10-27", "2024-09-08", "2024-09-17")),
+        # Havana's repeated midnight: rows are converted to local dates instead, same results
+        ("2024-11-10", EDGE_ZONES, ("2024-11-04", "2024-11-03", "2024-11-11", "2024-09-20")),
+    ],
+)
+def test_local_days_at_zone_transitions_match_row_by_row_dates(run, zones, near):
+    run_day = d(run)
+    instants = _around(*near)
+    windows = {
+        "purchase_count__last_30d": (run_day - timedelta(days=29), run_day),
+        "purchase_count__last_1d": (run_day, run_day),
+        f"purchase_count__from_{near[1].replace('-', '_')}_to_{near[0].replace('-', '_')}": (d(near[1]), d(near[0])),
+    }
+    window_conditions = [
+        {"field": "purchase_count", "window": {"last_days": 30}, "op": "ge", "value": 0},
+        {"field": "purchase_count", "window": {"last_days": 1}, "op": "ge", "value": 0},
+        {"field": "purchase_count", "window": {"from": near[1], "to": near[0]}, "op": "ge", "value": 0},
+    ]
+    out = _features(
+        _edge_frames(zones, instants),
+        run,
+        {"field": "last_check_date", "op": "is_set"},
+        {"field": "first_check_date", "op": "is_set"},
+        {"field": "bonuses_expiring", "within_days": 10, "op": "gt", "value": 0},
+        *window_conditions,
+    )
+    expected = _expected(zones, instants, run_day, windows)
+    for column, values in expected.items():
+        assert out.get_column(column).to_list() == values, column
+
+
+def test_day_starts_are_first_instants_of_local_days_or_none_when_midnight_repeats():
+    # Santiago jumps from 00:00 to 01:00 on 2024-09-08: that day starts at 01:00 -03 = 04:00 UTC
+    assert _first_instant(d("2024-09-08"), "America/Santiago") == ts("2024-09-08T04:00")
+    assert _first_instant(d("2024-10-27"), "Europe/London") == ts("2024-10-26T23:00")  # still BST
+    assert _first_instant(d("2024-10-28"), "Europe/London") == ts("2024-10-28T00:00")  # GMT again
+    london = _Context(_edge_frames(["Europe/London"], []), AsOf(d("2024-10-26")))
+    starts = london.day_starts([d("2024-10-27"), d("2024-10-28")])
+    assert starts is not None
+    assert starts.filter(pl.col("_tz") == "Europe/London").row(0)[1:] == (
+        ts("2024-10-26T23:00"),
+        ts("2024-10-28T00:00"),
+    )
+    # Havana sets clocks back from 01:00 to 00:00 on 2024-11-03: local dates are not monotone there
+    havana = _Context(_edge_frames(["America/Havana"], []), AsOf(d("2024-11-10")))
+    assert havana.day_starts([d("2024-11-03")]) is None
+    assert havana.day_starts([d("2024-11-11")]) is not None
+    assert not havana.monotone(d("2024-10-01"), d("2024-11-11"))
+    assert havana.monotone(d("2024-11-04"), d("2024-11-11"))

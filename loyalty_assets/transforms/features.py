@@ -10,8 +10,13 @@ aggregates are joined on `customer_id` and the whole plan is collected once.
 
 Point in time: every source row is filtered on the run's cutoff here again (not only upstream), so a
 `SourceFrames` holding later history still yields the features a run on D would have seen.
-Customer-local days: UTC timestamps become local dates per customer zone (`customers.timezone`, else
-`AsOf.program_tz`) by partitioning the rows by the few distinct zones; windows are in local days.
+Customer-local days: windows are in local days of the customer's zone (`customers.timezone`, else
+`AsOf.program_tz`). Event rows are not converted to local dates one by one: "local day of `ts` is on or
+after X" is "`ts` is at or after the first instant of X in the customer's zone", so a tiny table of
+those instants per distinct zone (computed with the real zone rules) is joined to the rows and UTC
+instants are compared. Only per-customer results that are dates (first/last check...) are converted,
+after aggregation. When a zone's local dates are not monotone around a needed day (a clock set back
+across midnight), the rows are converted to local dates instead, partitioned by the few zones.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import reduce
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -71,6 +76,62 @@ PROFILE_COLUMNS: tuple[str, ...] = (
 
 _DAY = "_day"  # customer-local date of an event row
 _TZ = "_tz"  # effective zone of the customer owning a row
+_UTC = ZoneInfo("UTC")
+_US = timedelta(microseconds=1)
+
+
+def _start(day: date) -> str:
+    """Column holding, per row, the first UTC instant of local `day` in the row's customer zone."""
+    return f"_from_{day:%Y%m%d}"
+
+
+@dataclass(frozen=True)
+class _LocalDays:
+    """Answers "the customer-local day of column `col` is before / on or after X" on event rows.
+
+    Either `col` holds local dates (`as_dates`), or it holds UTC instants and the rows carry the
+    `_start(X)` columns: local day >= X exactly when the instant is >= the first instant of X.
+    """
+
+    col: str
+    as_dates: bool
+
+    def before(self, day: date) -> pl.Expr:
+        return pl.col(self.col) < (day if self.as_dates else pl.col(_start(day)))
+
+    def on_or_after(self, day: date) -> pl.Expr:
+        return pl.col(self.col) >= (day if self.as_dates else pl.col(_start(day)))
+
+
+def _first_instant(day: date, zone: str) -> datetime:
+    """The first UTC instant whose local date in `zone` is `day` or later.
+
+    Usually local midnight; when clocks jump over midnight, the end of the gap. Bisection over the
+    days around it (UTC offsets are within ±26 h), so it needs no knowledge of the zone's rules; it
+    is exact when local dates are monotone there, which `_Context.day_starts` verifies.
+    """
+    tz = ZoneInfo(zone)
+    midnight = datetime.combine(day, time(0), _UTC)
+    lo, hi = midnight - timedelta(days=2), midnight + timedelta(days=2)
+    while hi - lo > _US:
+        mid = lo + (hi - lo) // 2
+        if mid.astimezone(tz).date() >= day:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _midnight_repeats(zone: str, days: list[date]) -> bool:
+    """Whether local midnight of one of `days` occurs twice in `zone` (clocks set back across it).
+
+    Only then can the local date of later instants be earlier (e.g. 00:30 back to 23:30): the one
+    case where comparing instants with the first instant of a day differs from comparing dates.
+    """
+    naive = pl.Series([datetime.combine(d, time(0)) for d in days], dtype=pl.Datetime("us"))
+    earliest = naive.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+    latest = naive.dt.replace_time_zone(zone, ambiguous="latest", non_existent="null")
+    return bool((earliest != latest).any())
 
 
 @dataclass(frozen=True)
@@ -197,12 +258,16 @@ class _Context:
         zones = customers.get_column("timezone").drop_nulls().unique().to_list()
         valid = sorted(z for z in zones if _is_zone(z))
         self.zones = sorted({*valid, as_of.program_tz})
+        #: `_TZ` is an Enum of the few zones: joins, filters and `first()` on it are integer work.
+        self.zone_type = pl.Enum(self.zones)
         tz = pl.col("timezone")
         self.customers = (
             customers.lazy()
             .with_columns(_utc("registered_at", customers.schema))
             .filter(pl.col("registered_at") < self.cutoff)
-            .with_columns(pl.when(tz.is_in(valid)).then(tz).otherwise(pl.lit(as_of.program_tz)).alias(_TZ))
+            .with_columns(
+                pl.when(tz.is_in(valid)).then(tz).otherwise(pl.lit(as_of.program_tz)).cast(self.zone_type).alias(_TZ)
+            )
         )
         self.tz_map = self.customers.select("customer_id", _TZ)
         self._children: dict[str, list[str]] | None = None
@@ -211,6 +276,53 @@ class _Context:
         """A source table as of the cutoff (rows whose `ts` is before it), timestamps in UTC."""
         stamps = [c for c, t in df.schema.items() if isinstance(t, pl.Datetime)]
         return df.lazy().with_columns(_utc(c, df.schema) for c in stamps).filter(pl.col(ts) < self.cutoff)
+
+    def day_starts(self, days: Iterable[date]) -> pl.DataFrame | None:
+        """Per zone (`_TZ`), the first UTC instant of each local day in `days` (columns `_start(day)`).
+
+        A handful of rows (one per distinct zone). None when a zone's local dates are not monotone
+        around one of the days, or Polars' zone rules disagree with `zoneinfo` there: the caller then
+        converts rows to local dates instead.
+        """
+        days = sorted(set(days))
+        schema = {_TZ: self.zone_type, **{_start(d): pl.Datetime("us", "UTC") for d in days}}
+        rows = []
+        for zone in self.zones:
+            if days and _midnight_repeats(zone, days):
+                return None
+            starts = [_first_instant(d, zone) for d in days]
+            instants = pl.Series(starts, dtype=pl.Datetime("us", "UTC"))
+            expected = pl.Series(days, dtype=pl.Date())
+            at = instants.dt.convert_time_zone(zone).dt.date()
+            just_before = (instants - _US).dt.convert_time_zone(zone).dt.date()
+            if not ((at >= expected) & (just_before < expected)).all():
+                return None
+            rows.append([zone, *starts])
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def monotone(self, first: date, last: date) -> bool:
+        """Whether local dates never go back in any zone between `first` and `last` (so the local date of
+        the latest instant is the latest local date, and likewise for the earliest)."""
+        days = pl.date_range(first, last, eager=True).to_list()
+        return not any(_midnight_repeats(zone, days) for zone in self.zones)
+
+    def local_days(
+        self, lf: pl.LazyFrame, bounds: Mapping[str, Iterable[date]], *, instants: bool = True
+    ) -> tuple[pl.LazyFrame, dict[str, _LocalDays]]:
+        """Rows (of customers visible at D: inner join) that can answer local-day questions on the UTC
+        columns of `bounds` for the days listed there (`{column: days}`).
+
+        Joining the per-zone first instants (through the customer) and comparing instants avoids
+        converting every row to a local date (a pass per zone over the rows plus a concat); rows are
+        converted only when `instants` is False or `day_starts` cannot be used.
+        """
+        starts = self.day_starts(d for days in bounds.values() for d in days) if instants else None
+        if starts is None:
+            dates = {c: f"_day_{c}" for c in bounds}
+            return self.localize(lf, dates), {c: _LocalDays(dates[c], as_dates=True) for c in bounds}
+        per_customer = self.tz_map.join(starts.lazy(), on=_TZ, how="left")
+        lf = lf.join(per_customer, on="customer_id", how="inner")
+        return lf, {c: _LocalDays(c, as_dates=False) for c in bounds}
 
     def localize(self, lf: pl.LazyFrame, columns: Mapping[str, str], *, join: bool = True) -> pl.LazyFrame:
         """Add customer-local dates of UTC timestamp columns (`{source: target}`).
@@ -246,16 +358,32 @@ class _Context:
                     todo.append(child)
         return sorted(seen)
 
-    def window_mask(self, window: Window | None, col: str = _DAY) -> pl.Expr:
-        """Rows whose local day lies in the window, capped at D (column-based so it aggregates)."""
-        day = pl.col(col)
+    def window_bounds(self, window: Window | None) -> tuple[date | None, date]:
+        """The window capped at D as (first local day or None, local day after the last)."""
+        end = self.day + timedelta(days=1)
         if window is None:
-            return day <= self.day
+            return None, end
         if window.last_days is not None:
-            return day.is_between(self.day - timedelta(days=window.last_days - 1), self.day)
+            return self.day - timedelta(days=window.last_days - 1), end
         high = min(window.to, self.day) if window.to is not None else self.day
-        mask = day <= high
-        return mask & (day >= window.from_) if window.from_ is not None else mask
+        return window.from_, high + timedelta(days=1)
+
+    def window_days(self, windows: Iterable[Window | None]) -> set[date]:
+        """The days `window_mask` compares with for these windows (always D+1, the base filter)."""
+        days = {self.day + timedelta(days=1)}
+        for window in windows:
+            days.update(d for d in self.window_bounds(window) if d is not None)
+        return days
+
+    def narrows(self, window: Window | None) -> bool:
+        """Whether the window keeps fewer rows than the base filter (local day <= D) every builder applies."""
+        return self.window_bounds(window) != (None, self.day + timedelta(days=1))
+
+    def window_mask(self, window: Window | None, days: _LocalDays) -> pl.Expr:
+        """Rows whose local day lies in the window, capped at D (column-based so it aggregates)."""
+        first, end = self.window_bounds(window)
+        mask = days.before(end)
+        return mask if first is None else mask & days.on_or_after(first)
 
 
 def _is_zone(name: str) -> bool:
@@ -283,6 +411,17 @@ def _with_contract_columns(df: pl.DataFrame, table: str) -> pl.DataFrame:
     return df.with_columns(pl.lit(None, dtype=t).alias(c) for c, t in missing.items()) if missing else df
 
 
+def _where(expr: pl.Expr, mask: pl.Expr | None) -> pl.Expr:
+    """`expr` restricted to the rows of `mask` (all rows when None)."""
+    return expr if mask is None else expr.filter(mask)
+
+
+def _and(*masks: pl.Expr | None) -> pl.Expr | None:
+    """The conjunction of the masks given (None ones keep every row); None when all are None."""
+    given = [m for m in masks if m is not None]
+    return reduce(operator.and_, given) if given else None
+
+
 def _profile(ctx: _Context) -> pl.LazyFrame:
     """Profile columns: one value per customer, independent of any spec."""
     d = ctx.day
@@ -308,11 +447,25 @@ def _profile(ctx: _Context) -> pl.LazyFrame:
 
 
 def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
-    """All purchase features in one pass: checks (+ per-check line aggregates) grouped by customer."""
-    checks = ctx.localize(
+    """All purchase features in one pass: checks (+ per-check line aggregates) grouped by customer.
+
+    Windows compare UTC instants with per-zone day starts; first/last check dates are the earliest /
+    latest instant per customer, converted to a local date after the group_by (one row per customer,
+    not per check). That needs local dates to never go back over the checks' span, else rows are
+    converted.
+    """
+    dated = {"first_check_date", "last_check_date", "days_since_first_check", "days_since_last_check"}
+    earliest = ctx.frames.checks.get_column("ts").min()
+    instants = earliest is None or not any(s.field in dated for s in specs)
+    if not instants:
+        instants = ctx.monotone(earliest.date() - timedelta(days=2), ctx.day + timedelta(days=2))
+    checks, days = ctx.local_days(
         ctx.table("checks", ctx.frames.checks, "ts").select("check_id", "customer_id", "ts", "total"),
-        {"ts": _DAY},
-    ).filter(pl.col(_DAY) <= ctx.day)
+        {"ts": ctx.window_days(s.window for s in specs)},
+        instants=instants,
+    )
+    ts = days["ts"]
+    checks = checks.filter(ts.before(ctx.day + timedelta(days=1)))
 
     # One key per distinct product/category restriction. Lines are reduced to one row per check
     # holding, per key, whether it matched and only the sums some spec reads; lines matching no key
@@ -348,11 +501,27 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
 
     aggs: list[pl.Expr] = []
     post: list[pl.Expr] = []
+    local: dict[str, str] = {}  # per-customer instant column -> its local date column, when instants
+    dated_post: list[pl.Expr] = []  # date features computed from those local dates
+    day_col = pl.col(ts.col)
+
+    def extreme(col: str, latest: bool, m: pl.Expr | None) -> pl.Expr:
+        """The earliest / latest local day of the masked checks (an instant converted later when instants)."""
+        picked = _where(day_col, m)
+        picked = picked.max() if latest else picked.min()
+        if ts.as_dates:
+            return picked
+        aggs.append(picked.alias(f"_at_{col}"))
+        local[f"_at_{col}"] = f"_day_{col}"
+        return pl.col(f"_day_{col}")
+
     for s in specs:
-        w = ctx.window_mask(s.window)
+        # masks that keep every row are left out: filtering in an aggregation is not free
+        w = ctx.window_mask(s.window, ts) if ctx.narrows(s.window) else None
         i = key_index.get((s.category, s.product))
-        m = w if i is None else w & pl.col(f"_has{i}")
-        n = m.sum().cast(pl.Int64)
+        has = None if i is None else pl.col(f"_has{i}")
+        m = _and(w, has)
+        n = (pl.len() if m is None else m.sum()).cast(pl.Int64)
         n_or_null = pl.when(n > 0).then(n)  # Decimal division by zero raises, by null gives null
         total = pl.col("total") if i is None else pl.col(f"_amt{i}")
         lines = pl.col("_lines") if i is None else pl.col(f"_n{i}")
@@ -361,29 +530,37 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
             aggs.append(n.alias(col))
             post.append(pl.col(col).fill_null(0))
         elif s.field == "purchase_total":
-            aggs.append(total.filter(m).sum().cast(AMOUNT).alias(col))
+            aggs.append(_where(total, m).sum().cast(AMOUNT).alias(col))
             post.append(pl.col(col).fill_null(pl.lit(Decimal(0), AMOUNT)))
         elif s.field == "purchase_quantity":
-            aggs.append(pl.col(f"_qty{i}").filter(m).sum().cast(QUANTITY_SUM).alias(col))
+            aggs.append(_where(pl.col(f"_qty{i}"), m).sum().cast(QUANTITY_SUM).alias(col))
             post.append(pl.col(col).fill_null(pl.lit(Decimal(0), QUANTITY_SUM)))
         elif s.field == "average_check":
-            aggs.append((total.filter(m).sum().cast(AMOUNT) / n_or_null).cast(AMOUNT).alias(col))
+            aggs.append((_where(total, m).sum().cast(AMOUNT) / n_or_null).cast(AMOUNT).alias(col))
         elif s.field == "average_items_per_check":
-            aggs.append((lines.filter(m).sum() / n_or_null).cast(pl.Float64).alias(col))
-        elif s.field == "first_check_date":
-            aggs.append(pl.col(_DAY).filter(m).min().alias(col))
-        elif s.field == "last_check_date":
-            aggs.append(pl.col(_DAY).filter(m).max().alias(col))
-        elif s.field == "days_since_first_check":
-            aggs.append((pl.lit(ctx.day) - pl.col(_DAY).filter(m).min()).dt.total_days().cast(pl.Int64).alias(col))
-        elif s.field == "days_since_last_check":
-            aggs.append((pl.lit(ctx.day) - pl.col(_DAY).filter(m).max()).dt.total_days().cast(pl.Int64).alias(col))
+            aggs.append((_where(lines, m).sum() / n_or_null).cast(pl.Float64).alias(col))
+        elif s.field in dated:
+            day = extreme(col, s.field.startswith("last") or s.field == "days_since_last_check", m)
+            if s.field.startswith("days_since"):
+                day = (pl.lit(ctx.day) - day).dt.total_days().cast(pl.Int64)
+            (aggs if ts.as_dates else dated_post).append(day.alias(col))
         else:  # pragma: no cover - spec_for only produces the fields above
             raise ValueError(f"unknown purchase feature {s.field!r}")
-    return checks.group_by("customer_id").agg(aggs), post
+    per_customer = checks.group_by("customer_id").agg(*aggs, pl.col(_TZ).first()) if local else None
+    if per_customer is None:
+        return checks.group_by("customer_id").agg(aggs), post
+    per_customer = ctx.localize(per_customer, local, join=False).with_columns(dated_post)
+    return per_customer.drop(_TZ, *local, *local.values()), post
 
 
 _KIND = pl.col("kind")
+#: Ledger kinds each bonus feature reads.
+_BONUS_KINDS: dict[str, set[str]] = {
+    "bonus_balance": {"accrual", "redemption", "expiry"},
+    "bonuses_accrued": {"accrual"},
+    "bonuses_redeemed": {"redemption"},
+    "bonuses_expiring": {"accrual"},
+}
 
 
 def _bonuses(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
@@ -391,14 +568,20 @@ def _bonuses(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, lis
 
     Redemption and expiry amounts count by absolute value, whichever sign the ledger stores them with.
     `bonuses_expiring` sums accruals whose local expiry day is in (D, D+N]; it is not net of
-    redemptions (the ledger does not say which accrual a redemption consumed).
+    redemptions (the ledger does not say which accrual a redemption consumed). Only ledger kinds some
+    spec reads are kept before joining and grouping (e.g. no expiry rows for `bonuses_accrued`).
     """
-    ledger = ctx.table("bonus_transactions", ctx.frames.bonus_transactions, "ts").select(
-        "customer_id",
-        "ts",
-        "kind",
-        pl.col("amount").cast(AMOUNT),
-        pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
+    kinds = set().union(*(_BONUS_KINDS[s.field] for s in specs))
+    ledger = (
+        ctx.table("bonus_transactions", ctx.frames.bonus_transactions, "ts")
+        .filter(_KIND.is_in(sorted(kinds)))
+        .select(
+            "customer_id",
+            "ts",
+            "kind",
+            pl.col("amount").cast(AMOUNT),
+            pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
+        )
     )
     own = ctx.table("own_accruals", ctx.frames.own_accruals, "accrued_at").select(
         "customer_id",
@@ -407,26 +590,35 @@ def _bonuses(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, lis
         pl.col("amount").cast(AMOUNT),
         pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
     )
-    local = {"ts": _DAY}
-    if any(s.field == "bonuses_expiring" for s in specs):
-        local["expires_at"] = "_exp_day"  # converting costs a pass; only when a spec reads it
-    rows = ctx.localize(pl.concat([ledger, own], how="vertical"), local).filter(pl.col(_DAY) <= ctx.day)
-    accrual = _KIND == "accrual"
+    tomorrow = ctx.day + timedelta(days=1)
+    bounds = {"ts": ctx.window_days(s.window for s in specs)}
+    expiring = [s for s in specs if s.field == "bonuses_expiring"]
+    if expiring:  # only when a spec reads it: it adds columns to every row
+        bounds["expires_at"] = {tomorrow, *(tomorrow + timedelta(days=s.within_days or 0) for s in expiring)}
+    rows, days = ctx.local_days(pl.concat([ledger, own], how="vertical") if "accrual" in kinds else ledger, bounds)
+    rows = rows.filter(days["ts"].before(tomorrow))
+
+    def of_kind(*wanted: str) -> pl.Expr | None:
+        """Rows of these kinds; None (no mask) when every kept row is one of them."""
+        return None if kinds <= set(wanted) else _KIND.is_in(wanted)
+
+    accrual = of_kind("accrual")
     amount = pl.col("amount")
     zero = pl.lit(Decimal(0), AMOUNT)
     aggs: list[pl.Expr] = []
     for s in specs:
-        w = ctx.window_mask(s.window)
+        w = ctx.window_mask(s.window, days["ts"]) if ctx.narrows(s.window) else None
         if s.field == "bonus_balance":
-            spent = amount.abs().filter(_KIND.is_in(["redemption", "expiry"])).sum()
-            expr = amount.filter(accrual).sum() - spent
+            spent = _where(amount.abs(), of_kind("redemption", "expiry")).sum()
+            expr = _where(amount, accrual).sum() - spent
         elif s.field == "bonuses_accrued":
-            expr = amount.filter(accrual & w).sum()
+            expr = _where(amount, _and(accrual, w)).sum()
         elif s.field == "bonuses_redeemed":
-            expr = amount.abs().filter((_KIND == "redemption") & w).sum()
+            expr = _where(amount.abs(), _and(of_kind("redemption"), w)).sum()
         elif s.field == "bonuses_expiring":
-            until = ctx.day + timedelta(days=s.within_days or 0)
-            expr = amount.filter(accrual & (pl.col("_exp_day") > ctx.day) & (pl.col("_exp_day") <= until)).sum()
+            after = tomorrow + timedelta(days=s.within_days or 0)
+            exp = days["expires_at"]
+            expr = _where(amount, _and(accrual, exp.on_or_after(tomorrow), exp.before(after))).sum()
         else:  # pragma: no cover
             raise ValueError(f"unknown bonus feature {s.field!r}")
         aggs.append(expr.cast(AMOUNT).alias(s.column))
@@ -478,12 +670,15 @@ def _favourites(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, 
 
 def _communications(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
     """Counts of message events by event / channel / campaign in a window, in one pass."""
-    rows = ctx.localize(ctx.table("communications", ctx.frames.communications, "event_at"), {"event_at": _DAY}).filter(
-        pl.col(_DAY) <= ctx.day
+    rows, days = ctx.local_days(
+        ctx.table("communications", ctx.frames.communications, "event_at"),
+        {"event_at": ctx.window_days(s.window for s in specs)},
     )
+    at = days["event_at"]
+    rows = rows.filter(at.before(ctx.day + timedelta(days=1)))
     aggs = []
     for s in specs:
-        m = ctx.window_mask(s.window)
+        m = ctx.window_mask(s.window, at)
         for col, wanted in (("event", s.event), ("channel", s.channel), ("campaign_id", s.campaign)):
             if wanted is not None:
                 m = m & (pl.col(col) == wanted).fill_null(False)
@@ -493,12 +688,13 @@ def _communications(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFra
 
 def _site_visits(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
     """Counts of site visits in a window, optionally by category (with descendants) and URL text."""
-    rows = ctx.localize(ctx.table("site_visits", ctx.frames.site_visits, "ts"), {"ts": _DAY}).filter(
-        pl.col(_DAY) <= ctx.day
+    rows, days = ctx.local_days(
+        ctx.table("site_visits", ctx.frames.site_visits, "ts"), {"ts": ctx.window_days(s.window for s in specs)}
     )
+    rows = rows.filter(days["ts"].before(ctx.day + timedelta(days=1)))
     aggs = []
     for s in specs:
-        m = ctx.window_mask(s.window)
+        m = ctx.window_mask(s.window, days["ts"])
         if s.category is not None:
             m = m & pl.col("category_id").is_in(ctx.descendants(s.category)).fill_null(False)
         if s.url_contains is not None:
