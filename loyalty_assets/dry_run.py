@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
-from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA, AsOf
+from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA, AsOf, SourceFrames
 from loyalty_assets.sources.readers import make_reader
 from loyalty_assets.sources.snapshot import load_snapshot
 from loyalty_assets.transforms.campaign_day import (
@@ -26,10 +26,9 @@ from loyalty_assets.transforms.campaign_day import (
     campaign_messages,
 )
 from loyalty_assets.transforms.features import compute_features, required_features
-from loyalty_assets.transforms.journey import TOKEN_SCHEMA
 from loyalty_assets.transforms.masking import mask_email, mask_phone
 from loyalty_assets.transforms.segments import evaluate_segments
-from loyalty_assets.warehouse.history import own_accruals_before, read_history, read_members
+from loyalty_assets.warehouse.history import own_accruals_before, read_history, read_members, recent_messages
 from loyalty_assets.warehouse.warehouse import open_existing
 
 
@@ -41,14 +40,15 @@ class DryRun:
     sample: pl.DataFrame  # masked messages
 
 
-def _members(
+def _day_state(
     catalog: Catalog, data_dir: Path, point: AsOf, own: pl.DataFrame, source_url: str | None
-) -> tuple[pl.DataFrame, dict]:
+) -> tuple[SourceFrames, pl.DataFrame, dict[str, pl.DataFrame]]:
+    """The day's validated sources, shared features and saved segments' members, as the assets compute them."""
     snapshot = load_snapshot(make_reader(data_dir, source_url, point.cutoff), point, own_accruals=own)
     filters = [s.filter for s in catalog.segments.values()]
     filters += [c.audience.filter for c in catalog.campaigns.values() if c.audience and c.audience.filter]
     features = compute_features(snapshot.frames, point, required_features(filters))
-    return features, {"snapshot": snapshot, "segments": evaluate_segments(catalog.segments, features)}
+    return snapshot.frames, features, evaluate_segments(catalog.segments, features)
 
 
 def dry_run(
@@ -69,9 +69,7 @@ def dry_run(
     point = AsOf(day, program.timezone)
     warehouse = open_existing(database_url)
     own = own_accruals_before(warehouse, point) if warehouse else pl.DataFrame(schema=OWN_ACCRUALS_SCHEMA)
-    features, state = _members(catalog, data_dir, point, own, source_database_url)
-    frames = state["snapshot"].frames
-    members_today = dict(state["segments"])
+    frames, features, members_today = _day_state(catalog, data_dir, point, own, source_database_url)
     if warehouse is not None:
         members_today = {**read_members(warehouse, [], point, manual_ids=catalog.manual_segments), **members_today}
         members_yesterday = read_members(
@@ -80,31 +78,11 @@ def dry_run(
         history = read_history(warehouse, campaign_id, point)
     else:
         yesterday = AsOf(day - timedelta(days=1), program.timezone)
-        _, before = _members(catalog, data_dir, yesterday, own, source_database_url)
-        members_yesterday = dict(before["segments"])
+        _, _, members_yesterday = _day_state(catalog, data_dir, yesterday, own, source_database_url)
         empty = pl.DataFrame(schema={"customer_id": pl.Int64()})
         members_today |= {sid: empty for sid in catalog.manual_segments}
         members_yesterday |= {sid: empty for sid in catalog.manual_segments}
-        history = CampaignHistory(
-            triggered=pl.DataFrame(
-                schema={
-                    "customer_id": pl.Int64(),
-                    "occasion": pl.String(),
-                    "partition_date": pl.Date(),
-                    "variant": pl.String(),
-                    "is_control": pl.Boolean(),
-                }
-            ),
-            outbox=pl.DataFrame(
-                schema={
-                    "message_id": pl.String(),
-                    "customer_id": pl.Int64(),
-                    "variant": pl.String(),
-                    "send_at": pl.Datetime("us", "UTC"),
-                }
-            ),
-            pending_due=pl.DataFrame(schema=TOKEN_SCHEMA),
-        )
+        history = CampaignHistory.empty()
     entered = campaign_entrants(
         campaign,
         program=program,
@@ -128,14 +106,11 @@ def dry_run(
     accruals = campaign_accruals(campaign, journey.actions)
     earlier_accruals = None
     if warehouse is not None:
-        earlier_accruals = warehouse.read("bonus_accruals", {"campaign_id": campaign_id}).filter(
-            pl.col("partition_date") < day
+        earlier_accruals = warehouse.read(
+            "bonus_accruals", {"campaign_id": campaign_id}, before=("partition_date", day)
         )
-    recent = None
-    if program.frequency_cap is not None and warehouse is not None:
-        recent = warehouse.read("message_outbox").filter(
-            ~((pl.col("campaign_id") == campaign_id) & (pl.col("partition_date") == day))
-        )
+    cap = program.frequency_cap
+    recent = recent_messages(warehouse, campaign_id, point, cap.days) if cap and warehouse else None
     all_accruals = (
         pl.concat([earlier_accruals.select(accruals.columns).cast(accruals.schema), accruals])
         if earlier_accruals is not None

@@ -89,9 +89,9 @@ class Catalog:
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse one YAML file, turning syntax errors into a `DefinitionError` with the line."""
+    """Parse a definition file (dates stay text for exact error paths), syntax errors naming the line."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf8"))
+        return read_definition_yaml(path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "<file>"
@@ -118,10 +118,7 @@ def load_campaign(
 
     Segment references may name saved segments or manual segments (kept by campaign steps).
     """
-    try:
-        data = read_definition_yaml(path)
-    except Exception as exc:
-        raise DefinitionError(path, "<file>", f"not valid YAML: {exc}") from exc
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise DefinitionError(path, "<root>", "expected a mapping of campaign fields")
     try:

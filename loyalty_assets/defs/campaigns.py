@@ -11,7 +11,7 @@ Each writing asset replaces its own rows for (campaign, date), and its activity-
 transaction. Business logic is in `transforms.campaign_day`; this module only wires it.
 """
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -45,7 +45,13 @@ from loyalty_assets.transforms.campaign_day import (
 )
 from loyalty_assets.transforms.entry import ENTRANTS_SCHEMA
 from loyalty_assets.transforms.journey import ACTION_SCHEMA
-from loyalty_assets.warehouse.history import own_accruals_before, read_history, read_members
+from loyalty_assets.warehouse.history import (
+    own_accruals_before,
+    read_history,
+    read_members,
+    read_pending_due,
+    recent_messages,
+)
 from loyalty_assets.warehouse.warehouse import Warehouse, schema_of
 
 SOURCE_INS = {table: dg.AssetIn(source_key(table)) for table in SCHEMAS}
@@ -72,6 +78,20 @@ def used_segments(campaign: Campaign, saved: set[str]) -> list[str]:
             if step.filter is not None:
                 wanted |= referenced_segments(step.filter)
     return sorted(wanted & saved)
+
+
+def write_stage(
+    wh: Warehouse, campaign_id: str, day: date, stage: str, outputs: dict[str, pl.DataFrame], activity: pl.DataFrame
+) -> int:
+    """Replace a stage's output tables and its activity-log rows for (campaign, day) in one transaction.
+
+    Returns the rows written to the first output table.
+    """
+    scope = {"campaign_id": campaign_id, "partition_date": day}
+    with wh.transaction() as conn:
+        written = [wh.replace(table, frame, scope, conn=conn) for table, frame in outputs.items()]
+        wh.replace("activity_log", activity, {**scope, "stage": stage}, conn=conn)
+    return written[0]
 
 
 def build_campaign_assets(
@@ -172,10 +192,9 @@ def _campaign_assets(
     ) -> dg.MaterializeResult:
         point = as_of(context, program)
         wh = warehouse.warehouse
-        scope = {"campaign_id": cid, "partition_date": point.date}
-        with wh.transaction() as conn:
-            written = wh.replace("triggered_customers", entrants, scope, conn=conn)
-            wh.replace("activity_log", entry_activity(cid, entrants), {**scope, "stage": "triggered"}, conn=conn)
+        written = write_stage(
+            wh, cid, point.date, "triggered", {"triggered_customers": entrants}, entry_activity(cid, entrants)
+        )
         return dg.MaterializeResult(metadata={"dagster/row_count": dg.MetadataValue.int(written)})
 
     @dg.asset(
@@ -201,25 +220,25 @@ def _campaign_assets(
     ) -> dg.Output[pl.DataFrame]:
         point = as_of(context, program)
         wh = warehouse.warehouse
-        history = read_history(wh, cid, point)
+        pending_due = read_pending_due(wh, cid, point)
         day = campaign_journeys(
             campaign,
             entrants,
             as_of=point,
             features=features,
             members=read_members(wh, segments_used, point, manual_ids=catalog.manual_segments),
-            pending_due=history.pending_due,
+            pending_due=pending_due,
         )
-        scope = {"campaign_id": cid, "partition_date": point.date}
-        with wh.transaction() as conn:
-            wh.replace("journey_pending", day.pending.rename({"at": "due_at"}), scope, conn=conn)
-            wh.replace("manual_segment_events", segment_actions(campaign, day.actions), scope, conn=conn)
-            wh.replace("activity_log", journey_activity(cid, day), {**scope, "stage": "journey"}, conn=conn)
+        outputs = {
+            "journey_pending": day.pending.rename({"at": "due_at"}),
+            "manual_segment_events": segment_actions(campaign, day.actions),
+        }
+        write_stage(wh, cid, point.date, "journey", outputs, journey_activity(cid, day))
         return dg.Output(
             day.actions,
             metadata={
                 **{k: dg.MetadataValue.int(v) for k, v in day.counts.items()},
-                "resumed_from_earlier_days": dg.MetadataValue.int(history.pending_due.height),
+                "resumed_from_earlier_days": dg.MetadataValue.int(pending_due.height),
                 "actions": dg.MetadataValue.int(day.actions.height),
                 "left_waiting": dg.MetadataValue.int(day.pending.height),
                 "exits": dg.MetadataValue.json(dict(day.exits.group_by("reason").len().sort("reason").iter_rows())),
@@ -240,10 +259,9 @@ def _campaign_assets(
         point = as_of(context, program)
         wh = warehouse.warehouse
         accruals = campaign_accruals(campaign, journey.cast(ACTION_SCHEMA))  # type: ignore[arg-type]
-        scope = {"campaign_id": cid, "partition_date": point.date}
-        with wh.transaction() as conn:
-            written = wh.replace("bonus_accruals", accruals, scope, conn=conn)
-            wh.replace("activity_log", accrual_activity(cid, accruals), {**scope, "stage": "accruals"}, conn=conn)
+        written = write_stage(
+            wh, cid, point.date, "accruals", {"bonus_accruals": accruals}, accrual_activity(cid, accruals)
+        )
         total = accruals.get_column("amount").sum() if written else 0
         return dg.MaterializeResult(
             metadata={
@@ -277,15 +295,11 @@ def _campaign_assets(
     ) -> dg.MaterializeResult:
         point = as_of(context, program)
         wh = warehouse.warehouse
-        scope = {"campaign_id": cid, "partition_date": point.date}
         actions = journey.cast(ACTION_SCHEMA)  # type: ignore[arg-type]
         occasions = actions.get_column("occasion").unique().to_list()
         accruals = wh.read("bonus_accruals", {"campaign_id": cid, "occasion": occasions}) if occasions else None
-        recent = None
-        if program.frequency_cap is not None:
-            recent = wh.read("message_outbox").filter(
-                ~((pl.col("campaign_id") == cid) & (pl.col("partition_date") == point.date))
-            )
+        cap = program.frequency_cap
+        recent = recent_messages(wh, cid, point, cap.days) if cap is not None else None
         frames = SourceFrames.from_tables(
             {"customers": customers, "categories": categories, "favourite_categories": favourite_categories}
         )
@@ -299,14 +313,8 @@ def _campaign_assets(
             renderer=catalog.renderer(),
             recent_messages=recent,
         )
-        with wh.transaction() as conn:
-            written = wh.replace("message_outbox", batch.outbox, scope, conn=conn)
-            wh.replace(
-                "activity_log",
-                message_activity(cid, batch.outbox, batch.skipped),
-                {**scope, "stage": "messages"},
-                conn=conn,
-            )
+        activity = message_activity(cid, batch.outbox, batch.skipped)
+        written = write_stage(wh, cid, point.date, "messages", {"message_outbox": batch.outbox}, activity)
         per_channel = batch.outbox.group_by("channel").len().sort("channel")
         per_variant = batch.outbox.group_by("variant").len().sort("variant")
         skipped = batch.skipped.group_by("reason").len().sort("reason")

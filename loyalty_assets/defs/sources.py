@@ -13,16 +13,10 @@ from loyalty_assets.config.campaigns import Program
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import SourceResource, WarehouseResource
 from loyalty_assets.sources.schemas import SCHEMAS
+from loyalty_assets.sources.snapshot import CUSTOMER_TABLES, validate_checks
 from loyalty_assets.sources.validation import ValidationResult, quarantine_summary, validate
 
 GROUP = "sources"
-CUSTOMER_TABLES = (
-    "customer_attributes",
-    "favourite_categories",
-    "bonus_transactions",
-    "communications",
-    "site_visits",
-)
 
 
 def source_key(table: str) -> dg.AssetKey:
@@ -73,21 +67,11 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
         customers: pl.DataFrame,
     ) -> tuple[dg.Output[pl.DataFrame], dg.Output[pl.DataFrame]]:
         point = as_of(context, program)
-        now = datetime.now(UTC)
-        checks_result = validate(
-            SCHEMAS["checks"],
-            sources.read("checks", point.cutoff),
+        checks_result, items_result = validate_checks(
+            lambda table: sources.read(table, point.cutoff),
             point,
-            now=now,
+            now=datetime.now(UTC),
             known_customers=customers.get_column("customer_id"),
-        )
-        items_result = validate(
-            SCHEMAS["check_items"],
-            sources.read("check_items", point.cutoff),
-            point,
-            now=now,
-            visible_keys=checks_result.kept.select("check_id"),
-            parent_keys=pl.concat([checks_result.kept, checks_result.not_yet_visible]).select("check_id"),
         )
         return (
             dg.Output(

@@ -32,6 +32,23 @@ class Snapshot:
     results: dict[str, ValidationResult]
 
 
+def validate_checks(
+    read: Callable[[str], RawTable], as_of: AsOf, *, now: datetime, known_customers: pl.Series
+) -> tuple[ValidationResult, ValidationResult]:
+    """Checks and their lines: a line is visible exactly when its check is, and a line whose check
+    is absent or was quarantined is set aside itself."""
+    checks = validate(SCHEMAS["checks"], read("checks"), as_of, now=now, known_customers=known_customers)
+    items = validate(
+        SCHEMAS["check_items"],
+        read("check_items"),
+        as_of,
+        now=now,
+        visible_keys=checks.kept.select("check_id"),
+        parent_keys=pl.concat([checks.kept, checks.not_yet_visible]).select("check_id"),
+    )
+    return checks, items
+
+
 def load_snapshot(
     read: Callable[[str], RawTable],
     as_of: AsOf,
@@ -45,16 +62,7 @@ def load_snapshot(
     results["customers"] = validate(SCHEMAS["customers"], read("customers"), as_of, now=now)
     known = results["customers"].kept.get_column("customer_id")
     results["categories"] = validate(SCHEMAS["categories"], read("categories"), as_of, now=now)
-    results["checks"] = validate(SCHEMAS["checks"], read("checks"), as_of, now=now, known_customers=known)
-    checks = results["checks"]
-    results["check_items"] = validate(
-        SCHEMAS["check_items"],
-        read("check_items"),
-        as_of,
-        now=now,
-        visible_keys=checks.kept.select("check_id"),
-        parent_keys=pl.concat([checks.kept, checks.not_yet_visible]).select("check_id"),
-    )
+    results["checks"], results["check_items"] = validate_checks(read, as_of, now=now, known_customers=known)
     for table in CUSTOMER_TABLES:
         results[table] = validate(SCHEMAS[table], read(table), as_of, now=now, known_customers=known)
     tables = {name: result.kept for name, result in results.items()}

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from loyalty_assets.config.campaigns import Campaign, EventTrigger, Gates, Program
+from loyalty_assets.config.campaigns import Campaign, EventTrigger, Gates, Program, SegmentAction
 from loyalty_assets.config.segments import SegmentDefinition
 from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.transforms.ab_testing import Decision, adaptive_decision
@@ -43,6 +43,30 @@ class CampaignHistory:
     triggered: pl.DataFrame  # customer_id, occasion, partition_date, variant, is_control
     outbox: pl.DataFrame  # message_id, customer_id, variant, send_at
     pending_due: pl.DataFrame  # TOKEN_SCHEMA: tokens due on D, written by earlier dates
+
+    @classmethod
+    def empty(cls) -> CampaignHistory:
+        """No earlier runs (a new warehouse)."""
+        return cls(
+            triggered=pl.DataFrame(
+                schema={
+                    "customer_id": pl.Int64(),
+                    "occasion": pl.String(),
+                    "partition_date": pl.Date(),
+                    "variant": pl.String(),
+                    "is_control": pl.Boolean(),
+                }
+            ),
+            outbox=pl.DataFrame(
+                schema={
+                    "message_id": pl.String(),
+                    "customer_id": pl.Int64(),
+                    "variant": pl.String(),
+                    "send_at": pl.Datetime("us", "UTC"),
+                }
+            ),
+            pending_due=pl.DataFrame(schema=TOKEN_SCHEMA),
+        )
 
 
 @dataclass(frozen=True)
@@ -197,8 +221,6 @@ def manual_segment_members(events: pl.DataFrame, as_of: AsOf) -> dict[str, pl.Da
 
 def segment_actions(campaign: Campaign, actions: pl.DataFrame) -> pl.DataFrame:
     """Rows of `manual_segment_events` for executed add/remove-segment steps."""
-    from loyalty_assets.config.campaigns import SegmentAction
-
     parts = []
     for step in campaign.all_steps():
         if isinstance(step, SegmentAction):

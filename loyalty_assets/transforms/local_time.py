@@ -48,9 +48,7 @@ def add_local_instant(frame: pl.DataFrame, date_column: str, at: time, out: str)
 
     def build(zone: str) -> pl.Expr:
         local = pl.col(date_column).cast(pl.Datetime("us")) + pl.duration(hours=at.hour, minutes=at.minute)
-        exact = local.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
-        shifted = (local + pl.duration(hours=1)).dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
-        return pl.coalesce(exact, shifted).dt.convert_time_zone("UTC").alias(out)
+        return _local_to_utc(local, zone).alias(out)
 
     return _per_zone(frame, build)
 

@@ -47,23 +47,36 @@ def read_members(
     return {**{sid: manual.get(sid, empty) for sid in manual_ids}, **manual, **members}
 
 
-def read_history(wh: Warehouse, campaign_id: str, point: AsOf) -> CampaignHistory:
-    triggered = wh.read("triggered_customers", {"campaign_id": campaign_id}).select(
-        "customer_id", "occasion", "partition_date", "variant", "is_control"
-    )
-    outbox = wh.read("message_outbox", {"campaign_id": campaign_id}).filter(pl.col("partition_date") < point.date)
-    pending = (
-        wh.read("journey_pending", {"campaign_id": campaign_id})
-        .filter(
-            (pl.col("partition_date") < point.date)
-            & (pl.col("due_at") >= point.start_literal)
-            & (pl.col("due_at") < point.cutoff_literal)
-        )
+def read_pending_due(wh: Warehouse, campaign_id: str, point: AsOf) -> pl.DataFrame:
+    """Tokens of the campaign's chains that earlier dates left waiting until a moment of D."""
+    return (
+        wh.read("journey_pending", {"campaign_id": campaign_id}, before=("partition_date", point.date))
+        .filter((pl.col("due_at") >= point.start_literal) & (pl.col("due_at") < point.cutoff_literal))
         .rename({"due_at": "at"})
         .select(list(TOKEN_SCHEMA))
     )
+
+
+def read_history(wh: Warehouse, campaign_id: str, point: AsOf) -> CampaignHistory:
+    """Earlier entrants, earlier messages and the tokens due on D of one campaign."""
+    triggered = wh.read("triggered_customers", {"campaign_id": campaign_id}).select(
+        "customer_id", "occasion", "partition_date", "variant", "is_control"
+    )
+    outbox = wh.read("message_outbox", {"campaign_id": campaign_id}, before=("partition_date", point.date))
     return CampaignHistory(
         triggered=triggered,
         outbox=outbox.select("message_id", "customer_id", "variant", "send_at"),
-        pending_due=pending,
+        pending_due=read_pending_due(wh, campaign_id, point),
     )
+
+
+def recent_messages(wh: Warehouse, campaign_id: str, point: AsOf, days: int) -> pl.DataFrame:
+    """Messages that count toward the frequency cap on D: every campaign's except this one's own for D.
+
+    Only partitions that can hold a `send_at` inside the cap's window are read (a message is written
+    by the run of the day it is due; quiet hours and speed limits move it by at most a day), so the
+    read does not grow with the outbox's history.
+    """
+    since = point.date - timedelta(days=days + 1)
+    rows = wh.read("message_outbox", since=("partition_date", since))
+    return rows.filter(~((pl.col("campaign_id") == campaign_id) & (pl.col("partition_date") == point.date)))

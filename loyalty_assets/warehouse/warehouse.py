@@ -134,15 +134,18 @@ class Warehouse:
         where: Mapping[str, Any] | None = None,
         *,
         before: tuple[str, date] | None = None,
+        since: tuple[str, date] | None = None,
         conn: sa.Connection | None = None,
     ) -> pl.DataFrame:
-        """Rows of a table matching equality filters (and `column < value` for `before`), typed."""
+        """Rows of a table matching equality filters (`column < value` for `before`, `>=` for `since`), typed."""
         table = self.table(table_name)
         query = sa.select(table)
         for k, v in (where or {}).items():
             query = query.where(table.c[k].in_(v) if isinstance(v, list | tuple | set) else table.c[k] == v)
         if before is not None:
             query = query.where(table.c[before[0]] < before[1])
+        if since is not None:
+            query = query.where(table.c[since[0]] >= since[1])
         if conn is None:
             with self.engine.connect() as own:
                 result = own.execute(query).fetchall()
