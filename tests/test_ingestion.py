@@ -194,3 +194,216 @@ def test_later_rows_of_a_later_customer_are_not_yet_visible_not_bad(birthday_dat
     checks.write_text(checks.read_text() + "C11,14,2025-02-20 10:00:00,S01,5.00,,\n")
     again = load_snapshot(lambda t: read_file_table(birthday_data, t), AS_OF, now=NOW).results["checks"]
     assert again.quarantine.select("rule", "column_name").rows() == [("unknown customer", "customer_id")]
+
+
+# --- issue 7: nothing silently wrong (items 1-5) -------------------------------------------------
+
+
+def reasons_by(result, key: str) -> dict[str, tuple[str, str]]:
+    """Quarantined rows keyed by one column of their JSON copy → (rule, column)."""
+    return dict(
+        zip(
+            result.quarantine["row_data"].str.json_path_match(f"$.{key}"),
+            zip(result.quarantine["rule"], result.quarantine["column_name"], strict=True),
+            strict=True,
+        )
+    )
+
+
+def test_quoted_empty_or_blank_key_is_null_not_a_value(birthday_data: Path) -> None:
+    checks = birthday_data / "checks.csv"
+    checks.write_text(
+        checks.read_text() + '"",7,2025-01-20 10:00:00,S01,10.00,,\n' + '"   ",7,2025-01-21 10:00:00,S01,10.00,,\n'
+    )
+    items = birthday_data / "check_items.csv"
+    items.write_text(items.read_text() + '"",1,P1,milk,1.000,10.00\n')
+    snapshot = load_snapshot(lambda t: read_file_table(birthday_data, t), AS_OF, now=NOW)
+    checks_result = snapshot.results["checks"]
+    assert checks_result.quarantine.select("rule", "column_name").rows() == [("null value", "check_id")] * 2
+    assert sorted(checks_result.kept["check_id"]) == ["C1", "C2"]
+    # The line of the '' check is set aside for its own null key, not as a line of a valid check.
+    lines = snapshot.results["check_items"].quarantine
+    assert lines.select("rule", "column_name").rows() == [("null value", "check_id")]
+
+
+def test_blank_optional_text_is_null(birthday_data: Path) -> None:
+    rewrite(
+        birthday_data / "customers.csv",
+        lambda f: f.with_columns(
+            pl.when(pl.col("customer_id") == "7").then(pl.lit("  ")).otherwise("city").alias("city")
+        ),
+    )
+    kept = validate(SCHEMAS["customers"], read_file_table(birthday_data, "customers"), AS_OF, now=NOW).kept
+    assert kept.filter(pl.col("customer_id") == 7)["city"].item() is None
+
+
+def test_integer_epoch_where_a_timestamp_is_expected_fails_the_table(birthday_data: Path, tmp_path: Path) -> None:
+    frame = pl.read_csv(birthday_data / "customers.csv", infer_schema=False).with_columns(
+        pl.lit(1_600_000_000, dtype=pl.Int64()).alias("registered_at")
+    )
+    target = tmp_path / "pq"
+    target.mkdir()
+    frame.write_parquet(target / "customers.parquet")
+    with pytest.raises(SourceError) as error:
+        read_file_table(target, "customers")
+    message = str(error.value)
+    assert "table 'customers'" in message and "customers.parquet" in message
+    assert "column 'registered_at'" in message and "Int64" in message
+    # A date column stored as text of numbers is merely unparsable, row by row (not a type error).
+    frame.with_columns(pl.lit(20250101, dtype=pl.Int32()).alias("birth_date")).drop("registered_at").write_parquet(
+        target / "customers.parquet"
+    )
+    with pytest.raises(SourceError, match="column 'registered_at': required column missing"):
+        read_file_table(target, "customers")
+
+
+def test_integer_where_a_date_is_expected_fails_the_table(birthday_data: Path, tmp_path: Path) -> None:
+    frame = pl.read_csv(birthday_data / "customers.csv", try_parse_dates=True).with_columns(
+        pl.lit(20250101, dtype=pl.Int32()).alias("birth_date")
+    )
+    frame.write_parquet(tmp_path / "customers.parquet")
+    with pytest.raises(SourceError, match=r"column 'birth_date': has type Int32 \(integer\), expected date"):
+        read_file_table(tmp_path, "customers")
+
+
+@pytest.mark.parametrize(
+    ("total", "amount", "quantity", "rule", "column"),
+    [
+        ("1999.995", "1.00", "1.000", "more than 2 decimal places", "total"),
+        ("10.00", "0.125", "1.000", "more than 2 decimal places", "amount"),
+        ("10.00", "1.005", "1.000", "more than 2 decimal places", "amount"),
+        ("10.00", "1.00", "1.2345", "more than 3 decimal places", "quantity"),
+    ],
+)
+def test_amounts_with_too_many_decimals_are_quarantined_never_rounded(
+    birthday_data: Path, total: str, amount: str, quantity: str, rule: str, column: str
+) -> None:
+    (birthday_data / "checks.csv").write_text(
+        "check_id,customer_id,ts,store_id,total,discount,bonus_spent\n"
+        f"C1,7,2025-01-15 10:00:00,S01,{total},,\n"
+        "C2,7,2025-01-16 10:00:00,S01,12.300,,\n"  # trailing zeros are not extra places
+    )
+    (birthday_data / "check_items.csv").write_text(
+        f"check_id,line_no,product_id,category_id,quantity,amount\nC1,1,P1,milk,{quantity},{amount}\n"
+    )
+    snapshot = load_snapshot(lambda t: read_file_table(birthday_data, t), AS_OF, now=NOW)
+    table = "checks" if column == "total" else "check_items"
+    quarantine = snapshot.results[table].quarantine
+    assert quarantine.select("rule", "column_name").rows() == [(rule, column)]
+    # The quarantine keeps the value as written, not a rounded one.
+    assert (
+        quarantine["row_data"].str.json_path_match(f"$.{column}").item()
+        == {"total": total, "amount": amount, "quantity": quantity}[column]
+    )
+    assert snapshot.results["checks"].kept.filter(pl.col("check_id") == "C2")["total"].item() == Decimal("12.30")
+
+
+def test_float_amounts_with_too_many_decimals_are_quarantined(tmp_path: Path) -> None:
+    pl.DataFrame(
+        {
+            "check_id": ["A", "B", "C", "D"],
+            "customer_id": [7, 7, 7, 7],
+            "ts": [datetime(2025, 1, 15, 10)] * 4,
+            "total": [1999.995, 0.125, 12.34, 100.0],
+        }
+    ).write_parquet(tmp_path / "checks.parquet")
+    result = validate(SCHEMAS["checks"], read_file_table(tmp_path, "checks"), AS_OF, now=NOW)
+    assert reasons_by(result, "check_id") == {
+        "A": ("more than 2 decimal places", "total"),
+        "B": ("more than 2 decimal places", "total"),
+    }
+    assert dict(result.kept.select("check_id", "total").iter_rows()) == {"C": Decimal("12.34"), "D": Decimal("100.00")}
+
+
+def test_fractional_float_id_is_unparsable_not_truncated(tmp_path: Path) -> None:
+    pl.DataFrame(
+        {"check_id": ["A", "B"], "customer_id": [7.0, 7.5], "ts": [datetime(2025, 1, 15, 10)] * 2, "total": [1.0, 1.0]}
+    ).write_parquet(tmp_path / "checks.parquet")
+    result = validate(SCHEMAS["checks"], read_file_table(tmp_path, "checks"), AS_OF, now=NOW)
+    assert reasons_by(result, "check_id") == {"B": ("unparsable integer", "customer_id")}
+    assert result.quarantine["row_data"].str.json_path_match("$.customer_id").item() == "7.5"
+
+
+def test_a_bad_byte_or_a_ragged_line_is_quarantined_with_its_line_number(birthday_data: Path) -> None:
+    checks = birthday_data / "checks.csv"
+    checks.write_bytes(
+        checks.read_bytes()
+        + b"C3,7,2025-01-20 10:00:00,S\xff1,10.00,,\n"  # line 4: not UTF-8
+        + b"C4,7,2025-01-20 10:00:00,S01,10.00,,,extra\n"  # line 5: one field too many
+        + b"C5,7,2025-01-21 10:00:00,S01,7.00,,\n"  # line 6: fine
+    )
+    raw = read_file_table(birthday_data, "checks")
+    result = validate(SCHEMAS["checks"], raw, AS_OF, now=NOW)
+    assert sorted(result.kept["check_id"]) == ["C1", "C2", "C5"]
+    assert result.quarantine.select("rule", "column_name").rows() == [
+        ("not UTF-8", None),
+        ("8 fields, the header has 7", None),
+    ]
+    assert result.quarantine["row_data"].str.json_path_match("$.line").to_list() == ["4", "5"]
+    # The undecodable byte is shown escaped, so the line can be found and fixed.
+    assert result.quarantine["row_data"].str.json_path_match("$.text")[0] == "C3,7,2025-01-20 10:00:00,S\\xff1,10.00,,"
+    counts = result.counts
+    assert (counts["rows_read"], counts["rows_kept"], counts["rows_quarantined"]) == (5, 3, 2)
+
+
+def test_a_bad_header_names_its_line(birthday_data: Path) -> None:
+    (birthday_data / "checks.csv").write_bytes(b"check_id,customer_id,t\xffs,total\nC1,7,2025-01-15,1.00\n")
+    with pytest.raises(SourceError, match=r"table 'checks' \(.*checks.csv\): line 1 \(the header\) is not UTF-8"):
+        read_file_table(birthday_data, "checks")
+
+
+def test_a_duplicated_header_fails_naming_the_column(birthday_data: Path) -> None:
+    (birthday_data / "checks.csv").write_text(
+        "check_id,customer_id,ts,total,total\nC1,7,2025-01-15 10:00:00,1.00,2.00\n"
+    )
+    with pytest.raises(SourceError) as error:
+        read_file_table(birthday_data, "checks")
+    assert error.value.column == "total"
+    assert "fields 4 and 5" in str(error.value) and "checks.csv" in str(error.value)
+
+
+def test_birth_date_in_the_future_is_quarantined(birthday_data: Path) -> None:
+    rewrite(
+        birthday_data / "customers.csv",
+        lambda f: f.with_columns(
+            pl.when(pl.col("customer_id") == "8").then(pl.lit("2025-07-02")).otherwise("birth_date").alias("birth_date")
+        ),
+    )
+    result = validate(SCHEMAS["customers"], read_file_table(birthday_data, "customers"), AS_OF, now=NOW)
+    assert reasons_by(result, "customer_id") == {"8": ("birth date in the future", "birth_date")}
+    # The run is at 30 Jun 00:00 UTC = 30 Jun 14:00 in UTC+14: a birth on 30 Jun is already possible.
+    rewrite(
+        birthday_data / "customers.csv",
+        lambda f: f.with_columns(
+            pl.when(pl.col("customer_id") == "8").then(pl.lit("2025-06-30")).otherwise("birth_date").alias("birth_date")
+        ),
+    )
+    assert validate(
+        SCHEMAS["customers"], read_file_table(birthday_data, "customers"), AS_OF, now=NOW
+    ).quarantine.is_empty()
+
+
+def test_labels_are_trimmed_and_empty_labels_dropped(birthday_data: Path, tmp_path: Path) -> None:
+    rewrite(
+        birthday_data / "customers.csv",
+        lambda f: f.with_columns(
+            pl.when(pl.col("customer_id") == "7")
+            .then(pl.lit(" vip | promo_q1 "))
+            .when(pl.col("customer_id") == "8")
+            .then(pl.lit("a||b|"))
+            .otherwise(pl.lit(None))
+            .alias("labels")
+        ),
+    )
+    kept = validate(SCHEMAS["customers"], read_file_table(birthday_data, "customers"), AS_OF, now=NOW).kept
+    labels = dict(kept.select("customer_id", "labels").iter_rows())
+    assert labels[7] == ["vip", "promo_q1"]
+    assert labels[8] == ["a", "b"]
+    # The same normalisation applies to a Parquet list column.
+    frame = pl.read_csv(birthday_data / "customers.csv", try_parse_dates=True)
+    frame = frame.with_columns(
+        pl.Series("labels", [[" x ", ""]] + [[]] * (frame.height - 1), dtype=pl.List(pl.String()))
+    )
+    frame.write_parquet(tmp_path / "customers.parquet")
+    from_parquet = read_file_table(tmp_path, "customers").frame
+    assert from_parquet["labels"][0].to_list() == ["x"]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
 from loyalty_assets.sources.frames import AsOf
-from loyalty_assets.sources.readers import UNPARSABLE_PREFIX, RawTable
+from loyalty_assets.sources.readers import FLAG_PREFIXES, PRECISION_PREFIX, UNPARSABLE_PREFIX, RawTable
 from loyalty_assets.sources.schemas import ENUMS, NON_NEGATIVE, TableSchema
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
@@ -64,10 +64,13 @@ def rules_for(
     customer who registers later is not yet visible, not bad.
     """
     rules: list[Rule] = []
-    for column in schema.columns:
+    for column, dtype in schema.columns.items():
         flag = f"{UNPARSABLE_PREFIX}{column}"
         if flag in columns:
-            rules.append(Rule(f"unparsable {_type_word(schema.columns[column])}", column, pl.col(flag)))
+            rules.append(Rule(f"unparsable {_type_word(dtype)}", column, pl.col(flag).is_not_null()))
+        flag = f"{PRECISION_PREFIX}{column}"
+        if flag in columns and isinstance(dtype, pl.Decimal):
+            rules.append(Rule(f"more than {dtype.scale} decimal places", column, pl.col(flag).is_not_null()))
     rules.extend(Rule("null value", c, pl.col(c).is_null()) for c in schema.not_null)
     for (table, column), allowed in ENUMS.items():
         if table == schema.name:
@@ -75,6 +78,9 @@ def rules_for(
     rules.extend(Rule("negative value", c, pl.col(c) < 0) for c in NON_NEGATIVE.get(schema.name, ()))
     if schema.name == "customers":
         rules.append(Rule("unknown time zone", "timezone", pl.col("timezone").is_in(_KNOWN_ZONES).not_()))
+        # The latest calendar date anywhere on Earth (UTC+14) at the moment of the run.
+        latest_date = (now + timedelta(hours=14)).date()
+        rules.append(Rule("birth date in the future", "birth_date", pl.col("birth_date") > pl.lit(latest_date)))
     if schema.name == "favourite_categories":
         rules.append(
             Rule("period_end before period_start", "period_end", pl.col("period_end") < pl.col("period_start"))
@@ -164,7 +170,7 @@ def validate(
         .otherwise(pl.col("__reason"))
         .alias("__reason")
     )
-    data_columns = [c for c in frame.columns if not c.startswith(UNPARSABLE_PREFIX)]
+    data_columns = [c for c in frame.columns if not c.startswith(FLAG_PREFIXES)]
     bad = flagged.filter(pl.col("__reason").is_not_null())
     good = flagged.filter(pl.col("__reason").is_null()).select(data_columns)
 
@@ -187,8 +193,16 @@ def validate(
         pl.col("__reason").str.split("\x1f").list.get(1).alias("column_name"),
         _row_json(bad, data_columns).alias("row_data"),
     )
+    rejected = raw.rejected.select(
+        pl.lit(schema.name).alias("source_table"),
+        pl.lit(raw.origin).alias("source_file"),
+        "rule",
+        pl.when(pl.col("column_name") != "").then(pl.col("column_name")).alias("column_name"),
+        "row_data",
+    )
+    quarantine = pl.concat([quarantine.cast(QUARANTINE_SCHEMA), rejected.cast(QUARANTINE_SCHEMA)])  # type: ignore[arg-type]
     counts = {
-        "rows_read": frame.height,
+        "rows_read": frame.height + rejected.height,
         "rows_kept": kept.height,
         "rows_quarantined": quarantine.height,
         "rows_not_yet_visible": later.height,
@@ -232,11 +246,17 @@ def quarantine_summary(quarantine: pl.DataFrame) -> dict[str, int]:
 
 
 def _row_json(frame: pl.DataFrame, columns: list[str]) -> pl.Expr:
-    """The offending row as JSON text, every value as a string, so any column type fits one table."""
+    """The offending row as JSON text, every value as a string, so any column type fits one table.
+
+    A value that could not be typed appears as it was in the source (its flag column's text).
+    """
     parts = []
     for c in columns:
         dtype = frame.schema[c]
         expr = pl.col(c).list.join("|") if isinstance(dtype, pl.List) else pl.col(c).cast(pl.String())
+        originals = [pl.col(f"{p}{c}") for p in FLAG_PREFIXES if f"{p}{c}" in frame.columns]
+        if originals:
+            expr = pl.coalesce([*originals, expr])
         parts.append(expr.alias(c))
     if not parts:
         return pl.lit("{}")
