@@ -173,7 +173,7 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path):
     assert list(segments) == ["good"]
     assert sorted((Path(e.file).name, e.field) for e in errors) == [
         ("bad_type.yaml", "filter.op"),
-        ("broken_yaml.yaml", "<root>"),
+        ("broken_yaml.yaml", "line 2"),  # where the parser gave up
     ]
 
 

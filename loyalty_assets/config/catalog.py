@@ -3,12 +3,13 @@
 Layout::
 
     program.yaml            time zone, first partition date, daily run time (optional)
-    campaigns/*.yaml        one campaign per file
-    segments/*.yaml         one saved segment per file
+    campaigns/*.yaml|.yml   one campaign per file
+    segments/*.yaml|.yml    one saved segment per file
     templates/*             Jinja2 templates the campaigns name
 
-A broken file is reported as a `DefinitionError` naming file, field and expectation, and the rest
-of the catalog still loads: one marketer's typo must not stop every other campaign.
+A broken campaign or segment file is reported as a `DefinitionError` naming file, field and
+expectation, and the rest of the catalog still loads: one marketer's typo must not stop every other
+campaign. A broken `program.yaml` raises its `DefinitionError`: nothing can run without it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from loyalty_assets.config.campaigns import (
@@ -34,13 +34,14 @@ from loyalty_assets.config.campaigns import (
 )
 from loyalty_assets.config.errors import DefinitionError
 from loyalty_assets.config.filters import definition_error, referenced_segments
-from loyalty_assets.config.segments import SegmentDefinition, load_segments
-from loyalty_assets.config.segments import read_yaml as read_definition_yaml
-from loyalty_assets.transforms.templates import TemplateError, TemplateRenderer
+from loyalty_assets.config.segments import SegmentDefinition, definition_files, load_segments, read_definition
+from loyalty_assets.config.template_samples import sample_shapes
+from loyalty_assets.transforms.templates import TemplateError, TemplateRenderer, error_line
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[1] / "catalog"
 
-#: Variables every message template may use; also used to test-render templates at load time.
+#: Variables every message template may use, all present (validation renders every shape: see
+#: `config.template_samples`).
 SAMPLE_TEMPLATE_VARIABLES: dict[str, Any] = {
     "customer": {
         "customer_id": 1,
@@ -90,22 +91,23 @@ class Catalog:
 
 def read_yaml(path: Path) -> Any:
     """Parse a definition file (dates stay text for exact error paths), syntax errors naming the line."""
-    try:
-        return read_definition_yaml(path)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "<file>"
-        raise DefinitionError(path, where, f"not valid YAML: {exc}") from exc
+    return read_definition(path)
 
 
 def load_program(root: Path) -> Program:
+    """`program.yaml` (defaults when absent); any problem is one `DefinitionError` naming file and field."""
     path = root / "program.yaml"
     if not path.exists():
         return Program()
+    data = read_yaml(path)
+    if data is None:
+        return Program()
+    if not isinstance(data, dict):
+        raise DefinitionError(path, "<root>", f"expected a mapping of program settings, got {type(data).__name__}")
     try:
-        return Program.model_validate(read_yaml(path) or {})
+        return Program.model_validate(data)
     except ValidationError as exc:
-        raise DefinitionError.from_validation(path, exc) from exc
+        raise definition_error(path, exc) from exc
 
 
 def load_campaign(
@@ -133,7 +135,7 @@ def load_campaign(
         if unknown:
             raise DefinitionError(path, field_path, f"unknown segment(s) {unknown}; known: {sorted(known)}")
     for field_path, step in _step_paths(campaign.steps, "steps"):
-        _check_step_templates(path, field_path, step, renderer)
+        _check_step_templates(path, field_path, campaign, step, renderer)
     return campaign
 
 
@@ -169,7 +171,14 @@ def _segment_references(campaign: Campaign) -> list[tuple[str, set[str]]]:
     return refs
 
 
-def _check_step_templates(path: Path, field_path: str, step: Any, renderer: TemplateRenderer) -> None:
+def _check_step_templates(
+    path: Path, field_path: str, campaign: Campaign, step: Any, renderer: TemplateRenderer
+) -> None:
+    """Compile the step's templates and render each against every shape its variables can take.
+
+    A syntax error names the template and its line; a render error also names the shape that
+    broke it (e.g. `when bonus is absent`), since that is what the marketer must guard against.
+    """
     checks: list[tuple[str, str | None, str | None]] = []
     if isinstance(step, SendEmail):
         checks = [("subject", None, step.subject), ("template", step.template, None)]
@@ -177,20 +186,35 @@ def _check_step_templates(path: Path, field_path: str, step: Any, renderer: Temp
         checks = [("template", step.template, None)] if step.template else [("text", None, step.text)]
     elif isinstance(step, NotifyStaff):
         checks = [("subject", None, step.subject), ("text", None, step.text)]
+    if not checks:
+        return
+    shapes = sample_shapes(campaign, step.id)
     for field_name, file_name, source in checks:
+        where = f"template {file_name!r}" if file_name else "template"
         try:
-            renderer.check(name=file_name, source=source, sample=SAMPLE_TEMPLATE_VARIABLES)
+            template = renderer.file(file_name) if file_name is not None else renderer.text(source or "")
         except TemplateError as exc:
-            detail = f"template {file_name!r}: " if file_name else ""
-            raise DefinitionError(path, f"{field_path}.{field_name}", f"{detail}{type(exc).__name__}: {exc}") from exc
+            line = error_line(exc)
+            at = f"{where} line {line}: " if line else (f"{where}: " if file_name else "")
+            raise DefinitionError(path, f"{field_path}.{field_name}", f"{at}{type(exc).__name__}: {exc}") from exc
+        for shape in shapes:
+            try:
+                template.render(**shape.variables)
+            except Exception as exc:  # any render error is the template's, reported with its line
+                line = error_line(exc, template)
+                at = f"{where} line {line}" if line else where
+                raise DefinitionError(
+                    path, f"{field_path}.{field_name}", f"{at}, {shape.description}: {type(exc).__name__}: {exc}"
+                ) from exc
 
 
 def manual_segment_names(root: Path) -> set[str]:
     """Segments that campaign steps add customers to (a cheap pre-pass over the campaign files)."""
     names: set[str] = set()
-    for path in sorted((root / "campaigns").glob("*.y*ml")):
+    paths, _ = definition_files(root / "campaigns")
+    for path in paths.values():
         try:
-            data = read_definition_yaml(path)
+            data = read_definition(path)
             campaign = Campaign.model_validate(data)
         except Exception:  # reported properly by load_campaign
             continue
@@ -201,13 +225,16 @@ def manual_segment_names(root: Path) -> set[str]:
 def load_catalog(root: Path = DEFAULT_CATALOG) -> Catalog:
     """Load and validate the whole catalog; invalid files are collected in `Catalog.errors`."""
     program = load_program(root)
-    segments, errors = load_segments(root / "segments")
+    kept_by_steps = manual_segment_names(root)
+    segments, errors = load_segments(root / "segments", manual=kept_by_steps)
     errors = list(errors)
     renderer = TemplateRenderer(root / "templates")
     campaigns: dict[str, Campaign] = {}
     files: dict[str, Path] = {}
-    manual = manual_segment_names(root) - set(segments)
-    for path in sorted((root / "campaigns").glob("*.y*ml")):
+    manual = kept_by_steps - set(segments)
+    campaign_paths, duplicates = definition_files(root / "campaigns")
+    errors += duplicates
+    for path in campaign_paths.values():
         try:
             campaign = load_campaign(path, renderer, segments, manual)
         except DefinitionError as exc:

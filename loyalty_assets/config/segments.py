@@ -10,6 +10,7 @@ be seen with all files in hand.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -63,24 +64,82 @@ class SegmentDefinition(BaseModel):
 
 
 class _NoTimestampLoader(yaml.SafeLoader):
-    """SafeLoader that keeps `2025-01-01` as text.
+    """SafeLoader that keeps `2025-01-01` as text, and reads numbers as YAML 1.2 does.
 
     PyYAML turns date-looking scalars into `date` objects and raises on impossible ones
     (`2025-13-01`) while parsing, which would lose the field path; the filter models parse dates
-    themselves and report the exact key instead.
+    themselves and report the exact key instead. PyYAML (YAML 1.1) also reads `10:00` as the
+    base-60 number 600, which a time field would silently take as 00:10, and `010` as octal 8;
+    here both stay text, so `at: 10:00` means ten o'clock and `010` is an error or a text.
     """
 
 
+_REPLACED_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _NoTimestampLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED_TAGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_NoTimestampLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+_NoTimestampLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def read_yaml(path: Path) -> Any:
     """Parse a definition file (dates stay text, see `_NoTimestampLoader`)."""
     with path.open(encoding="utf-8") as fh:
         return yaml.load(fh, Loader=_NoTimestampLoader)
+
+
+#: Endings of definition files; both are read, and one id in two files is an error.
+DEFINITION_SUFFIXES = (".yaml", ".yml")
+
+
+def definition_files(folder: Path) -> tuple[dict[str, Path], list[DefinitionError]]:
+    """The definition files of a folder by id (file name without ending), and one error per id
+    written in more than one file (`x.yaml` and `x.yml`): neither is used, since which one was
+    meant cannot be known."""
+    by_id: dict[str, list[Path]] = {}
+    for path in sorted(Path(folder).glob("*")):
+        if path.suffix in DEFINITION_SUFFIXES and path.is_file():
+            by_id.setdefault(path.stem, []).append(path)
+    files: dict[str, Path] = {}
+    errors: list[DefinitionError] = []
+    for sid, paths in by_id.items():
+        if len(paths) == 1:
+            files[sid] = paths[0]
+            continue
+        names = ", ".join(p.name for p in paths)
+        errors.extend(
+            DefinitionError(p, "id", f"id {sid!r} is defined by more than one file ({names}): keep one") for p in paths
+        )
+    return files, errors
+
+
+def read_definition(path: Path) -> Any:
+    """`read_yaml`, with every way a file can be unreadable as one `DefinitionError` naming it."""
+    try:
+        return read_yaml(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "<file>"
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = " ".join(f"{problem} ({context})".split() if context else str(problem).split())
+        raise DefinitionError(path, where, f"not valid YAML: {detail}") from exc
+    except UnicodeDecodeError as exc:
+        raise DefinitionError(path, "<file>", f"not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise DefinitionError(path, "<file>", f"cannot be read: {exc.strerror or exc}") from exc
 
 
 def parse_segment(path: Path, data: Any) -> SegmentDefinition:
@@ -111,11 +170,13 @@ def check_references(
     segments: Mapping[str, SegmentDefinition],
     files: Mapping[str, Path],
     failed: AbstractSet[str] = frozenset(),
+    manual: AbstractSet[str] = frozenset(),
 ) -> tuple[dict[str, SegmentDefinition], list[DefinitionError]]:
     """Drop segments with unknown references or in a reference cycle, with one error each.
 
     A segment referring to one that failed to load (id in `failed`) or was dropped here is dropped
-    as well, since it could not be evaluated; this repeats until nothing changes.
+    as well, since it could not be evaluated; this repeats until nothing changes. References to
+    `manual` segments (kept by campaign steps) are known.
     """
     good = dict(segments)
     errors: list[DefinitionError] = []
@@ -123,13 +184,18 @@ def check_references(
         dropped = False
         for sid, defn in list(good.items()):
             for field, ref in segment_references(defn):
-                if ref in good:
+                if ref in good or (ref in manual and ref not in segments and ref not in failed):
                     continue
                 if ref in failed or ref in segments:
                     msg = f"refers to segment {ref!r}, whose definition is invalid"
                 else:
                     known = ", ".join(sorted(set(segments) | set(failed))) or "none"
-                    msg = f"unknown segment {ref!r}; known segments: {known}"
+                    manual_known = (
+                        f"; manual segments (kept by add_to_segment steps): {', '.join(sorted(manual))}"
+                        if manual
+                        else ""
+                    )
+                    msg = f"unknown segment {ref!r}; known segments: {known}{manual_known}"
                 errors.append(DefinitionError(files.get(sid, sid), field, msg))
                 del good[sid]
                 dropped = True
@@ -179,28 +245,28 @@ def _cycles(segments: Mapping[str, SegmentDefinition]) -> list[list[str]]:
     return cycles
 
 
-def load_segments(folder: Path) -> tuple[dict[str, SegmentDefinition], list[DefinitionError]]:
-    """Read every `*.yaml` in `folder`; return the usable segments and one error per bad file."""
+def load_segments(
+    folder: Path, manual: AbstractSet[str] = frozenset()
+) -> tuple[dict[str, SegmentDefinition], list[DefinitionError]]:
+    """Read every `*.yaml` / `*.yml` in `folder`; return the usable segments and one error per bad file.
+
+    `manual` names the manual segments kept by campaign steps (`add_to_segment`), which a saved
+    segment's filter may read like any other segment.
+    """
     segments: dict[str, SegmentDefinition] = {}
     files: dict[str, Path] = {}
-    errors: list[DefinitionError] = []
-    failed: set[str] = set()
-    for path in sorted(Path(folder).glob("*.yaml")):
+    paths, errors = definition_files(folder)
+    failed: set[str] = {Path(e.file).stem for e in errors}
+    for path in paths.values():
         try:
-            data = read_yaml(path)
-        except yaml.YAMLError as e:
-            errors.append(DefinitionError(path, "<root>", f"not valid YAML: {e}"))
-            failed.add(path.stem)
-            continue
-        try:
-            defn = parse_segment(path, data)
+            defn = parse_segment(path, read_definition(path))
         except DefinitionError as e:
             errors.append(e)
             failed.add(path.stem)
             continue
         segments[defn.id] = defn
         files[defn.id] = path
-    good, ref_errors = check_references(segments, files, failed)
+    good, ref_errors = check_references(segments, files, failed, manual)
     return good, errors + ref_errors
 
 
@@ -208,8 +274,10 @@ __all__ = [
     "Condition",
     "SegmentDefinition",
     "check_references",
+    "definition_files",
     "load_segments",
     "parse_segment",
+    "read_definition",
     "read_yaml",
     "segment_references",
 ]

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, TemplateSyntaxError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 HTML_SUFFIXES = ("html", "htm", "xml", "html.j2", "htm.j2", "j2.html")
@@ -55,4 +55,21 @@ class TemplateRenderer:
             template.render(**sample)
 
 
-__all__ = ["TemplateError", "TemplateRenderer"]
+def error_line(exc: BaseException, template: Template | None = None) -> int | None:
+    """The template line an error comes from: a syntax error's own line, else the failing frame's.
+
+    Jinja2 rewrites tracebacks so that a render error has a frame in the template itself (its file
+    name, or `<template>` for an inline text); the last such frame is the line at fault.
+    """
+    if isinstance(exc, TemplateSyntaxError):
+        return exc.lineno
+    wanted = {"<template>"} if template is None or template.filename is None else {template.filename}
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in wanted:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+__all__ = ["TemplateError", "TemplateRenderer", "error_line"]
