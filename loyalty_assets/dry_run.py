@@ -18,6 +18,7 @@ from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA, AsOf, SourceFrames
 from loyalty_assets.sources.readers import make_reader
 from loyalty_assets.sources.snapshot import load_snapshot
+from loyalty_assets.transforms.audience import manual_members
 from loyalty_assets.transforms.campaign_day import (
     CampaignHistory,
     campaign_accruals,
@@ -41,14 +42,26 @@ class DryRun:
 
 
 def _day_state(
-    catalog: Catalog, data_dir: Path, point: AsOf, own: pl.DataFrame, source_url: str | None
+    catalog: Catalog,
+    data_dir: Path,
+    point: AsOf,
+    own: pl.DataFrame,
+    source_url: str | None,
+    manual: dict[str, pl.DataFrame] | None = None,
 ) -> tuple[SourceFrames, pl.DataFrame, dict[str, pl.DataFrame]]:
-    """The day's validated sources, shared features and saved segments' members, as the assets compute them."""
+    """The day's validated sources, shared features and saved segments' members, as the assets compute them.
+
+    `manual`: members of manual segments (kept by campaign steps) that saved segments may read.
+    """
     snapshot = load_snapshot(make_reader(data_dir, source_url, point.cutoff), point, own_accruals=own)
     filters = [s.filter for s in catalog.segments.values()]
     filters += [c.audience.filter for c in catalog.campaigns.values() if c.audience and c.audience.filter]
     features = compute_features(snapshot.frames, point, required_features(filters))
-    return snapshot.frames, features, evaluate_segments(catalog.segments, features)
+    return (
+        snapshot.frames,
+        features,
+        evaluate_segments(catalog.segments, features, manual_members(catalog.segments, manual or {})),
+    )
 
 
 def dry_run(
@@ -69,9 +82,10 @@ def dry_run(
     point = AsOf(day, program.timezone)
     warehouse = open_existing(database_url)
     own = own_accruals_before(warehouse, point) if warehouse else pl.DataFrame(schema=OWN_ACCRUALS_SCHEMA)
-    frames, features, members_today = _day_state(catalog, data_dir, point, own, source_database_url)
+    manual_today = read_members(warehouse, [], point, manual_ids=catalog.manual_segments) if warehouse else {}
+    frames, features, members_today = _day_state(catalog, data_dir, point, own, source_database_url, manual_today)
     if warehouse is not None:
-        members_today = {**read_members(warehouse, [], point, manual_ids=catalog.manual_segments), **members_today}
+        members_today = {**manual_today, **members_today}
         members_yesterday = read_members(
             warehouse, sorted(catalog.segments), point, days_back=1, manual_ids=catalog.manual_segments
         )

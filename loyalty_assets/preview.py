@@ -17,11 +17,11 @@ from loyalty_assets.settings import Settings
 from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.readers import make_reader
 from loyalty_assets.sources.snapshot import load_snapshot
-from loyalty_assets.transforms.audience import closure
+from loyalty_assets.transforms.audience import closure, manual_members, manual_references
 from loyalty_assets.transforms.features import compute_features, required_features
 from loyalty_assets.transforms.masking import mask_email, mask_phone
 from loyalty_assets.transforms.segments import SegmentPreview, evaluate_segments
-from loyalty_assets.warehouse.history import own_accruals_before
+from loyalty_assets.warehouse.history import own_accruals_before, read_members
 from loyalty_assets.warehouse.warehouse import open_existing
 
 
@@ -46,7 +46,8 @@ def preview(
     snapshot = load_snapshot(make_reader(data_dir, source_database_url, point.cutoff), point, own_accruals=accruals)
     needed = closure(catalog.segments, segment_id)
     features = compute_features(snapshot.frames, point, required_features([s.filter for s in needed.values()]))
-    members = evaluate_segments(needed, features)[segment_id]
+    manual = read_members(existing, [], point, manual_ids=manual_references(needed)) if existing is not None else {}
+    members = evaluate_segments(needed, features, manual_members(needed, manual))[segment_id]
     rows = (
         members.head(sample)
         .join(features.select("customer_id", "first_name", "email", "phone"), on="customer_id", how="left")

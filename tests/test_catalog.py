@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import yaml
 
@@ -244,3 +245,43 @@ def test_a_saved_segment_can_use_a_manual_segment_kept_by_a_campaign(catalog_dir
     )
     (error,) = load_catalog(catalog_dir).errors
     assert "unknown segment 'fish_ownres'" in error.message and "fish_owners" in error.message
+
+
+def test_a_saved_segment_reading_a_manual_segment_gets_its_members(
+    catalog_dir: Path, warehouse_url: str, tmp_path: Path
+) -> None:
+    """Fish chain fixture: customers 1 and 2 buy fish on 10 June and join `fish_owners` (3 does not).
+
+    Membership on D is as of the start of D, so the saved segment is empty on 10 June and holds 1
+    and 2 on 11 June.
+    """
+    import shutil
+    from datetime import date
+
+    from loyalty_assets.warehouse.warehouse import Warehouse
+    from tests.conftest import FIXTURES, run_days
+
+    data = tmp_path / "fish"
+    shutil.copytree(FIXTURES / "fish_chain", data)
+    for path in (catalog_dir / "campaigns").glob("*.yaml"):
+        if path.stem != "aquarium_fish_chain":
+            path.unlink()
+    write(
+        catalog_dir / "segments" / "fish_owners_subscribed.yaml",
+        {
+            "name": "Fish owners with a subscribed e-mail",
+            "filter": {
+                "all": [
+                    {"field": "segment", "op": "eq", "value": "fish_owners"},
+                    {"field": "email_subscribed", "op": "eq", "value": True},
+                ]
+            },
+        },
+    )
+    run_days(make_settings(data, catalog_dir, warehouse_url, tmp_path / "s"), [date(2025, 6, 10), date(2025, 6, 11)])
+    members = Warehouse(warehouse_url).read("segment_members", {"segment_id": "fish_owners_subscribed"})
+    by_day = {
+        d: sorted(members.filter(pl.col("partition_date") == d)["customer_id"])
+        for d in (date(2025, 6, 10), date(2025, 6, 11))
+    }
+    assert by_day == {date(2025, 6, 10): [], date(2025, 6, 11): [1, 2]}

@@ -9,9 +9,10 @@ from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.defs.features import FEATURES_KEY
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
-from loyalty_assets.transforms.audience import closure, masked_sample
+from loyalty_assets.transforms.audience import closure, manual_members, manual_references, masked_sample
 from loyalty_assets.transforms.segments import evaluate_segments
 from loyalty_assets.warehouse.audiences import export_audiences
+from loyalty_assets.warehouse.history import read_members
 
 
 def segment_key(segment_id: str) -> dg.AssetKey:
@@ -40,8 +41,10 @@ def _segment_asset(catalog: Catalog, segment_id: str, partitions: dg.PartitionsD
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, features: pl.DataFrame
     ) -> dg.Output[pl.DataFrame]:
         point = as_of(context, catalog.program)
-        members = evaluate_segments(needed, features)[segment_id]
         wh = warehouse.warehouse
+        # Manual segments (kept by campaign steps) a saved segment reads: members added before D began.
+        manual = manual_members(needed, read_members(wh, [], point, manual_ids=manual_references(needed)))
+        members = evaluate_segments(needed, features, manual)[segment_id]
         previous = wh.read(
             "segment_members", {"segment_id": segment_id, "partition_date": point.date - timedelta(days=1)}
         ).select("customer_id")

@@ -45,21 +45,38 @@ def audience_ids(
             else:
                 members[sid] = pl.DataFrame(schema={"customer_id": pl.Int64()})  # nobody added yet
         if referenced:
-            members |= evaluate_segments(referenced, features)
+            manual = {sid: m for sid, m in (known_members or {}).items() if sid not in saved}
+            members |= evaluate_segments(referenced, features, manual_members(referenced, manual))
         matching = filter_customers(audience.filter, features, members, sample_salt=campaign.id)
         allowed = allowed.join(matching, on="customer_id", how="semi")
     return allowed.get_column("customer_id")
 
 
 def closure(segments: dict[str, SegmentDefinition], segment_id: str) -> dict[str, SegmentDefinition]:
-    """The segment and every segment it references, transitively (what evaluating it needs)."""
+    """The segment and every saved segment it references, transitively (what evaluating it needs).
+
+    References to manual segments (kept by campaign steps) are not definitions: see `manual_references`.
+    """
     wanted, frontier = {segment_id}, [segment_id]
     while frontier:
         for ref in referenced_segments(segments[frontier.pop()].filter):
-            if ref not in wanted:
+            if ref not in wanted and ref in segments:
                 wanted.add(ref)
                 frontier.append(ref)
     return {sid: segments[sid] for sid in wanted}
+
+
+def manual_references(segments: Mapping[str, SegmentDefinition]) -> set[str]:
+    """Ids the given saved segments reference that are not among them (manual segments)."""
+    return {ref for d in segments.values() for ref in referenced_segments(d.filter) if ref not in segments}
+
+
+def manual_members(
+    segments: Mapping[str, SegmentDefinition], known: Mapping[str, pl.DataFrame]
+) -> dict[str, pl.DataFrame]:
+    """Members of the manual segments `segments` reference; one nobody was added to yet is empty."""
+    empty = pl.DataFrame(schema={"customer_id": pl.Int64()})
+    return {sid: known.get(sid, empty) for sid in manual_references(segments)}
 
 
 def masked_sample(customers: pl.DataFrame, features: pl.DataFrame, size: int = 5) -> list[dict[str, object]]:

@@ -238,10 +238,16 @@ def _check_columns(filters: Iterable[Filter], features: pl.DataFrame) -> None:
         )
 
 
-def evaluate_segments(segments: Mapping[str, SegmentDefinition], features: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Members of every segment (a `customer_id` frame, sorted), all in one pass over `features`."""
+def evaluate_segments(
+    segments: Mapping[str, SegmentDefinition], features: pl.DataFrame, members: Members | None = None
+) -> dict[str, pl.DataFrame]:
+    """Members of every segment (a `customer_id` frame, sorted), all in one pass over `features`.
+
+    `members` supplies segments that are not saved definitions (manual segments kept by campaign
+    steps), which saved segments may reference.
+    """
     _check_columns((s.filter for s in segments.values()), features)
-    exprs = segment_expressions(segments)
+    exprs = segment_expressions(segments, members)
     flags = features.select("customer_id", *(e.alias(f"__segment__{sid}") for sid, e in exprs.items()))
     return {
         sid: flags.filter(pl.col(f"__segment__{sid}")).select("customer_id").sort("customer_id")
