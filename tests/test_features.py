@@ -17,6 +17,7 @@ from loyalty_assets.config.filters import parse_filter
 from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.transforms.features import (
     AMOUNT,
+    AVERAGE_AMOUNT,
     PROFILE_COLUMNS,
     QUANTITY_SUM,
     FeatureSpec,
@@ -25,6 +26,7 @@ from loyalty_assets.transforms.features import (
     compute_features,
     required_features,
 )
+from loyalty_assets.transforms.segments import filter_customers
 from tests.segment_fixtures import customers, d, frames, money, ts
 
 
@@ -269,17 +271,45 @@ def test_purchase_dates_averages_and_time_zones(purchase_frames):
     expected = pl.DataFrame(
         {
             "customer_id": [1, 2, 3, 4],
-            # 550.49 / 3 = 183.4966... -> 183.50 (Decimal, 2 places)
-            "average_check": [money("183.50"), None, money("50.00"), money("50.00")],
+            # 550.49 / 3 = 183.49666…: kept to 18 places (the 18th rounded), not rounded to 183.50
+            "average_check": [money("183.496666666666666667"), None, money("50"), money("50")],
             "average_items_per_check": [4 / 3, None, 1.0, 0.0],  # lines per check; c6 has none
             "first_check_date": [d("2025-01-05"), None, d("2025-03-31"), d("2025-04-01")],
             "last_check_date": [d("2025-04-10"), None, d("2025-03-31"), d("2025-04-01")],  # c4 is too late
             "days_since_first_check": [95, None, 10, 9],
             "days_since_last_check": [0, None, 10, 9],
         },
-        schema_overrides={"average_check": AMOUNT},
+        schema_overrides={"average_check": AVERAGE_AMOUNT},
     )
     assert_frame_equal(out.select(expected.columns), expected)
+
+
+def test_average_check_compares_exactly_not_rounded_to_cents():
+    """Issue 7 item 12 (found on CDNOW): a mean just above 30 is > 30, one just below is not ≥ 30.
+
+    Rounded half-even to cents first, 30.0033 and 30.0025 became 30.00 (not > 30) and 29.995 and
+    29.9967 became 30.00 (≥ 30).
+    """
+    checks = {
+        1: ["30.01", "30.00", "30.00"],  # 90.01 / 3 = 30.00333…
+        2: ["30.01", "30.00", "30.00", "30.00"],  # 120.01 / 4 = 30.0025
+        3: ["29.99", "30.00"],  # 59.99 / 2 = 29.995
+        4: ["29.99", "30.00", "30.00"],  # 89.99 / 3 = 29.99666…
+        5: ["30.00", "30.00"],  # exactly 30
+    }
+    rows = [
+        {"check_id": f"c{cid}_{i}", "customer_id": cid, "ts": ts(f"2025-04-0{i + 1}T12:00"), "total": money(t)}
+        for cid, totals in checks.items()
+        for i, t in enumerate(totals)
+    ]
+    source = frames(customers(*({"customer_id": c} for c in checks)), checks=rows)
+    above = {"field": "average_check", "op": "gt", "value": 30}
+    at_least = {"field": "average_check", "op": "ge", "value": 30}
+    features = _features(source, "2025-04-10", above, at_least)
+    assert sorted(filter_customers(parse_filter(above), features)["customer_id"]) == [1, 2]
+    assert sorted(filter_customers(parse_filter(at_least), features)["customer_id"]) == [1, 2, 5]
+    equal = parse_filter({"field": "average_check", "op": "eq", "value": "30.0025"})
+    assert filter_customers(equal, features)["customer_id"].to_list() == [2]
 
 
 def test_point_in_time_earlier_run_ignores_later_checks(purchase_frames):

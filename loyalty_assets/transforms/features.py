@@ -45,6 +45,12 @@ from loyalty_assets.sources.schemas import SCHEMAS
 
 #: Money and bonus amounts in the features frame (sums of Decimal(14, 2) widen to 38 digits).
 AMOUNT = pl.Decimal(38, 2)
+#: A mean of amounts (`average_check`), kept to 18 places and never rounded to cents before a filter
+#: compares it: 90.01 / 3 = 30.0033… is more than 30, 59.99 / 2 = 29.995 is less. 18 places decide
+#: every comparison with a value of up to 6 places exactly: a mean S/n of 2-place amounts differs from
+#: such a value by at least 1e-6/n when it differs at all, far more than the 1e-18 dropped, for any n
+#: below 10^12 checks. Round it only to show it.
+AVERAGE_AMOUNT = pl.Decimal(38, 18)
 #: Summed line quantities.
 QUANTITY_SUM = pl.Decimal(38, 3)
 
@@ -536,7 +542,8 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
             aggs.append(_where(pl.col(f"_qty{i}"), m).sum().cast(QUANTITY_SUM).alias(col))
             post.append(pl.col(col).fill_null(pl.lit(Decimal(0), QUANTITY_SUM)))
         elif s.field == "average_check":
-            aggs.append((_where(total, m).sum().cast(AMOUNT) / n_or_null).cast(AMOUNT).alias(col))
+            # Not rounded to cents: filters compare the exact mean (see AVERAGE_AMOUNT).
+            aggs.append((_where(total, m).sum().cast(AVERAGE_AMOUNT) / n_or_null).cast(AVERAGE_AMOUNT).alias(col))
         elif s.field == "average_items_per_check":
             aggs.append((_where(lines, m).sum() / n_or_null).cast(pl.Float64).alias(col))
         elif s.field in dated:
