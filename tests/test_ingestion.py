@@ -407,3 +407,19 @@ def test_labels_are_trimmed_and_empty_labels_dropped(birthday_data: Path, tmp_pa
     frame.write_parquet(tmp_path / "customers.parquet")
     from_parquet = read_file_table(tmp_path, "customers").frame
     assert from_parquet["labels"][0].to_list() == ["x"]
+
+
+def test_a_sql_source_returning_a_column_twice_fails_naming_it(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from loyalty_assets.sources.readers import read_sql_table
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'src.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE raw_checks (check_id TEXT, customer_id INT, ts TEXT, total TEXT)"))
+        conn.execute(sa.text("INSERT INTO raw_checks VALUES ('C1', 7, '2025-01-15 10:00:00', '1.00')"))
+    (tmp_path / "sources").mkdir()
+    (tmp_path / "sources" / "checks.sql").write_text("SELECT check_id, customer_id, ts, total, total FROM raw_checks")
+    with pytest.raises(SourceError, match=r"column 'total': the query returns this column twice"):
+        read_sql_table(engine, tmp_path, "checks", {})
+    engine.dispose()

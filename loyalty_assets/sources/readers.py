@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
@@ -162,7 +163,7 @@ def _read_csv_exact(path: Path, table: str, header: list[str]) -> tuple[pl.DataF
     reader = csv.reader(lines())
     next(reader, None)  # the header, checked by `_csv_header`
     last_line = 1
-    for record in reader:
+    for record in _records(reader, table, path):
         first_line, last_line = last_line + 1, reader.line_num
         where = range(first_line, last_line + 1)
         if any(n in bad_lines for n in where):
@@ -184,6 +185,18 @@ def _read_csv_exact(path: Path, table: str, header: list[str]) -> tuple[pl.DataF
     return frame, pl.DataFrame(rejected, schema=REJECTED_SCHEMA)
 
 
+def _records(reader: Any, table: str, path: Path) -> Iterator[list[str]]:
+    """The reader's records; a line even Python's `csv` cannot split fails naming its number."""
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise SourceError(table, str(path), f"line {reader.line_num}: not readable as CSV: {exc}") from exc
+        yield record
+
+
 def _json(row: dict[str, str]) -> str:
     return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
@@ -200,6 +213,10 @@ def read_sql_table(engine: sa.Engine, sql_dir: Path, table: str, params: dict[st
     try:
         with engine.connect() as conn:
             result = conn.execute(statement, used)
+            names = list(result.keys())
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise SourceError(table, str(query_file), "the query returns this column twice", column=repeated[0])
             frame = pl.DataFrame(
                 [tuple(row) for row in result.fetchall()],
                 schema=list(result.keys()),
@@ -250,6 +267,8 @@ def coerce(schema: TableSchema, frame: pl.DataFrame, *, origin: str) -> pl.DataF
         if too_precise is not None:
             flags.append(pl.when(present & too_precise).then(as_text).alias(f"{PRECISION_PREFIX}{column}"))
             present = present & too_precise.not_()
+        if source == pl.String() and dtype == pl.String():
+            continue  # text stays text: only blank text becomes null, which is no value, not unparsable
         flags.append(pl.when(present & typed.is_null()).then(as_text).alias(f"{UNPARSABLE_PREFIX}{column}"))
     extra = [pl.col(c) for c in frame.columns if c not in schema.columns]
     if "loaded_at" in frame.columns:
