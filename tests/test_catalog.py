@@ -162,7 +162,7 @@ def test_template_syntax_error_names_the_template_and_line(catalog_dir: Path) ->
     assert (error.field, error.message.split(": ")[0]) == ("steps.1.subject", "template line 1")
 
 
-def test_one_id_in_two_files_is_an_error_naming_both(catalog_dir: Path) -> None:
+def test_one_id_in_two_files_is_an_error_naming_both(catalog_dir: Path, tmp_path: Path) -> None:
     campaigns = catalog_dir / "campaigns"
     source = campaigns / "birthday_week_early.yaml"
     (campaigns / "birthday_week_early.yml").write_text(source.read_text())
@@ -172,12 +172,22 @@ def test_one_id_in_two_files_is_an_error_naming_both(catalog_dir: Path) -> None:
     assert "birthday_week_early" not in catalog.campaigns  # neither file wins
     assert "members_over_a_year" not in catalog.segments
     by_file = {Path(e.file).name: e for e in catalog.errors}
-    for name in ("birthday_week_early.yaml", "birthday_week_early.yml"):
-        assert by_file[name].field == "id"
-        assert "birthday_week_early.yaml, birthday_week_early.yml" in by_file[name].message
-    assert "members_over_a_year.yaml, members_over_a_year.yml" in by_file["members_over_a_year.yml"].message
-    # The campaign using the duplicated segment says why it cannot run.
+    assert sorted(by_file) == [
+        "birthday_members_over_a_year.yaml",  # uses the duplicated segment: says why it cannot run
+        "birthday_week_early.yaml",
+        "members_over_a_year.yaml",
+    ]
+    assert by_file["birthday_week_early.yaml"].field == "id"
+    assert (
+        "more than one file (birthday_week_early.yaml, birthday_week_early.yml)"
+        in by_file["birthday_week_early.yaml"].message
+    )
+    assert "(members_over_a_year.yaml, members_over_a_year.yml)" in by_file["members_over_a_year.yaml"].message
     assert "members_over_a_year" in by_file["birthday_members_over_a_year.yaml"].message
+    # The code location still loads and shows the broken id as one failing asset.
+    defs = build_definitions(make_settings(tmp_path, catalog_dir, f"sqlite:///{tmp_path / 'wh.db'}", tmp_path / "s"))
+    key = dg.AssetKey(["invalid_definition", "campaigns", "birthday_week_early"])
+    assert "birthday_week_early.yml" in (defs.resolve_assets_def(key).descriptions_by_key[key] or "")
 
 
 def test_segment_files_ending_in_yml_are_read(catalog_dir: Path) -> None:

@@ -106,8 +106,8 @@ DEFINITION_SUFFIXES = (".yaml", ".yml")
 
 def definition_files(folder: Path) -> tuple[dict[str, Path], list[DefinitionError]]:
     """The definition files of a folder by id (file name without ending), and one error per id
-    written in more than one file (`x.yaml` and `x.yml`): neither is used, since which one was
-    meant cannot be known."""
+    written in more than one file (`x.yaml` and `x.yml`, naming them all): none of them is used,
+    since which one was meant cannot be known."""
     by_id: dict[str, list[Path]] = {}
     for path in sorted(Path(folder).glob("*")):
         if path.suffix in DEFINITION_SUFFIXES and path.is_file():
@@ -119,8 +119,9 @@ def definition_files(folder: Path) -> tuple[dict[str, Path], list[DefinitionErro
             files[sid] = paths[0]
             continue
         names = ", ".join(p.name for p in paths)
-        errors.extend(
-            DefinitionError(p, "id", f"id {sid!r} is defined by more than one file ({names}): keep one") for p in paths
+        # One error (on the first file) naming them all: one broken id is one invalid definition.
+        errors.append(
+            DefinitionError(paths[0], "id", f"id {sid!r} is defined by more than one file ({names}): keep one")
         )
     return files, errors
 
