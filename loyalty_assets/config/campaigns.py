@@ -268,7 +268,8 @@ class NotifyStaff(_Model):
 class SegmentAction(_Model):
     """'Добавить в сегмент' / 'Удалить из сегмента': a manual segment kept by campaigns.
 
-    Membership is read back with the filter `{field: manual_segment, op: eq, value: <segment>}`.
+    Membership is read back with the filter `{field: segment, op: eq, value: <segment>}`, in campaign
+    audiences and steps and in saved segments alike.
     """
 
     type: Literal["add_to_segment", "remove_from_segment"]

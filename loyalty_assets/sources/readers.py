@@ -250,6 +250,8 @@ def coerce(schema: TableSchema, frame: pl.DataFrame, *, origin: str) -> pl.DataF
             f"required column missing (has: {', '.join(frame.columns) or 'none'})",
             column=missing[0],
         )
+    dictionary_text = [c for c, t in frame.schema.items() if isinstance(t, pl.Categorical | pl.Enum)]
+    frame = frame.with_columns(pl.col(dictionary_text).cast(pl.String())) if dictionary_text else frame
     casts: list[pl.Expr] = []
     flags: list[pl.Expr] = []
     for column, dtype in schema.columns.items():
