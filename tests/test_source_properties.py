@@ -199,11 +199,12 @@ PHYSICAL = {
     "date": pl.Series([date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 3)], dtype=pl.Date()),
     "datetime": pl.Series([datetime(2025, 1, 1, 10), datetime(2025, 1, 2), datetime(2025, 1, 3, 9)]),
     "text": pl.Series(["7", " ", "x"], dtype=pl.String()),
+    "categorical": pl.Series(["7", " ", "x"], dtype=pl.Categorical()),
     "int_list": pl.Series([[1], [2], []], dtype=pl.List(pl.Int64())),
 }
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     table=st.sampled_from(["checks", "customers", "check_items", "bonus_transactions"]),
     column_index=st.integers(0, 20),
@@ -257,7 +258,7 @@ def test_a_parquet_column_of_any_physical_type_is_read_exactly_or_fails_naming_i
     for value, original in zip(raw.frame[column].to_list(), PHYSICAL[physical].to_list(), strict=True):
         if value is None:  # not typed: flagged (and quarantined) or blank, checked by the rules
             continue
-        if dtype == pl.String() and physical in ("int", "text"):
+        if dtype == pl.String() and physical in ("int", "text", "categorical"):
             assert value == str(original)
         elif isinstance(dtype, pl.Decimal):
             assert value == Decimal(str(original))
