@@ -262,7 +262,9 @@ def test_a_parquet_column_of_any_physical_type_is_read_exactly_or_fails_naming_i
             assert value == str(original)
         elif isinstance(dtype, pl.Decimal):
             assert value == Decimal(str(original))
-        elif dtype.is_integer() or dtype == pl.Boolean():
+        elif dtype.is_integer():
+            assert value == (int(original) if isinstance(original, str) else original)
+        elif dtype == pl.Boolean():
             assert value == original
         elif dtype == pl.Date():
             assert value == (original.date() if isinstance(original, datetime) else original)
