@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import sqlalchemy as sa
@@ -323,8 +323,10 @@ _ACCEPTED: dict[str, tuple[str, ...]] = {
 
 def _check_physical_type(table: str, origin: str, column: str, source: pl.DataType, target: pl.DataType) -> None:
     wanted, found = _family(target), _family(source)
-    if isinstance(source, pl.List) and _family(source.inner) not in ("text", "null"):
-        found = f"list of {_family(source.inner)}"
+    if isinstance(source, pl.List):
+        inner = _family(cast(pl.DataType, source.inner))  # an instance in a frame's schema
+        if inner not in ("text", "null"):
+            found = f"list of {inner}"
     if found not in _ACCEPTED[wanted]:
         raise SourceError(
             table,
