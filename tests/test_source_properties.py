@@ -283,3 +283,73 @@ def test_a_number_where_a_timestamp_is_expected_is_never_guessed(tmp_path: Path,
     frame.write_parquet(tmp_path / "checks.parquet")
     with pytest.raises(SourceError, match=r"column 'ts': has type"):
         read_file_table(tmp_path, "checks")
+
+
+CUSTOMER_HEADER = (
+    "customer_id,registered_at,birth_date,email_subscribed,sms_subscribed,push_subscribed,email_valid,timezone,labels"
+)
+
+
+@st.composite
+def customer_rows(draw: st.DrawFn) -> list[dict[str, object]]:
+    count = draw(st.integers(min_value=1, max_value=15))
+    label = st.text(alphabet="ab_ ", max_size=4)
+    return [
+        {
+            "customer_id": i + 1,
+            "timezone": draw(
+                st.sampled_from(["Europe/Moscow", "Asia/Vladivostok", "UTC", "Mars/Base", "europe/moscow", "", "  "])
+            ),
+            "labels": draw(st.lists(label, max_size=4)),
+            "birth_date": draw(st.sampled_from([date(1990, 5, 1), date(2025, 6, 30), date(2025, 7, 2), None])),
+            "flag": draw(st.sampled_from(["true", "FALSE", "1", "no", "maybe", ""])),
+        }
+        for i in range(count)
+    ]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(generated=customer_rows())
+def test_customer_zones_labels_birth_dates_and_booleans_follow_their_rules(
+    tmp_path: Path, generated: list[dict[str, object]]
+) -> None:
+    lines = [CUSTOMER_HEADER]
+    for row in generated:
+        birth = row["birth_date"].isoformat() if row["birth_date"] else ""  # type: ignore[attr-defined]
+        labels = _csv_field("|".join(row["labels"]))  # type: ignore[arg-type]
+        flag = row["flag"]
+        lines.append(
+            f"{row['customer_id']},2024-01-01 10:00:00,{birth},{flag},true,false,true,{row['timezone']},{labels}"
+        )
+    folder = tmp_path / uuid.uuid4().hex
+    folder.mkdir()
+    (folder / "customers.csv").write_text("\n".join(lines) + "\n", encoding="utf8")
+    result = validate(SCHEMAS["customers"], read_file_table(folder, "customers"), AS_OF, now=NOW)
+    counts = result.counts
+    assert counts["rows_read"] == len(generated) == counts["rows_kept"] + counts["rows_quarantined"]
+
+    expected_quarantine: dict[int, tuple[str, str]] = {}
+    for row in generated:
+        cid = int(row["customer_id"])  # type: ignore[call-overload]
+        if row["flag"] == "maybe":
+            expected_quarantine[cid] = ("unparsable boolean", "email_subscribed")
+        elif row["timezone"] in ("Mars/Base", "europe/moscow"):
+            expected_quarantine[cid] = ("unknown time zone", "timezone")
+        elif row["birth_date"] == date(2025, 7, 2):  # the run is on 30 Jun 2025 (UTC+14: still 30 Jun)
+            expected_quarantine[cid] = ("birth date in the future", "birth_date")
+    got = {
+        int(json.loads(data)["customer_id"]): (rule, column)
+        for rule, column, data in result.quarantine.select("rule", "column_name", "row_data").iter_rows()
+    }
+    assert got == expected_quarantine
+
+    by_id = {int(r["customer_id"]): r for r in generated}  # type: ignore[call-overload]
+    for kept in result.kept.iter_rows(named=True):
+        row = by_id[kept["customer_id"]]
+        zone = str(row["timezone"])
+        assert kept["timezone"] == (zone if zone.strip() else None)  # blank is no zone: the program's
+        assert kept["labels"] == [x.strip() for x in row["labels"] if x.strip()]  # type: ignore[attr-defined]
+        assert kept["birth_date"] == row["birth_date"]
+        # An empty subscription flag is unknown (null: the channel rules then treat it as not subscribed).
+        flag = str(row["flag"]).lower()
+        assert kept["email_subscribed"] is (None if flag == "" else flag in ("true", "1"))
