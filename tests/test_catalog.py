@@ -154,6 +154,12 @@ def test_template_syntax_error_names_the_template_and_line(catalog_dir: Path) ->
     (error,) = load_catalog(catalog_dir).errors
     assert error.field == "steps.1.template"
     assert error.message.startswith("template 'broken.html' line 2: TemplateSyntaxError")
+    # In an included template, the error names that template and its own line.
+    (catalog_dir / "templates" / "outer.html").write_text("<p>Hi</p>\n{% include 'broken.html' %}\n")
+    data["steps"][1]["template"] = "outer.html"
+    write(path, data)
+    (error,) = load_catalog(catalog_dir).errors
+    assert error.message.startswith("template 'broken.html' line 2: TemplateSyntaxError")
     # An inline text (a subject) names its line too.
     data["steps"][1]["template"] = "birthday_invite.html"
     data["steps"][1]["subject"] = "Hi {% if %}"

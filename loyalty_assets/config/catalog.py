@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateNotFound, TemplateSyntaxError
 from pydantic import ValidationError
 
 from loyalty_assets.config.campaigns import (
@@ -190,22 +191,25 @@ def _check_step_templates(
         return
     shapes = sample_shapes(campaign, step.id)
     for field_name, file_name, source in checks:
-        where = f"template {file_name!r}" if file_name else "template"
         try:
             template = renderer.file(file_name) if file_name is not None else renderer.text(source or "")
-        except TemplateError as exc:
+            for shape in shapes:
+                try:
+                    template.render(**shape.variables)
+                except (TemplateSyntaxError, TemplateNotFound):
+                    raise  # an included template's syntax or absence: not a matter of shape
+                except Exception as exc:  # any render error is the template's, reported with its line
+                    line = error_line(exc, template)
+                    where = f"template {file_name!r}" if file_name else "template"
+                    at = f"{where} line {line}" if line else where
+                    message = f"{at}, {shape.description}: {type(exc).__name__}: {exc}"
+                    raise DefinitionError(path, f"{field_path}.{field_name}", message) from exc
+        except TemplateError as exc:  # not compiled: syntax errors, missing files (also when included)
             line = error_line(exc)
-            at = f"{where} line {line}: " if line else (f"{where}: " if file_name else "")
+            name = getattr(exc, "name", None) or file_name  # an included template's error names that one
+            where = f"template {name!r}" if name else "template"
+            at = f"{where} line {line}: " if line else (f"{where}: " if name else "")
             raise DefinitionError(path, f"{field_path}.{field_name}", f"{at}{type(exc).__name__}: {exc}") from exc
-        for shape in shapes:
-            try:
-                template.render(**shape.variables)
-            except Exception as exc:  # any render error is the template's, reported with its line
-                line = error_line(exc, template)
-                at = f"{where} line {line}" if line else where
-                raise DefinitionError(
-                    path, f"{field_path}.{field_name}", f"{at}, {shape.description}: {type(exc).__name__}: {exc}"
-                ) from exc
 
 
 def manual_segment_names(root: Path) -> set[str]:
