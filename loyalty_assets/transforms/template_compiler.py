@@ -174,7 +174,8 @@ def consume(v: Val) -> pl.Expr | None:
 def text(v: Val) -> pl.Expr:
     """Python's `str(v)`, for the rows where `v` is defined."""
     if v.kind == "mixed":
-        assert v.text_ is not None
+        if v.text_ is None:
+            raise NotCompilable("printing a namespace")
         return v.text_
     raw = v.raw
     if v.kind == "none":
@@ -190,6 +191,14 @@ def text(v: Val) -> pl.Expr:
         micro = pl.when(raw.dt.microsecond() != 0).then(raw.dt.strftime(".%6f")).otherwise(pl.lit(""))
         return pl.concat_str(raw.dt.strftime("%Y-%m-%d %H:%M:%S"), micro, pl.lit("+00:00")).fill_null("None")
     raise NotCompilable(f"printing a {v.kind} value")
+
+
+def _text_or_none(cond: pl.Expr, yes: Val, no: Val) -> pl.Expr | None:
+    """`str()` of a two-way choice, or None when one side cannot be printed (then it never is)."""
+    try:
+        return pl.when(cond).then(text(yes)).otherwise(text(no))
+    except NotCompilable:
+        return None
 
 
 def truthy(v: Val) -> pl.Expr:
@@ -442,7 +451,7 @@ class _Compiler:
             undef=undef,
             err=err,
             fb=fb,
-            text_=pl.when(left).then(text(a)).otherwise(text(b)),
+            text_=_text_or_none(left, a, b),
             truthy_=pl.when(left).then(ta).otherwise(truthy(b)),
         )
 
@@ -466,7 +475,7 @@ class _Compiler:
             undef=undef,
             err=err,
             fb=fb,
-            text_=pl.when(t).then(text(yes)).otherwise(text(no)),
+            text_=_text_or_none(t, yes, no),
             truthy_=pl.when(t).then(truthy(yes)).otherwise(truthy(no)),
         )
 
@@ -564,7 +573,7 @@ class _Compiler:
             "mixed",
             err=v.err,
             fb=v.fb,
-            text_=pl.when(use_default).then(text(d)).otherwise(text(v)),
+            text_=_text_or_none(use_default, d, v),
             truthy_=pl.when(use_default).then(truthy(d)).otherwise(truthy(v)),
         )
 
@@ -643,9 +652,18 @@ class _Compiler:
         # Decimal keeps the sign of a negative value rounded to zero: round(Decimal("-0.40")) == Decimal("-0")
         sign = pl.when((v.raw < 0) & (rounded == 0)).then(pl.lit("-")).otherwise(pl.lit(""))
         none = pl.when(v.raw.is_null()).then(pl.lit("TypeError: type NoneType doesn't define __round__ method"))
+        # round() of an Undefined does not ask it anything: Python finds no __round__ on its type
+        undefined = (
+            _where(
+                v.undef.is_not_null(),
+                pl.lit(f"TypeError: type {StrictUndefined.__name__} doesn't define __round__ method"),
+            )
+            if v.undef is not None
+            else None
+        )
         return Val(
             "mixed",
-            err=_first(consume(v), none),
+            err=_first(v.err, undefined, none),
             fb=v.fb,
             text_=pl.concat_str(sign, rounded.cast(pl.String())),
             truthy_=(rounded != 0).fill_null(False),
