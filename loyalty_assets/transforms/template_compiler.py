@@ -252,6 +252,8 @@ class _Scope:
     loops: list[_Loop] = field(default_factory=list)
     locals: dict[str, Val] = field(default_factory=dict)
     in_loop: bool = False
+    element: bool = False  # compiling a loop body inside `list.eval`
+    outer: bool = False  # … and it read a variable other than the item and `loop`
 
 
 _FILTERS = ("default", "d", "upper", "lower", "capitalize", "title", "trim", "round", "length", "count", "join")
@@ -318,25 +320,44 @@ class _Compiler:
         items = self.expr(node.iter)
         if items.kind != "list" or items.raw is None:
             raise NotCompilable(f"loop over a {items.kind}")
+        else_ = self.block(node.else_)
+        some = (items.raw.list.len() > 0).fill_null(False)
+        # A body that reads only the item and `loop` runs inside the list (`list.eval`); one that
+        # reads other variables runs on the exploded frame, joined back per row.
+        body = self.loop_body(node, element=True)
+        if body is not None:
+            text_ = items.raw.list.eval(body.text).list.join("")
+            err = items.raw.list.eval(body.err).list.drop_nulls().list.first() if body.err is not None else None
+            fb = items.raw.list.eval(body.fb.fill_null(False)).list.any() if body.fb is not None else None
+        else:
+            exploded = self.loop_body(node, element=False)
+            assert exploded is not None
+            loop = _Loop(len(self.scope.loops), items.raw, exploded)
+            self.scope.loops.append(loop)
+            p = loop.prefix
+            text_, err, fb = pl.col(f"{p}_text"), pl.col(f"{p}_err"), pl.col(f"{p}_fb")
+        return Block(
+            pl.when(some).then(text_).otherwise(else_.text),
+            _first(consume(items), _branch(some, err, else_.err)),
+            _any(items.fb, _branch(some, fb, else_.fb)),
+        )
+
+    def loop_body(self, node: nodes.For, *, element: bool) -> Block | None:
+        """The loop body compiled over `pl.element()` (None if it reads more) or the exploded frame."""
+        assert isinstance(node.target, nodes.Name)
         saved = dict(self.scope.locals)
-        self.scope.in_loop = True
-        self.scope.locals[node.target.name] = Val("str", pl.col("__elem"))
+        self.scope.in_loop, self.scope.element, self.scope.outer = True, element, False
+        self.scope.locals[node.target.name] = Val("str", pl.element() if element else pl.col("__elem"))
         self.scope.locals["loop"] = Val("loop")
         try:
             body = self.block(node.body)
+            outer = self.scope.outer
         finally:
-            self.scope.in_loop = False
+            self.scope.in_loop, self.scope.element = False, False
             self.scope.locals = saved
-        else_ = self.block(node.else_)
-        loop = _Loop(len(self.scope.loops), items.raw, body)
-        self.scope.loops.append(loop)
-        some = (items.raw.list.len() > 0).fill_null(False)
-        p = loop.prefix
-        return Block(
-            pl.when(some).then(pl.col(f"{p}_text")).otherwise(else_.text),
-            _first(consume(items), _branch(some, pl.col(f"{p}_err"), else_.err)),
-            _any(items.fb, _branch(some, pl.col(f"{p}_fb"), else_.fb)),
-        )
+        if element and (outer or not _uses_element(node)):
+            return None
+        return body
 
     # expressions
     def expr(self, node: nodes.Expr) -> Val:
@@ -361,6 +382,7 @@ class _Compiler:
         name = node.name
         if name in self.scope.locals:
             return self.scope.locals[name]
+        self.scope.outer = True
         kind = VARIABLES.get(name)
         if kind is None:
             if name in self.env.globals:
@@ -395,7 +417,10 @@ class _Compiler:
         raise NotCompilable(f"attribute {attr!r} of a {base.kind}")
 
     def loop_attr(self, attr: str) -> Val:
-        idx, n = pl.col("__idx"), pl.col("__len")
+        if self.scope.element:
+            idx, n = pl.int_range(pl.len(), dtype=pl.Int64()), pl.len().cast(pl.Int64())
+        else:
+            idx, n = pl.col("__idx"), pl.col("__len")
         values = {
             "index": Val("int", idx + 1),
             "index0": Val("int", idx),
@@ -668,6 +693,13 @@ class _Compiler:
             text_=pl.concat_str(sign, rounded.cast(pl.String())),
             truthy_=(rounded != 0).fill_null(False),
         )
+
+
+def _uses_element(node: nodes.For) -> bool:
+    """Whether the loop body reads its item (a body of constants cannot run inside the list)."""
+    assert isinstance(node.target, nodes.Name)
+    target = node.target.name
+    return any(n.name == target for body in node.body for n in body.find_all(nodes.Name))
 
 
 # --- compiled templates ----------------------------------------------------------------------------
