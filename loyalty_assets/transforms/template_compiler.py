@@ -289,7 +289,7 @@ class _Compiler:
                 out = text(v)
                 yield Block(html_escape(out) if self.scope.autoescape else out, consume(v), v.fb)
         elif isinstance(node, nodes.If):
-            yield self.if_(node.test, node.body, list(node.elif_), node.else_)
+            yield self.if_(node.test, node.body, list(node.elif_), node.else_)  # type: ignore[arg-type]
         elif isinstance(node, nodes.For):
             yield self.for_(node)
         else:
@@ -300,7 +300,7 @@ class _Compiler:
         yes = self.block(body)
         if elifs:
             first = elifs[0]
-            no = self.if_(first.test, first.body, elifs[1:], else_)
+            no = self.if_(first.test, first.body, elifs[1:], else_)  # type: ignore[arg-type]
         else:
             no = self.block(else_)
         t = truthy(cond)
@@ -317,7 +317,7 @@ class _Compiler:
             raise NotCompilable("nested loop")
         if not isinstance(node.target, nodes.Name):
             raise NotCompilable("loop target is not a single name")
-        items = self.expr(node.iter)
+        items = self.expr(node.iter)  # type: ignore[arg-type]
         if items.kind != "list" or items.raw is None:
             raise NotCompilable(f"loop over a {items.kind}")
         else_ = self.block(node.else_)
@@ -390,6 +390,8 @@ class _Compiler:
             return Val("none", undef=pl.lit("UndefinedError: " + StrictUndefined(name=name)._undefined_message))
         if kind in ("ns", "ns?"):
             return Val(kind, pl.col(name) if kind == "ns?" else pl.lit(True), ns=name)
+        if kind == "list":  # a missing list is an empty one, as `template_variables` gives it
+            return Val(kind, pl.col(name).fill_null(pl.lit([], dtype=pl.List(pl.String()))))
         return Val(kind, pl.col(name))
 
     def e_Getattr(self, node: nodes.Getattr) -> Val:
@@ -578,7 +580,7 @@ class _Compiler:
             raise NotCompilable("filter block")
         v = self.expr(node.node)
         args = [self.const(a) for a in node.args]
-        kwargs = {k.key: self.const(k.value) for k in node.kwargs}
+        kwargs: dict[str, Any] = {str(k.key): self.const(k.value) for k in node.kwargs}
         name = {"d": "default", "count": "length"}.get(node.name, node.name)
         return getattr(self, f"f_{name}")(node, v, *args, **kwargs)  # type: ignore[no-any-return]
 
@@ -832,7 +834,7 @@ def variables_to_dicts(variables: pl.DataFrame) -> list[dict[str, Any]]:
                 if context[ns] is not None:
                     context[ns][key] = value
             else:
-                context[path] = list(value) if kind == "list" else value
+                context[path] = list(value or []) if kind == "list" else value
         out.append(context)
     return out
 
