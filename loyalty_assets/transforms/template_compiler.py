@@ -775,16 +775,22 @@ class CompiledTemplate:
         """`text` and `error` (`Type: message`, null when it rendered) per row of `variables`."""
         if self.plan is None:
             return self._sandbox_rows(variables)
-        out = evaluate(self.plan, variables)
+        try:
+            out = evaluate(self.plan, variables)
+        except pl.exceptions.PolarsError as exc:  # a compiler defect must cost speed, never a message
+            log.warning("template %s: compiled form failed (%s); rendering in the sandbox", self.name, exc)
+            return self._sandbox_rows(variables)
         fallback = out.get_column("fallback")
         if not fallback.any():
             return out.drop("fallback")
-        rows = pl.arange(0, variables.height, eager=True).filter(fallback)
+        rows = fallback.arg_true()
         redone = self._sandbox_rows(variables.filter(fallback))
-        text_col, err_col = out.get_column("text").to_list(), out.get_column("error").to_list()
-        for i, t, e in zip(rows.to_list(), redone.get_column("text"), redone.get_column("error"), strict=True):
-            text_col[i], err_col[i] = t, e
-        return pl.DataFrame({"text": text_col, "error": err_col}, schema={"text": pl.String(), "error": pl.String()})
+        return pl.DataFrame(
+            [
+                out.get_column("text").scatter(rows, redone.get_column("text")),
+                out.get_column("error").scatter(rows, redone.get_column("error")),
+            ]
+        )
 
     def _sandbox_rows(self, variables: pl.DataFrame) -> pl.DataFrame:
         texts: list[str | None] = []
