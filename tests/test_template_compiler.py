@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -303,3 +304,19 @@ def test_property_compiled_equals_sandbox_for_any_values(
     frame = sample_variables(rows)
     for template in [*ALL_TEMPLATES, *snippet_templates]:
         both_ways(template, frame)
+
+
+def test_compiled_templates_never_call_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path: with the sandbox's render() broken, every shipped template still renders."""
+    # without the rows flagged for the sandbox (years before 1000)
+    frame = sample_variables(
+        [r for r in hostile_rows() if r["bonus"] is not BONUSES[3] and r["event"] is not EVENTS[2]]
+    )
+    expected = {where: template.render(frame) for where, template in SHIPPED}
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("the sandbox was asked to render a compiled template's row")
+
+    monkeypatch.setattr(jinja2.environment.Template, "render", refuse)
+    for where, template in SHIPPED:
+        assert template.render(frame).equals(expected[where]), where
