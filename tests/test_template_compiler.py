@@ -24,8 +24,10 @@ from hypothesis import strategies as st
 
 from loyalty_assets.config.campaigns import NotifyStaff, SendEmail, SendText
 from loyalty_assets.config.catalog import DEFAULT_CATALOG, load_catalog
+from loyalty_assets.transforms.messages import template_frame, template_variables
 from loyalty_assets.transforms.template_compiler import CompiledTemplate, sample_variables, variables_to_dicts
 from loyalty_assets.transforms.templates import TemplateRenderer
+from tests.engine_fixtures import campaign, money, ts
 
 NAMES = [
     "Анна",
@@ -320,3 +322,34 @@ def test_compiled_templates_never_call_the_sandbox(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(jinja2.environment.Template, "render", refuse)
     for where, template in SHIPPED:
         assert template.render(frame).equals(expected[where]), where
+
+
+def test_the_frame_build_messages_renders_holds_the_documented_variables() -> None:
+    """`template_frame` (columns) and `template_variables` (the dicts of the README) agree row by row."""
+    c = campaign([{"type": "send_sms", "id": "s", "text": "x"}], id="fish", name="Fish <&>")
+    people = pl.DataFrame(
+        {
+            "customer_id": [1, 2],
+            "first_name": ["<b>Ann</b>", None],
+            "email": ["a@example.com", None],
+            "phone": [None, "+7999"],
+            "city": ["Москва", ""],
+            "gender": ["F", None],
+            "birth_date": [date(1992, 2, 29), None],
+            "bonus_amount": [money("61.73"), None],
+            "bonus_expires_at": [ts("2025-07-10T09:00"), None],
+            "bonus_expires_on": [date(2025, 7, 10), None],
+            "bonus_legal_entity": ["X", None],
+            "check_id": ["c1", None],
+            "check_total": [money("1234.50"), None],
+            "event_amount": [None, money("0.01")],
+            "event_date": [date(2025, 6, 10), date(2025, 6, 11)],
+            "favourite_categories": [["Молоко", "Рыбы"], None],
+            "variant": ["sms", None],
+            "occasion": ["purchase:c1", "birthday:2025-06-11"],
+            "send_date": [date(2025, 6, 10), None],
+        }
+    )
+    expected = [template_variables(c, row) for row in people.iter_rows(named=True)]
+    assert variables_to_dicts(template_frame(c, people)) == expected
+    assert expected[1]["bonus"] is None and expected[1]["favourite_categories"] == []
