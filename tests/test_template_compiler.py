@@ -27,7 +27,8 @@ from loyalty_assets.config.catalog import DEFAULT_CATALOG, load_catalog
 from loyalty_assets.transforms.messages import template_frame, template_variables
 from loyalty_assets.transforms.template_compiler import CompiledTemplate, sample_variables, variables_to_dicts
 from loyalty_assets.transforms.templates import TemplateRenderer
-from tests.engine_fixtures import campaign, money, ts
+from tests.engine_fixtures import campaign as make_campaign
+from tests.engine_fixtures import money, ts
 
 NAMES = [
     "Анна",
@@ -326,7 +327,7 @@ def test_compiled_templates_never_call_the_sandbox(monkeypatch: pytest.MonkeyPat
 
 def test_the_frame_build_messages_renders_holds_the_documented_variables() -> None:
     """`template_frame` (columns) and `template_variables` (the dicts of the README) agree row by row."""
-    c = campaign([{"type": "send_sms", "id": "s", "text": "x"}], id="fish", name="Fish <&>")
+    c = make_campaign([{"type": "send_sms", "id": "s", "text": "x"}], id="fish", name="Fish <&>")
     people = pl.DataFrame(
         {
             "customer_id": [1, 2],
