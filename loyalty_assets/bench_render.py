@@ -13,7 +13,8 @@ is N messages. The variables are generated (seeded): names from a pool with mark
 `bonus.amount` templates fail for that row, as at run time); 0–3 favourite categories.
 
 Each engine runs in its own subprocess, so its CPU seconds and peak RSS are its own; the parent
-samples the RSS of the child's whole process tree with psutil every 10 ms. CPU seconds count the
+samples the RSS of the child's whole process tree with psutil every 50 ms, and takes the child's own
+high-water mark (`VmHWM`) when that is higher (a peak between two samples). CPU seconds count the
 rendering only (user + system of the child, Polars' threads included), so "messages/s per core" is
 messages / CPU s. `compiled` renders through `CompiledTemplate.render` (what `build_messages`
 calls); `sandbox` builds each row's dicts and calls `Template.render`, as the pipeline did before.
@@ -203,7 +204,7 @@ def _cpu() -> float:
 
 
 def run_child(engine: str, n: int, rows: int) -> Run:
-    """One engine in its own process; peak RSS of its whole process tree sampled every 10 ms."""
+    """One engine in its own process; peak RSS of its whole process tree (sampled, or its own VmHWM)."""
     command = [sys.executable, "-m", "loyalty_assets.bench_render", "--worker", engine, str(n), str(rows)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     peak = 0
@@ -218,7 +219,7 @@ def run_child(engine: str, n: int, rows: int) -> Run:
                 peak = max(peak, sum(p.memory_info().rss for p in tree))
             except psutil.Error:
                 pass
-            time.sleep(0.01)
+            time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -228,6 +229,7 @@ def run_child(engine: str, n: int, rows: int) -> Run:
     if child.returncode != 0:
         raise SystemExit(f"bench_render: the {engine} worker failed (exit {child.returncode})")
     result = json.loads(stdout.strip().splitlines()[-1])
+    peak = max(peak, int(result.get("hwm_bytes", 0)))
     return Run(
         engine,
         result["messages"],
