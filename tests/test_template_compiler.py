@@ -171,6 +171,8 @@ SNIPPETS = [
     "{{ campaign.id }}: {{ campaign.name }} <a href=\"?c={{ campaign.id }}\">{{ '<&>' }}</a>",
     "{{ customer.first_name and customer.city }} {{ customer.gender == 'F' }} {{ None }} {{ 0 or '' }}",
     "{{ event.date.strftime('%d.%m.%y %H:%M:%S %j %%') }}",
+    "{{ '%.2f' | format(bonus.amount) }} {{ '%d%%' | format(check.total) }} {{ 'n=%s' | format(variant) }}",
+    "{{ '%.4f' | format(event.amount) }} {{ '%.3f' | format(customer.customer_id) }} {{ '%i' | format(bonus.amount) }}",
 ]
 
 

@@ -256,7 +256,24 @@ class _Scope:
     outer: bool = False  # … and it read a variable other than the item and `loop`
 
 
-_FILTERS = ("default", "d", "upper", "lower", "capitalize", "title", "trim", "round", "length", "count", "join")
+_FILTERS = (
+    "default",
+    "d",
+    "upper",
+    "lower",
+    "capitalize",
+    "title",
+    "trim",
+    "round",
+    "length",
+    "count",
+    "join",
+    "format",
+)
+#: `"… %.2f …" | format(x)`: one conversion, `%s`, `%d`/`%i` or `%.Nf` with 2 ≤ N ≤ 4 places.
+_FORMAT = re.compile(r"^(?P<pre>(?:[^%]|%%)*)%(?P<spec>s|d|i|\.(?P<places>[2-4])f)(?P<post>(?:[^%]|%%)*)$")
+#: Above this, `%.Nf` of a Decimal (through a binary float) may not print the decimal's digits.
+_FLOAT_EXACT_BELOW = 10**12
 
 
 class _Compiler:
@@ -578,11 +595,52 @@ class _Compiler:
             raise NotCompilable(f"filter {node.name!r}")
         if node.node is None:
             raise NotCompilable("filter block")
+        if node.name == "format":
+            return self.format_(node)
         v = self.expr(node.node)
         args = [self.const(a) for a in node.args]
         kwargs: dict[str, Any] = {str(k.key): self.const(k.value) for k in node.kwargs}
         name = {"d": "default", "count": "length"}.get(node.name, node.name)
         return getattr(self, f"f_{name}")(node, v, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def format_(self, node: nodes.Filter) -> Val:
+        """Python's `%` formatting of one value; a Decimal goes through float for `%f`, as in Python."""
+        assert node.node is not None
+        if not isinstance(node.node, nodes.Const) or not isinstance(node.node.value, str):
+            raise NotCompilable("format of a non-constant string")
+        m = _FORMAT.match(node.node.value)
+        if m is None or len(node.args) != 1 or node.kwargs:
+            raise NotCompilable(f"format string {node.node.value!r}")
+        v = self.expr(node.args[0])
+        spec, places = m.group("spec"), m.group("places")
+        # an Undefined meets Python's % protocol, not StrictUndefined's messages: the sandbox says
+        unknown = v.undef.is_not_null() if v.undef is not None else None
+        if spec == "s":  # str() of an Undefined raises, like printing it
+            value, none_err, unknown = text(v), v.undef, None
+        elif v.kind not in ("int", "decimal"):
+            raise NotCompilable(f"format %{spec} of a {v.kind}")
+        else:
+            assert v.raw is not None
+            if spec in ("d", "i"):
+                value = v.raw.cast(pl.Int64()).cast(pl.String()) if v.kind == "decimal" else v.raw.cast(pl.String())
+                message = f"TypeError: %{spec} format: a real number is required, not NoneType"
+            else:
+                n = int(places)
+                if v.kind == "decimal":
+                    value = pl.concat_str(v.raw.cast(pl.String()), pl.lit("0" * (n - 2)))
+                else:
+                    value = pl.concat_str(v.raw.cast(pl.String()), pl.lit("." + "0" * n))
+                message = "TypeError: must be real number, not NoneType"
+                big = (v.raw.abs() >= _FLOAT_EXACT_BELOW).fill_null(False)
+                unknown = _any(unknown, big)
+            none_err = pl.when(v.raw.is_null()).then(pl.lit(message))
+        pre, post = m.group("pre").replace("%%", "%"), m.group("post").replace("%%", "%")
+        return Val(
+            "str",
+            pl.concat_str(pl.lit(pre), value, pl.lit(post)),
+            err=_first(v.err, none_err),
+            fb=_any(v.fb, unknown),
+        )
 
     def const(self, node: nodes.Expr) -> Any:
         if not isinstance(node, nodes.Const):
