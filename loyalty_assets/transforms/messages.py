@@ -13,6 +13,7 @@ others go out.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.transforms.local_time import add_local_date, out_of_quiet_hours, with_zone
 from loyalty_assets.transforms.template_compiler import VARIABLE_DTYPES, CompiledTemplate
 from loyalty_assets.transforms.templates import TemplateRenderer
+
+log = logging.getLogger(__name__)
 
 OUTBOX_SCHEMA: dict[str, pl.DataType] = {
     "message_id": pl.String(),
@@ -213,6 +216,10 @@ def _render(
         error.alias("__error"),
     )
     failed = _skip(rendered.filter(pl.col("__error").is_not_null()), render_error_reason(pl.col("__error")))
+    if failed.height:
+        log.warning(
+            "%s/%s: %d message(s) not rendered, e.g. %s", campaign.id, step.id, failed.height, failed["reason"][0]
+        )
     sent = rendered.filter(pl.col("__error").is_null()).select(
         pl.concat_str(
             pl.lit(f"{campaign.id}:{step.id}:{channel}:"),
