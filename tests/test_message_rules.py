@@ -17,8 +17,9 @@ import pytest
 from loyalty_assets.config.campaigns import Campaign, FrequencyCap
 from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.transforms.accruals import build_accruals, percent_of
+from loyalty_assets.transforms.activity import message_activity
 from loyalty_assets.transforms.campaign_day import favourite_names
-from loyalty_assets.transforms.messages import MessageBatch, build_messages
+from loyalty_assets.transforms.messages import MessageBatch, build_messages, render_error_reason
 from loyalty_assets.transforms.templates import TemplateRenderer
 from tests.engine_fixtures import VLAT, actions, campaign, customers, frames, money, renderer, rows_of, ts
 
@@ -422,3 +423,61 @@ def test_templates_see_check_bonus_and_favourites_and_html_is_escaped(tmp_path: 
     assert mail["template"] == "fish.html"
     sms = batch.outbox.filter(pl.col("channel") == "sms").row(0, named=True)
     assert sms["body"] == "Hi <b>Ann</b> & co" and sms["subject"] is None and sms["template"] == "<inline>"
+
+
+def test_a_message_that_cannot_be_rendered_is_skipped_with_the_reason_and_the_others_go_out(tmp_path: Path) -> None:
+    """Issue 7: customer 5's 5 % of 0.09 rounds to 0.00, so no accrual and no `bonus` for her email."""
+    c = plain(
+        [
+            {
+                "type": "accrue_bonuses",
+                "id": "cashback",
+                "percent_of_check": "5",
+                "lifetime_days": 30,
+                "legal_entity": "X",
+            },
+            ALL_CHANNELS[0],
+            ALL_CHANNELS[1],
+        ]
+    )
+
+    def bought(cid: int, total: str) -> dict[str, Any]:
+        return {
+            "customer_id": cid,
+            "occasion": f"purchase:c{cid}",
+            "at": ts("2025-06-10T09:00"),
+            "check_id": f"c{cid}",
+            "check_total": money(total),
+            "step_id": "cashback",
+            "step_type": "accrue_bonuses",
+        }
+
+    done = pl.concat(
+        [
+            actions(bought(1, "1234.50"), bought(5, "0.09")),
+            step_actions(["mail", "sms"], {1: "2025-06-10T09:00", 5: "2025-06-10T09:00"}).with_columns(
+                pl.when(pl.col("customer_id") == 5).then(money("0.09")).otherwise(money("1234.50")).alias("check_total")
+            ),
+        ]
+    )
+    accruals = build_accruals(c, done)
+    assert rows_of(accruals, "customer_id", "amount") == [(1, money("61.73"))]  # 0.00 is not accrued
+    batch = send(c, done, tmp_path, accruals=accruals)
+    # her SMS needs no bonus and goes out; her email fails on `bonus.amount`; customer 1 gets both
+    assert sorted(rows_of(batch.outbox, "customer_id", "channel")) == [(1, "email"), (1, "sms"), (5, "sms")]
+    reason = "render_error: UndefinedError: 'None' has no attribute 'amount'"
+    assert rows_of(batch.skipped, "customer_id", "step_id", "channel", "reason", "triggered_at") == [
+        (5, "mail", "email", reason, ts("2025-06-10T09:00"))
+    ]
+    log = message_activity("fish", batch.outbox, batch.skipped).filter(pl.col("kind") == "message_skipped")
+    assert rows_of(log, "event_id", "customer_id", "details") == [
+        ("messages:fish:mail:email:5:purchase:c5", 5, f"email mail: {reason} (purchase:c5)")
+    ]
+
+
+def test_render_error_reasons_never_carry_contact_details() -> None:
+    errors = pl.DataFrame({"e": ["ValueError: 'ann.lee@example.com' or +7 (999) 000-00-01 and 4276123456781234", None]})
+    assert errors.select(render_error_reason(pl.col("e"))).to_series().to_list() == [
+        "render_error: ValueError: '***@***' or *** and ***",
+        None,
+    ]

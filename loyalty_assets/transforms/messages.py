@@ -4,11 +4,16 @@ A message goes only to a present, subscribed (and, for email, deliverable) addre
 is returned in `skipped` with the reason, so the activity log says why a customer got no email.
 Quiet hours move a message to the next allowed local time (never drop it); the frequency cap and
 the sending-speed limit are applied last, in a stable order, so re-runs plan the same batches.
-Rendering is the one per-message Python loop (Jinja2 needs it); everything around it is columnar.
+Rendering is columnar too: templates run as compiled Polars expressions over a frame of template
+variables (`template_frame`), byte-identical to Jinja2's sandbox, which renders only the templates
+or rows the compiler does not cover. A message that cannot be rendered for one customer (say
+`bonus.amount` for an occasion without an accrual) is skipped with reason `render_error: …`; the
+others go out.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +23,10 @@ import polars as pl
 from loyalty_assets.config.campaigns import Campaign, FrequencyCap, NotifyStaff, SendEmail, SendText
 from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.transforms.local_time import add_local_date, out_of_quiet_hours, with_zone
+from loyalty_assets.transforms.template_compiler import VARIABLE_DTYPES, CompiledTemplate
 from loyalty_assets.transforms.templates import TemplateRenderer
+
+log = logging.getLogger(__name__)
 
 OUTBOX_SCHEMA: dict[str, pl.DataType] = {
     "message_id": pl.String(),
@@ -114,14 +122,18 @@ def build_messages(
         channel = _STEP_CHANNEL[step.type]
         mine = people.filter(pl.col("step_id") == step.id)
         if isinstance(step, NotifyStaff):
-            outboxes.append(_render(campaign, step, channel, mine, pl.lit(step.recipient), renderer))
+            sent, failed = _render(campaign, step, channel, mine, pl.lit(step.recipient), renderer)
+            outboxes.append(sent)
+            skipped.append(failed)
             continue
         address, rules = CHANNELS[channel]
         reason = pl.coalesce([pl.when(broken).then(pl.lit(name)) for name, broken in rules])
         checked = mine.with_columns(reason.alias("__reason"))
         skipped.append(_skip(checked.filter(pl.col("__reason").is_not_null()), pl.col("__reason")))
         sendable = checked.filter(pl.col("__reason").is_null())
-        outboxes.append(_render(campaign, step, channel, sendable, pl.col(address).str.strip_chars(), renderer))
+        sent, failed = _render(campaign, step, channel, sendable, pl.col(address).str.strip_chars(), renderer)
+        outboxes.append(sent)
+        skipped.append(failed)
     outbox = pl.concat(outboxes) if outboxes else pl.DataFrame(schema=OUTBOX_SCHEMA)
     outbox = _quiet_hours(campaign, outbox, profile)
     if frequency_cap is not None:
@@ -177,23 +189,38 @@ def _render(
     sendable: pl.DataFrame,
     recipient: pl.Expr,
     renderer: TemplateRenderer,
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(outbox rows, skipped rows): the body first, then the subject, as the sandbox rendered them."""
+    body: CompiledTemplate
+    subject: CompiledTemplate | None
     if isinstance(step, SendEmail):
-        body_template, template_name = renderer.file(step.template), step.template
-        subject_template = renderer.text(step.subject)
+        body, template_name = renderer.compiled_file(step.template), step.template
+        subject = renderer.compiled_text(step.subject)
     elif isinstance(step, NotifyStaff):
-        body_template, template_name = renderer.text(step.text), "<inline>"
-        subject_template = renderer.text(step.subject)
+        body, template_name = renderer.compiled_text(step.text), "<inline>"
+        subject = renderer.compiled_text(step.subject)
     else:
-        body_template = renderer.file(step.template) if step.template else renderer.text(step.text or "")
-        template_name, subject_template = step.template or "<inline>", None
-    bodies: list[str] = []
-    subjects: list[str | None] = []
-    for row in sendable.iter_rows(named=True):
-        variables = template_variables(campaign, row)
-        bodies.append(body_template.render(**variables))
-        subjects.append(subject_template.render(**variables) if subject_template is not None else None)
-    return sendable.select(
+        body = renderer.compiled_file(step.template) if step.template else renderer.compiled_text(step.text or "")
+        template_name, subject = step.template or "<inline>", None
+    variables = template_frame(campaign, sendable)
+    bodies = body.render(variables)
+    subjects = subject.render(variables) if subject is not None else None
+    error = (
+        pl.coalesce(bodies.get_column("error"), subjects.get_column("error"))
+        if subjects is not None
+        else bodies.get_column("error")
+    )
+    rendered = sendable.with_columns(
+        bodies.get_column("text").alias("__body"),
+        (subjects.get_column("text") if subjects is not None else pl.lit(None, dtype=pl.String())).alias("__subject"),
+        error.alias("__error"),
+    )
+    failed = _skip(rendered.filter(pl.col("__error").is_not_null()), render_error_reason(pl.col("__error")))
+    if failed.height:
+        log.warning(
+            "%s/%s: %d message(s) not rendered, e.g. %s", campaign.id, step.id, failed.height, failed["reason"][0]
+        )
+    sent = rendered.filter(pl.col("__error").is_null()).select(
         pl.concat_str(
             pl.lit(f"{campaign.id}:{step.id}:{channel}:"),
             pl.col("customer_id").cast(pl.String()),
@@ -206,12 +233,69 @@ def _render(
         "occasion",
         pl.lit(channel).alias("channel"),
         recipient.alias("recipient"),
-        pl.Series("subject", subjects, dtype=pl.String()),
-        pl.Series("body", bodies, dtype=pl.String()),
+        pl.col("__subject").alias("subject"),
+        pl.col("__body").alias("body"),
         pl.lit(template_name).alias("template"),
         "variant",
         pl.col("at").alias("send_at"),
         pl.lit(1, dtype=pl.Int64()).alias("batch_no"),
+    )
+    return sent, failed
+
+
+#: Contact details (e-mail addresses, phone and card numbers) never reach the log from an error text.
+_EMAIL_LIKE = r"[^\s'\"<>@]+@[^\s'\"<>@]+"
+_NUMBER_LIKE = r"\+?\d[\d\s()-]{3,}\d"
+_REASON_CHARS = 200
+
+
+def render_error_reason(error: pl.Expr) -> pl.Expr:
+    """`render_error: <Type>: <message>`, masked and cut to a readable length, for the activity log."""
+    masked = error.str.replace_all(_EMAIL_LIKE, "***@***").str.replace_all(_NUMBER_LIKE, "***")
+    return pl.concat_str(pl.lit("render_error: "), masked.str.slice(0, _REASON_CHARS))
+
+
+def template_frame(campaign: Campaign, people: pl.DataFrame) -> pl.DataFrame:
+    """The variables of `template_variables`, one column per path (`bonus.amount`), for compiled templates."""
+
+    def col(name: str, path: str) -> pl.Expr:
+        dtype = VARIABLE_DTYPES[path]
+        source = pl.col(name) if name in people.columns else pl.lit(None)
+        return source.cast(dtype, strict=True).alias(path)
+
+    has_bonus = (pl.col("bonus_amount").is_not_null() if "bonus_amount" in people.columns else pl.lit(False)).alias(
+        "bonus"
+    )
+    favourites = (
+        pl.col("favourite_categories").fill_null(pl.lit([], dtype=pl.List(pl.String())))
+        if "favourite_categories" in people.columns
+        else pl.lit([], dtype=pl.List(pl.String()))
+    )
+    return people.select(
+        pl.lit(True).alias("customer"),
+        *(
+            col(k, f"customer.{k}")
+            for k in ("customer_id", "first_name", "email", "phone", "city", "gender", "birth_date")
+        ),
+        has_bonus,
+        col("bonus_amount", "bonus.amount"),
+        col("bonus_expires_at", "bonus.expires_at"),
+        col("bonus_expires_on", "bonus.expires_on"),
+        col("bonus_legal_entity", "bonus.legal_entity"),
+        pl.lit(True).alias("check"),
+        col("check_id", "check.check_id"),
+        col("check_total", "check.total"),
+        pl.lit(True).alias("event"),
+        col("event_amount", "event.amount"),
+        col("event_date", "event.date"),
+        favourites.cast(VARIABLE_DTYPES["favourite_categories"]).alias("favourite_categories"),
+        pl.lit(True).alias("campaign"),
+        pl.lit(campaign.id, dtype=pl.String()).alias("campaign.id"),
+        pl.lit(campaign.name, dtype=pl.String()).alias("campaign.name"),
+        col("variant", "variant"),
+        col("occasion", "occasion"),
+        col("event_date", "event_date"),
+        col("send_date", "send_date"),
     )
 
 
