@@ -317,34 +317,6 @@ def _root_message(error: Any) -> str:
     return re.sub(r"^[\w.]+(Error|Exception): ", "", text)
 
 
-class _Signals:
-    """Notices SIGINT/SIGTERM even while Dagster's own handler swallows them (it turns them into a
-    failed step and goes on): Python writes every handled signal's number to the wakeup fd."""
-
-    def __init__(self) -> None:
-        import signal
-
-        self._read, write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(write, False)
-        self._write = write
-        try:
-            self._previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-        except ValueError:  # not the main thread
-            self._previous = None
-        # Before Dagster's first run SIGTERM is not handled by Python at all: make it an interrupt too.
-        signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
-
-    def received(self) -> bool:
-        import signal
-
-        try:
-            data = os.read(self._read, 512)
-        except BlockingIOError:
-            return False
-        return any(b in (signal.SIGINT, signal.SIGTERM) for b in data)
-
-
 def run_dates(
     settings: Settings,
     days: Sequence[date],
@@ -367,7 +339,9 @@ def run_dates(
     from loyalty_assets.defs.definitions import build_definitions
     from loyalty_assets.defs.schedules import DAILY_JOB
 
-    signals = _Signals()
+    from loyalty_assets.signals import InterruptWatch
+
+    signals = InterruptWatch()
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
     with open_instance(settings) as instance:
         for day in days:
@@ -426,7 +400,10 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=False) as progress:
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"backfill {args.start}..{args.end}", total=len(days))
 
         def report(result: DateResult) -> None:
@@ -473,7 +450,7 @@ def print_summary(summary: Any, where: str) -> None:
 
     # Piped output (make, logs) gets a wide fixed width instead of rich's 80-column fallback.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-    style = {"box": box.SIMPLE_HEAD, "title_justify": "left", "pad_edge": False}
+    style = {"box": box.SIMPLE_HEAD, "title_justify": "left", "pad_edge": False, "show_edge": False}
     table = Table(title=f"Campaigns on {summary.day.isoformat()} in {where}", **style)
     numeric = {"triggered", "control", "global_control", "accruals", "amount", "batches"}
     for name in summary.campaigns.columns:
