@@ -338,7 +338,6 @@ def run_dates(
 
     from loyalty_assets.defs.definitions import build_definitions
     from loyalty_assets.defs.schedules import DAILY_JOB
-
     from loyalty_assets.signals import InterruptWatch
 
     signals = InterruptWatch()
