@@ -9,7 +9,7 @@ from datetime import date
 import dagster as dg
 
 from loyalty_assets.config.catalog import Catalog
-from loyalty_assets.defs.metadata import OWNERS, markdown, table_metadata
+from loyalty_assets.defs.metadata import OWNERS, daily_freshness, markdown, table_metadata, tags
 from loyalty_assets.defs.resources import WarehouseResource
 from loyalty_assets.summary import read_summary, to_markdown
 
@@ -56,8 +56,9 @@ def build_summary_asset(
         partitions_def=partitions,
         group_name="overview",
         owners=OWNERS,
-        tags={"layer": "overview"},
+        tags=tags("overview"),
         kinds={"polars"},
+        freshness_policy=daily_freshness(catalog.program),
         description=(
             "One line per campaign for the date (status or why nothing happened, triggered, control, "
             "accruals, messages per channel, skipped per reason, batches), segments and audiences."
