@@ -90,13 +90,17 @@ def _with_date(parser: argparse.ArgumentParser) -> None:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, also when SQLAlchemy cannot parse it."""
-    try:
-        import sqlalchemy as sa
+    """The URL with its password replaced by ***, whether or not SQLAlchemy can parse it.
 
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    Done on the text (the credentials end at the last `@`: a host has none), so a password with an
+    unescaped `@` or `/` is still hidden whole; masking too much is the safe side.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else url
 
 
 def check_warehouse(url: str) -> None:
@@ -269,8 +273,10 @@ def describe_result(
         else:
             gate_failed.update(catalog.campaigns)
             where = "gate_override_dates in program.yaml"
-        if "override" not in description:  # the gate's own text usually says how already
+        if "override_dates" not in description:  # the gate's own text usually says how already
             description += f". To go ahead after looking, add {day.isoformat()} to {where}"
+        elif path[0] == "campaign" and "campaigns/" not in description:
+            description += f" in campaigns/{path[1]}.yaml"  # which file to edit
         errors.append(f"gate {check}: {description}")
     interrupted = False
     for event in result.get_step_failure_events():
@@ -406,7 +412,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         task = progress.add_task(f"backfill {args.start}..{args.end}", total=len(days))
 
         def report(result: DateResult) -> None:
-            progress.console.print(result.line(), highlight=False, markup=False)
+            progress.console.print(result.line(), highlight=False, markup=False, soft_wrap=True)
             progress.advance(task)
 
         ok = run_dates(settings, days, verbose=args.verbose, report=report)
