@@ -24,6 +24,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# `source .venv/bin/activate` also points DAGSTER_HOME at the project's instance (the one `make dev` shows).
+	@grep -q DAGSTER_HOME $(BIN)/activate || printf '\nexport DAGSTER_HOME="%s"\n' '$(CURDIR)/.dagster' >> $(BIN)/activate
 	@touch $@
 
 install: $(BIN)/.installed ## create .venv and install the project with its dev tools

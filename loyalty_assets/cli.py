@@ -455,8 +455,11 @@ def print_summary(summary: Any, where: str) -> None:
 
     # Piped output (make, logs) gets a wide fixed width instead of rich's 80-column fallback.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-    style = {"box": box.SIMPLE_HEAD, "title_justify": "left", "pad_edge": False, "show_edge": False}
-    table = Table(title=f"Campaigns on {summary.day.isoformat()} in {where}", **style)
+
+    def new_table(title: str) -> Table:
+        return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, show_edge=False)
+
+    table = new_table(f"Campaigns on {summary.day.isoformat()} in {where}")
     numeric = {"triggered", "control", "global_control", "accruals", "amount", "batches"}
     for name in summary.campaigns.columns:
         table.add_column(name.replace("_", " "), justify="right" if name in numeric else "left", overflow="fold")
@@ -464,7 +467,7 @@ def print_summary(summary: Any, where: str) -> None:
         table.add_row(*(str(v) if v not in (None, "") else "–" for v in row))
     console.print(table)
     for title, frame in (("Segments", summary.segments), ("Audiences exported", summary.audiences)):
-        sub = Table(title=title, **style)
+        sub = new_table(title)
         for name in frame.columns:
             sub.add_column(name, justify="right" if frame[name].dtype.is_integer() else "left")
         for row in frame.iter_rows():

@@ -117,17 +117,17 @@ def compute_summary(
                 "batches": c_outbox["batch_no"].n_unique() if c_outbox.height else 0,
             }
         )
-    schema = {
-        "campaign": pl.String,
-        "status": pl.String,
-        "triggered": pl.Int64,
-        "control": pl.Int64,
-        "global_control": pl.Int64,
-        "accruals": pl.Int64,
+    schema: dict[str, pl.DataType] = {
+        "campaign": pl.String(),
+        "status": pl.String(),
+        "triggered": pl.Int64(),
+        "control": pl.Int64(),
+        "global_control": pl.Int64(),
+        "accruals": pl.Int64(),
         "amount": pl.Decimal(14, 2),
-        "messages": pl.String,
-        "skipped": pl.String,
-        "batches": pl.Int64,
+        "messages": pl.String(),
+        "skipped": pl.String(),
+        "batches": pl.Int64(),
     }
     campaign_frame = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
     return DailySummary(

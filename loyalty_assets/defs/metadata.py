@@ -74,7 +74,8 @@ _DAGSTER_TYPES = {
 }
 
 
-def _type_name(dtype: pl.DataType) -> str:
+def _type_name(dtype: Any) -> str:
+    """Dagster's column type name for a Polars dtype (class or instance)."""
     if isinstance(dtype, pl.Decimal):
         return f"decimal({dtype.precision},{dtype.scale})"
     if isinstance(dtype, pl.List):

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import dagster as dg
+from dagster._core.definitions.partitions.partitioned_schedule import UnresolvedPartitionedAssetScheduleDefinition
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from loyalty_assets.config.campaigns import Program
@@ -37,7 +38,9 @@ def sources_job() -> UnresolvedAssetJobDefinition:
     )
 
 
-def daily_schedule(job: UnresolvedAssetJobDefinition, program: Program) -> dg.ScheduleDefinition:
+def daily_schedule(
+    job: UnresolvedAssetJobDefinition, program: Program
+) -> dg.ScheduleDefinition | UnresolvedPartitionedAssetScheduleDefinition:
     """Materialise today's partition at `daily_run_at` program time (messages planned for later today)."""
     return dg.build_schedule_from_partitioned_job(
         job,
