@@ -254,9 +254,11 @@ def _quiet_run_config(verbose: bool) -> dict[str, Any]:
 def describe_result(
     day: date, result: ExecuteInProcessResult, catalog: Catalog, database_url: str, seconds: float
 ) -> DateResult:
-    """One date's outcome for a person: rows written, quarantine, failed gates (with the override), errors."""
-    import polars as pl
+    """One date's outcome for a person: rows written, quarantine, failed gates (with the override), errors.
 
+    A failed step that is not a gate shows its innermost message (e.g. a source file's missing column);
+    its traceback is in Dagster's event log (`--verbose`) and the run's page in the UI.
+    """
     from loyalty_assets.warehouse.warehouse import Warehouse
 
     errors: list[str] = []
@@ -279,6 +281,7 @@ def describe_result(
             description += f" in campaigns/{path[1]}.yaml"  # which file to edit
         errors.append(f"gate {check}: {description}")
     interrupted = False
+    failures: dict[str, str] = {}  # message → first step: a source failing for several steps says it once
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
         if error is None:
@@ -289,9 +292,9 @@ def describe_result(
             continue
         if "DagsterAssetCheckFailedError" in names or ("blocking" in error.message.lower() and gate_failed):
             continue
-        message = _root_message(error).strip().splitlines()[0]
-        errors.append(f"{event.step_key}: {message}")
-    errors = list(dict.fromkeys(errors))  # a source failing in several steps says it once
+        message = (_root_message(error).strip().splitlines() or ["failed"])[0]
+        failures.setdefault(message, event.step_key or "run")
+    errors += [f"{step}: {message}" for message, step in failures.items()]
 
     warehouse = Warehouse(database_url)
     scope = {"partition_date": day}
@@ -302,7 +305,6 @@ def describe_result(
         per = quarantine.group_by("source_table").len().sort("source_table")
         detail = ", ".join(f"{t} {n}" for t, n in per.iter_rows())
         warnings.append(f"quarantine {quarantine.height} rows ({detail}): see table source_quarantine")
-    del pl
     return DateResult(day, result.success, seconds, written, warnings, errors, gate_failed, interrupted=interrupted)
 
 
