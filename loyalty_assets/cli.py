@@ -325,6 +325,22 @@ def _root_message(error: Any) -> str:
     return re.sub(r"^[\w.]+(Error|Exception): ", "", text)
 
 
+@contextmanager
+def _instance_for(settings: Settings) -> Iterator[DagsterInstance]:
+    """The persistent instance when DAGSTER_HOME is set (the CLI sets its default first), else ephemeral.
+
+    Library callers (tests) without DAGSTER_HOME keep no run history anywhere.
+    """
+    if not os.environ.get("DAGSTER_HOME"):
+        import dagster as dg
+
+        with dg.DagsterInstance.ephemeral() as instance:
+            yield instance
+        return
+    with open_instance(settings) as instance:
+        yield instance
+
+
 def run_dates(
     settings: Settings,
     days: Sequence[date],
@@ -350,7 +366,7 @@ def run_dates(
 
     signals = InterruptWatch()
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
-    with open_instance(settings) as instance:
+    with _instance_for(settings) as instance:
         for day in days:
             started = time.monotonic()
             result = job.execute_in_process(
@@ -376,6 +392,7 @@ def run_dates(
 
 @command("run", "the daily pipeline for one date (one line: status, time, rows, warnings)", _with_date)
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    dagster_home(settings)  # runs are recorded in the project's instance unless DAGSTER_HOME says otherwise
     return 0 if run_dates(settings, [args.date], verbose=args.verbose) else 1
 
 
@@ -389,6 +406,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     if args.end < args.start:
         raise UserError(f"--end {args.end} is before --start {args.start}")
     days = [args.start + timedelta(days=i) for i in range((args.end - args.start).days + 1)]
+    dagster_home(settings)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -89,3 +89,18 @@ def test_three_first_uses_of_an_empty_dagster_home_at_once_all_succeed(tmp_path:
     assert [p.returncode for p in procs] == [0, 0, 0], [err.decode()[-500:] for _, err in results]
     assert [out.strip() for out, _ in results] == [b"0", b"0", b"0"]
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+def test_library_runs_without_dagster_home_keep_no_history(
+    env: Path, monkeypatch: pytest.MonkeyPatch, catalog_dir: Path
+) -> None:
+    """`run_dates` as a library (tests, notebooks) uses an ephemeral instance: only the CLI defaults to .dagster/."""
+    from dataclasses import replace
+    from datetime import date
+
+    from loyalty_assets.settings import Settings
+
+    monkeypatch.delenv("DAGSTER_HOME")
+    settings = replace(Settings.from_env(), dagster_home=env / "project_home")
+    assert cli.run_dates(settings, [date(2025, 2, 21)], report=lambda result: None)
+    assert not (env / "project_home").exists()
