@@ -22,6 +22,8 @@ class Settings:
     database_url: str
     storage_dir: Path
     source_database_url: str | None
+    #: Where the `loyalty` CLI records its runs when DAGSTER_HOME is unset: the instance `make dev` shows.
+    dagster_home: Path = PROJECT_ROOT / ".dagster"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,4 +41,5 @@ class Settings:
             ),
             storage_dir=Path(env.get("LOYALTY_STORAGE_DIR", PROJECT_ROOT / ".loyalty" / "storage")),
             source_database_url=env.get("LOYALTY_SOURCE_DATABASE_URL") or None,
+            dagster_home=Path(env.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster"),
         )

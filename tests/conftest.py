@@ -117,3 +117,23 @@ def run_days(settings: Settings, days: Sequence[date]) -> None:
         for day in days:
             result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=True)
             assert result.success, day
+
+
+# Ctrl-C / SIGTERM stop the whole suite. Inside a Dagster in-process run the signal only fails the
+# current test (Dagster turns it into a failed step) and pytest would go on with the next one; the
+# watch notices the signal anyway (see loyalty_assets/signals.py) and ends the session after the test.
+_INTERRUPTS: list[object] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from loyalty_assets.signals import InterruptWatch
+
+    _INTERRUPTS.append(InterruptWatch())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield
+    watch = _INTERRUPTS[0] if _INTERRUPTS else None
+    if watch is not None and watch.received():  # type: ignore[attr-defined]
+        pytest.exit("interrupted (SIGINT/SIGTERM)", returncode=130)

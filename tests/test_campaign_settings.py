@@ -133,7 +133,9 @@ def test_speed_limit_spreads_batches(run: Runner, campaign_file: Path) -> None:
     assert got[112] == (2, utc(2025, 7, 10, 8, 0))
 
 
-def test_start_and_end_dates_are_inclusive_and_nothing_fires_outside(run: Runner) -> None:
+def test_start_and_end_dates_are_inclusive_and_nothing_fires_outside(run: Runner, campaign_file: Path) -> None:
+    # The fixture's live range (its README); the shipped file starts earlier, on the sample data.
+    edit(campaign_file, lambda definition: definition.update(start_date="2025-07-01"))
     wh = run(date(2025, 6, 30), date(2025, 12, 31), date(2026, 1, 1))
     triggered = wh.read("triggered_customers", {"campaign_id": CAMPAIGN})
     # 203's anniversary (30 Jun) is before the start; 201's (31 Dec) is the last live day;
@@ -177,6 +179,6 @@ def test_shipped_campaign_does_not_overlap_the_birthday_campaign() -> None:
     ab = shipped.campaigns[CAMPAIGN]
     assert ab.trigger.field == "registration_date"  # type: ignore[union-attr]
     assert shipped.campaigns["birthday_week_early"].trigger.field == "birth_date"  # type: ignore[union-attr]
-    assert (ab.start_date, ab.end_date) == (date(2025, 7, 1), date(2025, 12, 31))
+    assert (ab.start_date, ab.end_date) == (date(2025, 6, 1), date(2025, 12, 31))  # shows on the sample date
     assert ab.settings.control_group_percent == Decimal(10)
     assert ab.settings.attribution_days == 14

@@ -125,6 +125,7 @@ def test_a_run_killed_mid_way_then_repeated_equals_one_clean_run(
         "LOYALTY_CAMPAIGNS_DIR": str(catalog_dir),
         "LOYALTY_DATABASE_URL": url,
         "LOYALTY_STORAGE_DIR": str(tmp_path / "storage"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),  # not the project's .dagster (the CLI's default)
     }
     loyalty = [str(Path(sys.executable).parent / "loyalty"), "run", "--date", "2025-02-22"]
     victim = subprocess.Popen(loyalty, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

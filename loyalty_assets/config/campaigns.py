@@ -482,6 +482,9 @@ class Program(_Model):
         default=Decimal("0.3"), ge=0, le=1, description="gate: yesterday's checks vs the 28-day median"
     )
     gate_override_dates: tuple[date, ...] = ()
+    #: The daily and closing schedules start STOPPED (a UI opened on sample data must not launch runs
+    #: for today); `true` in production makes them start running when the code location loads.
+    schedules_running: bool = False
 
     _zone_ok = field_validator("timezone")(_check_zone)
 

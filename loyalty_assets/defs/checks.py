@@ -23,8 +23,15 @@ def build_source_checks(program: Program, partitions: dg.PartitionsDefinition) -
     def yesterdays_checks_arrived(context: dg.AssetCheckExecutionContext, checks: pl.DataFrame) -> dg.AssetCheckResult:
         point = as_of(context, program)
         gate = checks_volume_gate(checks, point, program.min_checks_ratio, program.gate_override_dates)
+        override = f"add {point.date.isoformat()} to gate_override_dates in program.yaml"
         return dg.AssetCheckResult(
-            passed=gate.passed, description=gate.description, metadata={k: str(v) for k, v in gate.metadata.items()}
+            passed=gate.passed,
+            description=gate.description,
+            metadata={
+                **{k: str(v) for k, v in gate.metadata.items()},
+                # What to do, as a line the UI shows beside the result.
+                "override": dg.MetadataValue.text(override if not gate.passed else "not needed"),
+            },
         )
 
     return [yesterdays_checks_arrived]

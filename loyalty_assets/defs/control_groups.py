@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from loyalty_assets.config.campaigns import GlobalControlGroup, Program
+from loyalty_assets.defs.metadata import OWNERS, column_schema, daily_freshness, tags
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
 from loyalty_assets.defs.sources import source_key
@@ -23,6 +24,9 @@ def build_global_control_asset(program: Program, partitions: dg.PartitionsDefini
         group_name="segments",
         partitions_def=partitions,
         kinds={"polars", "sql"},
+        owners=OWNERS,
+        tags=tags("control_group"),
+        freshness_policy=daily_freshness(program),
         description=(
             f"{group.percent}% of the base held out of every campaign, re-drawn every "
             f"{group.reform_every_months} months → global_control_group (per period)."
@@ -51,6 +55,8 @@ def build_global_control_asset(program: Program, partitions: dg.PartitionsDefini
                 "held_out": dg.MetadataValue.int(members.height),
                 "period_start": dg.MetadataValue.text(str(start)),
                 "base": dg.MetadataValue.int(customers.height),
+                "dagster/row_count": dg.MetadataValue.int(members.height),
+                **column_schema(members.schema),
             }
         )
 

@@ -14,6 +14,7 @@ from loyalty_assets.defs.resources import ParquetIOManager, SourceResource, Ware
 from loyalty_assets.defs.schedules import closing_schedule, daily_job, daily_schedule, sources_job
 from loyalty_assets.defs.segments import build_segment_assets
 from loyalty_assets.defs.sources import build_source_assets
+from loyalty_assets.defs.summary import build_summary_asset
 from loyalty_assets.settings import Settings
 
 # Partitioned asset checks are "preview" in Dagster 1.13; without them a check of a daily asset
@@ -27,15 +28,17 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     catalog = load_catalog(settings.campaigns_dir)
     partitions = daily_partitions(catalog.program)
     job = daily_job()
+    assets = [
+        *build_source_assets(catalog.program, partitions),
+        build_features_asset(catalog, partitions),
+        *build_segment_assets(catalog, partitions),
+        *build_global_control_asset(catalog.program, partitions),
+        *build_campaign_assets(catalog, partitions),
+    ]
+    checks = build_source_checks(catalog.program, partitions)
     return dg.Definitions(
-        assets=[
-            *build_source_assets(catalog.program, partitions),
-            build_features_asset(catalog, partitions),
-            *build_segment_assets(catalog, partitions),
-            *build_global_control_asset(catalog.program, partitions),
-            *build_campaign_assets(catalog, partitions),
-        ],
-        asset_checks=build_source_checks(catalog.program, partitions),
+        assets=[*assets, build_summary_asset(catalog, partitions, assets, checks)],
+        asset_checks=checks,
         jobs=[job, sources_job()],
         schedules=[daily_schedule(job, catalog.program), closing_schedule(job, catalog.program)],
         resources={

@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from loyalty_assets.config.campaigns import Program
+from loyalty_assets.defs.metadata import OWNERS, column_schema, counts_table, table_metadata, tags
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import SourceResource, WarehouseResource
 from loyalty_assets.sources.schemas import SCHEMAS
@@ -35,11 +36,15 @@ def _record(
     by_rule = quarantine_summary(result.quarantine)
     if by_rule:
         context.log.warning(f"{table}: {result.counts['rows_quarantined']} rows quarantined: {by_rule}")
-    return {
+    metadata: dict[str, dg.MetadataValue] = {
         **{k: dg.MetadataValue.int(v) for k, v in result.counts.items()},
-        "quarantined_by_rule": dg.MetadataValue.json(by_rule),
+        "quarantined_by_rule": counts_table(by_rule, key="rule (column)", value="rows"),
         "dagster/row_count": dg.MetadataValue.int(result.kept.height),
+        **column_schema(result.kept.schema),  # type: ignore[dict-item]
     }
+    if result.quarantine.height:  # masked: the offending row itself (`row`) is left out
+        metadata.update(table_metadata("quarantine_sample", result.quarantine, sample=5))
+    return metadata
 
 
 def as_of_date(context: dg.AssetExecutionContext) -> date:
@@ -51,9 +56,19 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
 
     @dg.multi_asset(
         outs={
-            "checks": dg.AssetOut(key=source_key("checks"), kinds={"polars"}, description="Checks up to the end of D."),
+            "checks": dg.AssetOut(
+                key=source_key("checks"),
+                kinds={"polars"},
+                description="Checks up to the end of D.",
+                owners=OWNERS,
+                tags=tags("source"),
+            ),
             "check_items": dg.AssetOut(
-                key=source_key("check_items"), kinds={"polars"}, description="Lines of the visible checks."
+                key=source_key("check_items"),
+                kinds={"polars"},
+                description="Lines of the visible checks.",
+                owners=OWNERS,
+                tags=tags("source"),
             ),
         },
         ins={"customers": dg.AssetIn(source_key("customers"))},
@@ -105,6 +120,8 @@ def _standalone_table_asset(
         partitions_def=partitions,
         kinds={"polars"},
         description=f"{description}, validated (quarantine: source_quarantine).",
+        owners=OWNERS,
+        tags=tags("source"),
     )
     def _asset(
         context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
@@ -124,6 +141,8 @@ def _customer_table_asset(table: str, program: Program, partitions: dg.Partition
         partitions_def=partitions,
         kinds={"polars"},
         description=f"{table} as of the end of D, validated (quarantine: source_quarantine).",
+        owners=OWNERS,
+        tags=tags("source"),
     )
     def _asset(
         context: dg.AssetExecutionContext,
