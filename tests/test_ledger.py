@@ -47,7 +47,7 @@ def txns(rows: list[tuple]) -> pl.DataFrame:
 
 def own(rows: list[tuple]) -> pl.DataFrame:
     """(accrual_id, customer_id, amount, accrued_at, expires_at, legal_entity) → own accruals."""
-    schema = {"accrual_id": pl.String(), **OWN_ACCRUALS_SCHEMA}
+    schema = OWN_ACCRUALS_SCHEMA
     data = [
         {
             "accrual_id": r[0],

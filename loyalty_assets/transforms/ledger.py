@@ -93,7 +93,7 @@ def _utc(frame: pl.DataFrame, *columns: str) -> list[pl.Expr]:
 def ledger_entries(bonus_transactions: pl.DataFrame, own_accruals: pl.DataFrame) -> pl.DataFrame:
     """The loyalty system's ledger and this project's accruals as one frame of `ENTRY_SCHEMA`.
 
-    An own accrual without `accrual_id` (older frames) is named `<campaign>:<customer>:<accrued_at>`.
+    An own accrual without `accrual_id` (hand-made frames) is named `<campaign>:<customer>:<accrued_at>`.
     """
     txn = bonus_transactions
     for c in ("expires_at", "legal_entity"):
@@ -110,16 +110,15 @@ def ledger_entries(bonus_transactions: pl.DataFrame, own_accruals: pl.DataFrame)
         pl.col("legal_entity").cast(pl.String),
     )
     own = own_accruals
-    if "accrual_id" not in own.columns:
-        own = own.with_columns(
-            pl.concat_str(
-                pl.col("campaign_id").fill_null(""),
-                pl.lit(":"),
-                pl.col("customer_id").cast(pl.String),
-                pl.lit(":"),
-                pl.col("accrued_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.f"),
-            ).alias("accrual_id")
-        )
+    derived = pl.concat_str(
+        pl.col("campaign_id").fill_null(""),
+        pl.lit(":"),
+        pl.col("customer_id").cast(pl.String),
+        pl.lit(":"),
+        pl.col("accrued_at").dt.strftime("%Y-%m-%dT%H:%M:%S%.f"),
+    )
+    given = pl.col("accrual_id") if "accrual_id" in own.columns else pl.lit(None, pl.String)
+    own = own.with_columns(pl.coalesce(given, derived).alias("accrual_id"))
     own = own.with_columns(_utc(own, "accrued_at", "expires_at")).select(
         "customer_id",
         pl.col("accrual_id").alias("entry_id"),
