@@ -6,6 +6,7 @@
     loyalty validate                              check every campaign and segment file
     loyalty segment preview ID --date D           count and masked sample, nothing written
     loyalty campaign dry-run ID --date D          what a campaign would do on D, nothing written
+    loyalty balance CUSTOMER_ID --date D [--json] the customer's bonus lots and balance on D
 
 All commands honour LOYALTY_DATA_DIR, LOYALTY_CAMPAIGNS_DIR and LOYALTY_DATABASE_URL.
 """
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from loyalty_assets import balance
 from loyalty_assets.config.catalog import load_catalog
 from loyalty_assets.settings import Settings
 from loyalty_assets.warehouse.warehouse import Warehouse
@@ -125,12 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     dry.add_argument("campaign_id")
     dry.add_argument("--date", type=_date, required=True)
     dry.add_argument("--sample", type=int, default=5)
+    balance.add_command(commands)  # loyalty balance <customer_id> --date D [--json]
 
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     pl.Config.set_tbl_rows(200)
     pl.Config.set_tbl_hide_dataframe_shape(True)
 
+    if args.command == "balance":
+        return balance.run_command(args, settings)
     if args.command == "summary":
         table = summary(settings, args.date)
         print(f"Output for {args.date.isoformat()} in {_safe_url(settings.database_url)}:")
