@@ -22,6 +22,7 @@ from loyalty_assets.config.campaigns import (
 from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.sources.schemas import MONEY
 from loyalty_assets.transforms.anniversaries import anniversary_hits
+from loyalty_assets.transforms.cashback import favourite_cashback
 from loyalty_assets.transforms.ledger import build_lots, ledger_entries
 from loyalty_assets.transforms.local_time import (
     ZONE,
@@ -207,6 +208,18 @@ def fire_event(
             (pl.col("ts") + delay).alias("triggered_at"),
             "check_id",
             pl.col("total").alias("check_total"),
+        )
+        return _shape(fired)
+    if event == "favourite_purchase":
+        earned = favourite_cashback(frames, as_of, frames.checks.filter(in_day("ts"))).filter(pl.col("cashback") > 0)
+        fired = earned.select(
+            "customer_id",
+            pl.concat_str(pl.lit("purchase:"), pl.col("check_id")).alias("occasion"),
+            pl.lit(day).alias("event_date"),
+            (pl.col("ts") + delay).alias("triggered_at"),
+            "check_id",
+            pl.col("total").alias("check_total"),
+            pl.col("cashback").alias("event_amount"),
         )
         return _shape(fired)
     if event == "registration":
