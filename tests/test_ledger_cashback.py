@@ -16,8 +16,10 @@ date 10 June 2025 unless said ([9 Jun 21:00, 10 Jun 21:00) UTC). Favourites are 
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -31,6 +33,8 @@ from loyalty_assets.transforms.entry import ENTRANTS_SCHEMA
 from loyalty_assets.transforms.features import compute_features
 from loyalty_assets.transforms.journey import TOKEN_SCHEMA
 from loyalty_assets.transforms.triggers import fire
+from loyalty_assets.warehouse.warehouse import Warehouse
+from tests.conftest import FIXTURES, make_settings, run_days
 from tests.engine_fixtures import VLAT, customers, money, rows_of, table, ts
 
 D = date(2025, 6, 10)
@@ -175,3 +179,37 @@ def test_shipped_campaign_accrues_the_cashback_with_lifetime_and_legal_entity() 
             "LE-Main",
         ),
     ]
+
+
+def test_cashback_end_to_end_and_reminder_variables(tmp_path: Path, catalog_dir: Path, warehouse_url: str) -> None:
+    """`fixtures/favourites` + one June check of Anna (customer 1; dairy 5, bakery 5): dairy 200.00 and
+    bakery 30.00 earn 10.00 + 1.50 = 11.50, pet food 100.00 nothing. The cashback campaign accrues it on
+    10 June (a re-run does not accrue twice); the reminder of 26 June tells her what she earned and can
+    still earn (5% until 30 June: 5 days, 26th included; 50.00 per 1000). Boris (pet food 7) bought
+    nothing: earned 0.00, 70.00 per 1000."""
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "favourites", data)
+    with (data / "checks.csv").open("a", encoding="utf8") as f:
+        f.write("K1,1,2025-06-10 09:00:00,S01,330.00,0.00,0.00\n")
+    with (data / "check_items.csv").open("a", encoding="utf8") as f:
+        f.write("K1,1,MILK,dairy,1.000,200.00\nK1,2,BREAD,bakery,1.000,30.00\nK1,3,FOOD,pet_food,1.000,100.00\n")
+    keep = {"favourite_category_cashback", "favourite_category_reminder"}
+    for path in (catalog_dir / "campaigns").glob("*.yaml"):
+        if path.stem not in keep:
+            path.unlink()
+    settings = make_settings(data, catalog_dir, warehouse_url, tmp_path / "storage")
+    run_days(settings, [date(2025, 6, 10), date(2025, 6, 10), date(2025, 6, 26)])
+    wh = Warehouse(warehouse_url)
+    accruals = wh.read("bonus_accruals", {"campaign_id": "favourite_category_cashback"})
+    assert rows_of(accruals, "accrual_id", "amount", "legal_entity") == [
+        ("favourite_category_cashback:cashback:1:purchase:K1", money("11.50"), "LE-Main")
+    ]
+    lots = wh.read("bonus_lots")
+    assert rows_of(lots, "customer_id", "lot_id", "remaining") == [
+        (1, "accrual:favourite_category_cashback:cashback:1:purchase:K1", money("11.50"))
+    ]
+    outbox = wh.read("message_outbox", {"campaign_id": "favourite_category_reminder"})
+    body = dict(zip(outbox["customer_id"], outbox["body"], strict=True))
+    assert "You have earned 11.50 bonuses on them this month." in body[1]
+    assert "Until 30.06.2025 (5 days left) you can still earn\n    5% back: 50.00 bonuses on every 1000" in body[1]
+    assert "You have earned 0.00 bonuses" in body[2] and "7% back: 70.00 bonuses" in body[2]

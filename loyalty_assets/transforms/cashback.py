@@ -15,6 +15,8 @@ sub-categories) earn `preference` percent of their amount. Rules:
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import polars as pl
@@ -115,4 +117,61 @@ def favourite_cashback(frames: SourceFrames, as_of: AsOf, checks: pl.DataFrame) 
         )
         .cast(CASHBACK_SCHEMA)  # type: ignore[arg-type]
         .sort("check_id")
+    )
+
+
+SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    "customer_id": pl.Int64(),
+    "favourite_earned": MONEY,
+    "favourite_percent": pl.Decimal(5, 2),
+    "favourite_period_end": pl.Date(),
+    "favourite_days_left": pl.Int64(),
+    "favourite_could_earn_per_1000": MONEY,
+}
+
+
+def favourite_period_summary(frames: SourceFrames, as_of: AsOf, customers: pl.Series | None = None) -> pl.DataFrame:
+    """For reminder templates: per customer with favourites for the period containing D (as chosen by
+    the cutoff), what the cashback rule paid on their checks of that period so far (`favourite_earned`,
+    checks up to the cutoff) and what they could still earn: the highest `favourite_percent` of their
+    categories until `favourite_period_end` (`favourite_days_left` days from D, D included), i.e.
+    `favourite_could_earn_per_1000` bonuses on every 1000 spent there. Spending is not forecast.
+
+    `customers` limits the work to the customers about to get a message.
+    """
+    current = frames.favourite_categories.filter(
+        (pl.col("period_start") <= as_of.date)
+        & (pl.col("period_end") >= as_of.date)
+        & (pl.col("chosen_at") < as_of.cutoff_literal)
+    )
+    if customers is not None:
+        current = current.filter(pl.col("customer_id").is_in(customers.implode()))
+    if current.is_empty():
+        return pl.DataFrame(schema=SUMMARY_SCHEMA)
+    since = datetime.combine(current.get_column("period_start").min(), time(0), UTC) - timedelta(days=1)  # type: ignore[arg-type]
+    checks = frames.checks.filter(
+        (pl.col("ts") >= pl.lit(since).cast(pl.Datetime("us", "UTC")))
+        & (pl.col("ts") < as_of.cutoff_literal)
+        & pl.col("customer_id").is_in(current.get_column("customer_id").unique().implode())
+    )
+    earned = (
+        favourite_cashback(replace(frames, favourite_categories=current), as_of, checks)
+        .group_by("customer_id")
+        .agg(pl.col("cashback").sum().cast(MONEY).alias("favourite_earned"))
+    )
+    rate = current.group_by("customer_id").agg(
+        percent_basis_points(pl.col("preference")).max().alias("_bp"), pl.col("period_end").max()
+    )
+    return (
+        rate.join(earned, on="customer_id", how="left")
+        .select(
+            "customer_id",
+            pl.col("favourite_earned").fill_null(pl.lit(Decimal(0)).cast(MONEY)),
+            (pl.col("_bp").cast(pl.Decimal(12, 0)) * pl.lit(Decimal("0.01"))).alias("favourite_percent"),
+            pl.col("period_end").alias("favourite_period_end"),
+            ((pl.col("period_end") - pl.lit(as_of.date)).dt.total_days() + 1).alias("favourite_days_left"),
+            (pl.col("_bp").cast(pl.Decimal(12, 0)) * pl.lit(Decimal("0.10"))).alias("favourite_could_earn_per_1000"),
+        )
+        .cast(SUMMARY_SCHEMA)  # type: ignore[arg-type]
+        .sort("customer_id")
     )
