@@ -7,6 +7,7 @@
     loyalty segment preview ID --date D           count and masked sample, nothing written
     loyalty campaign dry-run ID --date D          what a campaign would do on D, nothing written
     loyalty dev                                   the Dagster UI (stops on Ctrl-C, even in the background)
+    loyalty balance CUSTOMER_ID --date D [--json] the customer's bonus lots and balance on D
 
 Options before the command: --verbose (Dagster's event log), --debug (tracebacks on errors).
 All commands honour LOYALTY_DATA_DIR, LOYALTY_CAMPAIGNS_DIR and LOYALTY_DATABASE_URL; runs are
@@ -592,6 +593,19 @@ def _polars_display() -> None:
 
     pl.Config.set_tbl_rows(200)
     pl.Config.set_tbl_hide_dataframe_shape(True)
+
+
+def _balance_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("customer_id", type=int)
+    _with_date(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+@command("balance", "a customer's bonus lots and balance on a date (--json for the loyalty module)", _balance_args)
+def _balance(args: argparse.Namespace, settings: Settings) -> int:
+    from loyalty_assets import balance
+
+    return balance.run_command(args, settings)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -303,23 +303,28 @@ def test_warning_three_days_before_with_the_amount_summed(run_expiry: Runner) ->
     assert skipped["customer_id"].to_list() == [3]
 
 
-def test_notice_on_the_expiry_day(run_expiry: Runner) -> None:
+def test_notice_at_or_after_the_moment_of_expiry(run_expiry: Runner) -> None:
+    """Each run day (Moscow) notices the lots that expired during it, at the moment of expiry; the
+    shipped campaign's quiet hours (SMS, 21:00-09:00 local) move night-time notices to 09:00."""
     wh = run_expiry(*days(date(2025, 6, 30), date(2025, 7, 5)))
     triggered = wh.read("triggered_customers", {"campaign_id": NOTICE}).sort("partition_date", "customer_id")
-    assert triggered.select("partition_date", "customer_id", "event_amount").rows() == [
-        (date(2025, 7, 4), 1, Decimal("150.50")),
-        (date(2025, 7, 4), 2, Decimal("200.00")),
-        (date(2025, 7, 4), 3, Decimal("80.00")),
-        (date(2025, 7, 5), 1, Decimal("30.00")),
+    assert triggered.select("partition_date", "customer_id", "event_date", "event_amount", "triggered_at").rows() == [
+        # Boris: T4 expired 3 Jul 20:00 UTC = 23:00 MSK on 3 July (4 Jul 06:00 for him)
+        (date(2025, 7, 3), 2, date(2025, 7, 4), Decimal("200.00"), utc(2025, 7, 3, 20, 0)),
+        # Anna: T1 (12:00 MSK) and T2 (23:00 MSK): one notice at the later moment, never before it
+        (date(2025, 7, 4), 1, date(2025, 7, 4), Decimal("150.50"), utc(2025, 7, 4, 20, 0)),
+        (date(2025, 7, 4), 3, date(2025, 7, 4), Decimal("80.00"), utc(2025, 7, 4, 10, 0)),  # Vera: 13:00 MSK
+        # Anna's T3: 4 Jul 21:30 UTC = 5 Jul 00:30 MSK, a run day of its own
+        (date(2025, 7, 5), 1, date(2025, 7, 5), Decimal("30.00"), utc(2025, 7, 4, 21, 30)),
     ]
     outbox = wh.read("message_outbox", {"campaign_id": NOTICE}).sort("partition_date", "customer_id")
     assert outbox.select("partition_date", "customer_id", "send_at").rows() == [
-        (date(2025, 7, 4), 1, utc(2025, 7, 4, 17, 0)),  # 20:00 MSK
-        (date(2025, 7, 4), 2, utc(2025, 7, 4, 10, 0)),  # 20:00 Vladivostok
-        (date(2025, 7, 5), 1, utc(2025, 7, 5, 17, 0)),
+        (date(2025, 7, 3), 2, utc(2025, 7, 3, 23, 0)),  # 06:00 in Vladivostok is quiet: 09:00 there
+        (date(2025, 7, 4), 1, utc(2025, 7, 5, 6, 0)),  # 23:00 MSK is quiet: 09:00 MSK the next morning
+        (date(2025, 7, 5), 1, utc(2025, 7, 5, 6, 0)),  # 00:30 MSK: 09:00 MSK
     ]
     assert (
-        outbox["body"][1] == "Boris, 200.00 bonuses on your card expired on 04.07.2025. New purchases earn new bonuses."
+        outbox["body"][0] == "Boris, 200.00 bonuses on your card expired on 04.07.2025. New purchases earn new bonuses."
     )
 
 

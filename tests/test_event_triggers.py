@@ -194,23 +194,32 @@ def expiry_frames() -> SourceFrames:
     )
 
 
-def test_bonus_expiring_sums_one_customers_accruals_of_one_local_day() -> None:
+def test_bonus_expiring_sums_what_remains_of_one_customers_lots_of_one_local_day() -> None:
     hits = fire(trigger(event="bonus_expiring", days_before=3), expiry_frames(), AsOf(D))
     # target day = 10 June + 3 = 13 June (customer-local)
     assert rows_of(hits, "customer_id", "occasion", "event_date", "event_amount", "triggered_at") == [
-        # 100.00 (ledger) + 50.00 (own) = 150.00; 10:00 MSK on D = 07:00 UTC
-        (1, "bonus_expiring:2025-06-13", date(2025, 6, 13), money("150.00"), ts("2025-06-10T07:00")),
+        # `a` 100.00 less the redemption `r` (10.00: `a` expires first) + own 50.00 = 140.00; 10:00 MSK = 07:00 UTC
+        (1, "bonus_expiring:2025-06-13", date(2025, 6, 13), money("140.00"), ts("2025-06-10T07:00")),
         # 70.00; 10:00 VLAT on D = 00:00 UTC
         (2, "bonus_expiring:2025-06-13", date(2025, 6, 13), money("70.00"), ts("2025-06-10T00:00")),
     ]
 
 
-def test_bonus_expired_on_the_day() -> None:
-    hits = fire(trigger(event="bonus_expired", at="12:00"), expiry_frames(), AsOf(date(2025, 6, 13)))
-    assert rows_of(hits, "customer_id", "occasion", "event_amount", "triggered_at") == [
-        (1, "bonus_expired:2025-06-13", money("150.00"), ts("2025-06-13T09:00")),  # 12:00 MSK
-        (2, "bonus_expired:2025-06-13", money("70.00"), ts("2025-06-13T02:00")),  # 12:00 VLAT
+def test_bonus_expired_at_the_moment_of_expiry_of_the_run_day() -> None:
+    # run 12 June ([11 Jun 21:00, 12 Jun 21:00) UTC): `c` expired at 15:00 UTC (13 June 01:00 VLAT)
+    june_12 = fire(trigger(event="bonus_expired"), expiry_frames(), AsOf(date(2025, 6, 12)))
+    assert rows_of(june_12, "customer_id", "occasion", "event_date", "event_amount", "triggered_at") == [
+        # the occasion is the run's day; the date she reads is hers (13 June 01:00 in Vladivostok)
+        (2, "bonus_expired:2025-06-12", date(2025, 6, 13), money("70.00"), ts("2025-06-12T15:00"))
     ]
+    # run 13 June: `a` (90 left, 05:00 UTC) and own (50, 20:00 UTC = 23:00 MSK): one notice at the later
+    june_13 = fire(trigger(event="bonus_expired"), expiry_frames(), AsOf(date(2025, 6, 13)))
+    assert rows_of(june_13, "customer_id", "occasion", "event_amount", "triggered_at") == [
+        (1, "bonus_expired:2025-06-13", money("140.00"), ts("2025-06-13T20:00")),
+    ]
+    # an explicit `at` is the first such local time at or after the expiry: 12:00 MSK the next day
+    noon = fire(trigger(event="bonus_expired", at="12:00"), expiry_frames(), AsOf(date(2025, 6, 13)))
+    assert rows_of(noon, "customer_id", "triggered_at") == [(1, ts("2025-06-14T09:00"))]
     next_day = fire(trigger(event="bonus_expired"), expiry_frames(), AsOf(date(2025, 6, 14)))
     assert rows_of(next_day, "customer_id", "event_amount") == [(1, money("30.00"))]  # `b`: 14 June 00:00 MSK
 

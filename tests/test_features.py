@@ -428,13 +428,15 @@ def test_bonus_balance_accrued_redeemed_expiring():
     expected = pl.DataFrame(
         {
             "customer_id": [1, 2, 3],
-            # 1: 1000+200+500-300-50; 2: the ledger does not record the expiry of t8 (yet)
-            "bonus_balance": [money("1350.00"), money("100.00"), money("80.00")],
+            # from the lots (FIFO): 1: t3 consumed 300 of t1 (the only live lot); the reported expiry t4
+            # matches no lot and is not subtracted: 700 + 200 + 500; 2: t8 (70) expired at 12:00 on D
+            "bonus_balance": [money("1400.00"), money("30.00"), money("80.00")],
             "bonuses_accrued": [money("1700.00"), money("100.00"), money("100.00")],
             "bonuses_accrued__last_30d": [money("700.00"), money("0"), money("0")],  # 200 + own 500
             "bonuses_redeemed": [money("300.00"), money("0"), money("20.00")],
-            "bonuses_expiring__within_7d": [money("1000.00"), money("30.00"), money("0")],  # 15 April
-            "bonuses_expiring__within_10d": [money("1500.00"), money("30.00"), money("0")],  # + 20 April
+            # net of the redemption: 700 of t1 are left on 15 April; + own 500 on 20 April
+            "bonuses_expiring__within_7d": [money("700.00"), money("30.00"), money("0")],
+            "bonuses_expiring__within_10d": [money("1200.00"), money("30.00"), money("0")],
         },
         schema={
             "customer_id": pl.Int64,
@@ -777,8 +779,13 @@ def _expected(zones: list[str | None], instants: list[datetime], run: date, wind
         out["first_check_date"].append(min(local, default=None))
         for name, (first, last) in windows.items():
             out[name].append(sum(first <= day <= last for day in local))
+        # the ledger's lots are as of the cutoff: an accrual before it counts even when it is already
+        # the next local day for the customer (far east), a lot that expired before it does not
         expiring = [
-            at for at in seen if run < (at + timedelta(days=50)).astimezone(tz).date() <= run + timedelta(days=10)
+            at
+            for at in instants
+            if at < cutoff < at + timedelta(days=50)
+            and run < (at + timedelta(days=50)).astimezone(tz).date() <= run + timedelta(days=10)
         ]
         out["bonuses_expiring__within_10d"].append(money(len(expiring)) * money("1.00"))
     return out

@@ -143,6 +143,7 @@ EventName = Literal[
     "message_clicked",
     "bonus_expiring",
     "bonus_expired",
+    "favourite_purchase",
 ]
 
 
@@ -156,6 +157,8 @@ class EventTrigger(_Model):
     - `message_opened` / `message_clicked` (optionally of a `campaign`, on a `channel`);
     - `bonus_expiring`: accrued bonuses whose expiry falls `days_before` days after D;
     - `bonus_expired`: bonuses that expired on D.
+    - `favourite_purchase`: a check with lines in the customer's favourite categories of its period;
+      `event.amount` is the cashback they earn (`transforms.cashback`); one occasion per check.
     Events without an instant of their own (segment changes, expiry warnings) happen at `at`.
     """
 
@@ -220,14 +223,17 @@ class AccrueBonuses(_Model):
     id: str = Field(pattern=IDENTIFIER)
     amount: Decimal | None = Field(default=None, gt=0, max_digits=12, decimal_places=2)
     percent_of_check: Decimal | None = Field(default=None, gt=0, le=100, decimal_places=2)
+    #: the cashback a `favourite_purchase` trigger computed: `preference` % of the favourite lines
+    favourite_cashback: bool = False
     lifetime_days: int | None = Field(default=None, ge=1)
     legal_entity: str
     reason: str | None = None
 
     @model_validator(mode="after")
     def _one_amount(self) -> AccrueBonuses:
-        if (self.amount is None) == (self.percent_of_check is None):
-            raise ValueError("give exactly one of amount or percent_of_check")
+        given = [self.amount is not None, self.percent_of_check is not None, self.favourite_cashback]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of amount, percent_of_check or favourite_cashback")
         return self
 
 
@@ -415,6 +421,10 @@ class Campaign(_Model):
             isinstance(self.trigger, EventTrigger) and self.trigger.event == "purchase"
         ):
             raise ValueError("percent_of_check needs a purchase trigger (there is no check otherwise)")
+        if any(isinstance(s, AccrueBonuses) and s.favourite_cashback for s in self.all_steps()) and not (
+            isinstance(self.trigger, EventTrigger) and self.trigger.event == "favourite_purchase"
+        ):
+            raise ValueError("favourite_cashback needs a favourite_purchase trigger (it computes the cashback)")
         splits = [s for s in self.all_steps() if isinstance(s, ABSplit)]
         if len(splits) > 1:
             raise ValueError("at most one ab_split per campaign (a customer has one variant)")

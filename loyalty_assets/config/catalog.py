@@ -62,6 +62,13 @@ SAMPLE_TEMPLATE_VARIABLES: dict[str, Any] = {
     "check": {"check_id": "C1", "total": Decimal("1500.00")},
     "event": {"amount": Decimal("120.00"), "date": date(2025, 1, 8)},
     "favourite_categories": ["Молочные продукты"],
+    "favourite": {
+        "earned": Decimal("11.50"),
+        "percent": Decimal("5.00"),
+        "period_end": date(2025, 1, 31),
+        "days_left": 5,
+        "could_earn_per_1000": Decimal("50.00"),
+    },
     "variant": "a",
     "campaign": {"id": "sample", "name": "Sample"},
     "occasion": "birthday:2025-01-08",

@@ -278,6 +278,9 @@ def _campaign_assets(
             "customers": dg.AssetIn(source_key("customers")),
             "categories": dg.AssetIn(source_key("categories")),
             "favourite_categories": dg.AssetIn(source_key("favourite_categories")),
+            # favourite-category cashback earned this period, for reminder templates (transforms.cashback)
+            "checks": dg.AssetIn(source_key("checks")),
+            "check_items": dg.AssetIn(source_key("check_items")),
         },
         deps=[key("bonus_accruals"), *(campaign_key(other, "message_outbox") for other in higher_priority)],
         group_name=group,
@@ -292,6 +295,8 @@ def _campaign_assets(
         customers: pl.DataFrame,
         categories: pl.DataFrame,
         favourite_categories: pl.DataFrame,
+        checks: pl.DataFrame,
+        check_items: pl.DataFrame,
     ) -> dg.MaterializeResult:
         point = as_of(context, program)
         wh = warehouse.warehouse
@@ -301,7 +306,13 @@ def _campaign_assets(
         cap = program.frequency_cap
         recent = recent_messages(wh, cid, point, cap.days) if cap is not None else None
         frames = SourceFrames.from_tables(
-            {"customers": customers, "categories": categories, "favourite_categories": favourite_categories}
+            {
+                "customers": customers,
+                "categories": categories,
+                "favourite_categories": favourite_categories,
+                "checks": checks,
+                "check_items": check_items,
+            }
         )
         batch = campaign_messages(
             campaign,

@@ -9,6 +9,7 @@ from loyalty_assets.defs.campaigns import build_campaign_assets
 from loyalty_assets.defs.checks import build_source_checks
 from loyalty_assets.defs.control_groups import build_global_control_asset
 from loyalty_assets.defs.features import build_features_asset
+from loyalty_assets.defs.ledger import build_ledger_asset
 from loyalty_assets.defs.partitions import daily_partitions
 from loyalty_assets.defs.resources import ParquetIOManager, SourceResource, WarehouseResource
 from loyalty_assets.defs.schedules import closing_schedule, daily_job, daily_schedule, sources_job
@@ -34,6 +35,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         *build_segment_assets(catalog, partitions),
         *build_global_control_asset(catalog.program, partitions),
         *build_campaign_assets(catalog, partitions),
+        build_ledger_asset(catalog, partitions),
     ]
     checks = build_source_checks(catalog.program, partitions)
     return dg.Definitions(

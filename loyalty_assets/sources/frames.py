@@ -16,6 +16,7 @@ import polars as pl
 from loyalty_assets.sources.schemas import MONEY, SCHEMAS, UTC_TS
 
 OWN_ACCRUALS_SCHEMA: dict[str, pl.DataType] = {
+    "accrual_id": pl.String(),  # the bonus ledger's lot source (transforms.ledger)
     "customer_id": pl.Int64(),
     "amount": MONEY,
     "accrued_at": UTC_TS,

@@ -38,17 +38,19 @@ def percent_of(amount: pl.Expr, percent: Decimal) -> pl.Expr:
 def build_accruals(campaign: Campaign, actions: pl.DataFrame) -> pl.DataFrame:
     """One accrual per executed accrue step, accrued at the instant the customer reached it.
 
-    A fixed `amount`, or `percent_of_check` of the triggering check's total. `expires_at` =
+    A fixed `amount`, `percent_of_check` of the triggering check's total, or the
+    `favourite_cashback` the trigger computed (`event_amount`; 0 → no accrual). `expires_at` =
     `accrued_at` + `lifetime_days` (no expiry when the step gives no lifetime).
     """
     parts = []
     for step in campaign.accrual_steps():
         done = actions.filter(pl.col("step_id") == step.id)
-        amount = (
-            pl.lit(str(step.amount)).cast(MONEY)
-            if step.amount is not None
-            else percent_of(pl.col("check_total"), step.percent_of_check or Decimal(0))
-        )
+        if step.favourite_cashback:  # computed by the favourite_purchase trigger (transforms.cashback)
+            amount = pl.col("event_amount").cast(MONEY)
+        elif step.amount is not None:
+            amount = pl.lit(str(step.amount)).cast(MONEY)
+        else:
+            amount = percent_of(pl.col("check_total"), step.percent_of_check or Decimal(0))
         parts.append(
             done.select(
                 pl.concat_str(

@@ -21,6 +21,7 @@ from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.transforms.ab_testing import Decision, adaptive_decision
 from loyalty_assets.transforms.accruals import build_accruals
 from loyalty_assets.transforms.audience import audience_ids
+from loyalty_assets.transforms.cashback import favourite_period_summary
 from loyalty_assets.transforms.control_groups import global_control_members
 from loyalty_assets.transforms.entry import select_entrants
 from loyalty_assets.transforms.journey import (
@@ -187,7 +188,12 @@ def campaign_messages(
         frames.customers,
         renderer,
         as_of,
-        favourites=favourite_names(frames, as_of),
+        favourites=favourite_names(frames, as_of).join(
+            favourite_period_summary(frames, as_of, journey_actions.get_column("customer_id").unique()),
+            on="customer_id",
+            how="full",
+            coalesce=True,
+        ),
         recent_messages=recent_messages,
         frequency_cap=program.frequency_cap,
     )

@@ -42,6 +42,7 @@ from loyalty_assets.config.filters import (
 )
 from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.sources.schemas import SCHEMAS
+from loyalty_assets.transforms.ledger import build_lots, ledger_entries
 
 #: Money and bonus amounts in the features frame (sums of Decimal(14, 2) widen to 38 digits).
 AMOUNT = pl.Decimal(38, 2)
@@ -561,47 +562,71 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
 
 
 _KIND = pl.col("kind")
-#: Ledger kinds each bonus feature reads.
+#: Ledger kinds each flow feature reads.
 _BONUS_KINDS: dict[str, set[str]] = {
-    "bonus_balance": {"accrual", "redemption", "expiry"},
     "bonuses_accrued": {"accrual"},
     "bonuses_redeemed": {"redemption"},
-    "bonuses_expiring": {"accrual"},
 }
+#: Features read from the ledger's lots (net of what redemptions consumed and expiries closed).
+_FROM_LOTS = frozenset({"bonus_balance", "bonuses_expiring"})
 
 
 def _bonuses(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
-    """Bonus features from the loyalty ledger plus this project's own accruals, in one pass.
+    """Bonus features: flows (accrued, redeemed) from the ledger rows, balances from the ledger's lots.
 
-    Redemption and expiry amounts count by absolute value, whichever sign the ledger stores them with.
-    `bonuses_expiring` sums accruals whose local expiry day is in (D, D+N]; it is not net of
-    redemptions (the ledger does not say which accrual a redemption consumed). Only ledger kinds some
-    spec reads are kept before joining and grouping (e.g. no expiry rows for `bonuses_accrued`).
+    `bonus_balance` and `bonuses_expiring` need to know which accrual each redemption consumed, so
+    they read the lots of `transforms.ledger` as of the cutoff (FIFO by expiry); `bonuses_accrued`
+    and `bonuses_redeemed` are sums over the ledger rows and this project's own accruals.
+    """
+    on_lots = [s for s in specs if s.field in _FROM_LOTS]
+    flows = [s for s in specs if s.field not in _FROM_LOTS]
+    parts = ([_bonus_flows(ctx, flows)] if flows else []) + ([_bonus_lots(ctx, on_lots)] if on_lots else [])
+    agg = parts[0] if len(parts) == 1 else parts[0].join(parts[1], on="customer_id", how="full", coalesce=True)
+    zero = pl.lit(Decimal(0), AMOUNT)
+    return agg, [pl.col(s.column).fill_null(zero) for s in specs]
+
+
+def _bonus_lots(ctx: _Context, specs: list[FeatureSpec]) -> pl.LazyFrame:
+    """`bonus_balance` (sum of what remains of every lot, overdrafts included) and `bonuses_expiring`
+    (what remains of the lots whose local expiry day is in (D, D+N]), from the lots as of the cutoff."""
+    lots = build_lots(ledger_entries(ctx.frames.bonus_transactions, ctx.frames.own_accruals), ctx.as_of.cutoff)
+    tomorrow = ctx.day + timedelta(days=1)
+    expiring = [s for s in specs if s.field == "bonuses_expiring"]
+    bounds = {"expires_at": {tomorrow, *(tomorrow + timedelta(days=s.within_days or 0) for s in expiring)}}
+    rows, days = ctx.local_days(lots.lazy().select("customer_id", "remaining", "expires_at"), bounds)
+    remaining = pl.col("remaining").cast(AMOUNT)
+    aggs: list[pl.Expr] = []
+    for s in specs:
+        if s.field == "bonus_balance":
+            expr = remaining.sum()
+        else:
+            exp = days["expires_at"]
+            after = tomorrow + timedelta(days=s.within_days or 0)
+            expr = _where(remaining, (pl.col("remaining") > 0) & exp.on_or_after(tomorrow) & exp.before(after)).sum()
+        aggs.append(expr.cast(AMOUNT).alias(s.column))
+    return rows.group_by("customer_id").agg(aggs)
+
+
+def _bonus_flows(ctx: _Context, specs: list[FeatureSpec]) -> pl.LazyFrame:
+    """`bonuses_accrued` and `bonuses_redeemed` from the loyalty ledger plus own accruals, in one pass.
+
+    Redemption amounts count by absolute value, whichever sign the ledger stores them with. Only ledger
+    kinds some spec reads are kept before joining and grouping.
     """
     kinds = set().union(*(_BONUS_KINDS[s.field] for s in specs))
     ledger = (
         ctx.table("bonus_transactions", ctx.frames.bonus_transactions, "ts")
         .filter(_KIND.is_in(sorted(kinds)))
-        .select(
-            "customer_id",
-            "ts",
-            "kind",
-            pl.col("amount").cast(AMOUNT),
-            pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
-        )
+        .select("customer_id", "ts", "kind", pl.col("amount").cast(AMOUNT))
     )
     own = ctx.table("own_accruals", ctx.frames.own_accruals, "accrued_at").select(
         "customer_id",
         pl.col("accrued_at").alias("ts"),
         pl.lit("accrual").alias("kind"),
         pl.col("amount").cast(AMOUNT),
-        pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
     )
     tomorrow = ctx.day + timedelta(days=1)
     bounds = {"ts": ctx.window_days(s.window for s in specs)}
-    expiring = [s for s in specs if s.field == "bonuses_expiring"]
-    if expiring:  # only when a spec reads it: it adds columns to every row
-        bounds["expires_at"] = {tomorrow, *(tomorrow + timedelta(days=s.within_days or 0) for s in expiring)}
     rows, days = ctx.local_days(pl.concat([ledger, own], how="vertical") if "accrual" in kinds else ledger, bounds)
     rows = rows.filter(days["ts"].before(tomorrow))
 
@@ -609,28 +634,18 @@ def _bonuses(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, lis
         """Rows of these kinds; None (no mask) when every kept row is one of them."""
         return None if kinds <= set(wanted) else _KIND.is_in(wanted)
 
-    accrual = of_kind("accrual")
     amount = pl.col("amount")
-    zero = pl.lit(Decimal(0), AMOUNT)
     aggs: list[pl.Expr] = []
     for s in specs:
         w = ctx.window_mask(s.window, days["ts"]) if ctx.narrows(s.window) else None
-        if s.field == "bonus_balance":
-            spent = _where(amount.abs(), of_kind("redemption", "expiry")).sum()
-            expr = _where(amount, accrual).sum() - spent
-        elif s.field == "bonuses_accrued":
-            expr = _where(amount, _and(accrual, w)).sum()
+        if s.field == "bonuses_accrued":
+            expr = _where(amount, _and(of_kind("accrual"), w)).sum()
         elif s.field == "bonuses_redeemed":
             expr = _where(amount.abs(), _and(of_kind("redemption"), w)).sum()
-        elif s.field == "bonuses_expiring":
-            after = tomorrow + timedelta(days=s.within_days or 0)
-            exp = days["expires_at"]
-            expr = _where(amount, _and(accrual, exp.on_or_after(tomorrow), exp.before(after))).sum()
         else:  # pragma: no cover
             raise ValueError(f"unknown bonus feature {s.field!r}")
         aggs.append(expr.cast(AMOUNT).alias(s.column))
-    post = [pl.col(s.column).fill_null(zero) for s in specs]
-    return rows.group_by("customer_id").agg(aggs), post
+    return rows.group_by("customer_id").agg(aggs)
 
 
 def _attributes(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:

@@ -22,7 +22,15 @@ from loyalty_assets.config.campaigns import (
 from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.sources.schemas import MONEY
 from loyalty_assets.transforms.anniversaries import anniversary_hits
-from loyalty_assets.transforms.local_time import ZONE, add_local_date, add_local_instant, with_zone
+from loyalty_assets.transforms.cashback import favourite_cashback
+from loyalty_assets.transforms.ledger import build_lots, ledger_entries
+from loyalty_assets.transforms.local_time import (
+    ZONE,
+    add_local_date,
+    add_local_instant,
+    next_local_time,
+    with_zone,
+)
 
 TRIGGERED_SCHEMA: dict[str, pl.DataType] = {
     "customer_id": pl.Int64(),
@@ -202,6 +210,18 @@ def fire_event(
             pl.col("total").alias("check_total"),
         )
         return _shape(fired)
+    if event == "favourite_purchase":
+        earned = favourite_cashback(frames, as_of, frames.checks.filter(in_day("ts"))).filter(pl.col("cashback") > 0)
+        fired = earned.select(
+            "customer_id",
+            pl.concat_str(pl.lit("purchase:"), pl.col("check_id")).alias("occasion"),
+            pl.lit(day).alias("event_date"),
+            (pl.col("ts") + delay).alias("triggered_at"),
+            "check_id",
+            pl.col("total").alias("check_total"),
+            pl.col("cashback").alias("event_amount"),
+        )
+        return _shape(fired)
     if event == "registration":
         fired = frames.customers.filter(in_day("registered_at")).select(
             "customer_id",
@@ -265,35 +285,56 @@ def _on_day(
 
 
 def _bonus_expiry(trigger: EventTrigger, frames: SourceFrames, as_of: AsOf) -> pl.DataFrame:
-    """`bonus_expiring`: accruals expiring on local D + days_before; `bonus_expired`: expired on D.
+    """Expiry warnings and notices from the ledger's lots as of D's cutoff (`transforms.ledger`).
 
-    One occasion per customer and expiry date, with the amount summed (one warning, not one per
-    accrual). Accruals come from the loyalty ledger and from this project's own accruals.
+    - `bonus_expiring`: lots with something left whose customer-local expiry day is D +
+      `days_before`; `event_amount` is what remains of them (net of redemptions, FIFO), one occasion
+      per customer and expiry day; at the trigger's `at` (default 10:00) customer time on D.
+    - `bonus_expired`: lots that expired during D (the run's window, like every event trigger)
+      with something left; `event_amount` is what expired. The event has its own instant, so it
+      fires at the latest of the day's expiry instants (+ `delay`), never before: a default time of
+      day never moves it earlier. With an explicit `at`, it fires at the first such local time at or
+      after that instant (e.g. `at: "10:00"`: the next morning for bonuses expiring at 23:30).
     """
-    ledger = frames.bonus_transactions.filter(pl.col("kind") == "accrual").select("customer_id", "amount", "expires_at")
-    own = frames.own_accruals.select("customer_id", "amount", "expires_at")
-    accruals = pl.concat([ledger, own]).filter(pl.col("expires_at").is_not_null())
-    zoned = with_zone(
-        accruals.join(frames.customers.select("customer_id", "timezone"), on="customer_id", how="inner"),
-        as_of.program_tz,
-    )
-    dated = add_local_date(zoned, "expires_at", "expiry_date")
-    offset = (trigger.days_before or 0) if trigger.event == "bonus_expiring" else 0
-    target = as_of.date + timedelta(days=offset)
-    label = "bonus_expiring" if trigger.event == "bonus_expiring" else "bonus_expired"
-    due = (
-        dated.filter(pl.col("expiry_date") == target)
-        .group_by("customer_id")
-        .agg(pl.col("amount").sum().alias("event_amount"))
-        .with_columns(
-            pl.lit(f"{label}:{target.isoformat()}").alias("occasion"),
-            pl.lit(target).alias("event_date"),
-            pl.lit(as_of.date).alias("__run_date"),
+    lots = build_lots(ledger_entries(frames.bonus_transactions, frames.own_accruals), as_of.cutoff)
+    people = frames.customers.select("customer_id", "timezone")
+    delay = pl.lit(trigger.delay.timedelta)
+    if trigger.event == "bonus_expiring":
+        live = lots.filter((pl.col("remaining") > 0) & pl.col("expires_at").is_not_null())
+        zoned = with_zone(live.join(people, on="customer_id", how="inner"), as_of.program_tz)
+        target = as_of.date + timedelta(days=trigger.days_before or 0)
+        due = (
+            add_local_date(zoned, "expires_at", "expiry_date")
+            .filter(pl.col("expiry_date") == target)
+            .group_by("customer_id", ZONE)
+            .agg(pl.col("remaining").sum().alias("event_amount"))
+            .with_columns(
+                pl.lit(f"bonus_expiring:{target.isoformat()}").alias("occasion"),
+                pl.lit(target).alias("event_date"),
+                pl.lit(as_of.date).alias("__run_date"),
+            )
         )
-        .join(frames.customers.select("customer_id", "timezone"), on="customer_id", how="left")
+        timed = add_local_instant(due, "__run_date", trigger.at, "triggered_at")
+        return _shape(timed.with_columns(pl.col("triggered_at") + delay))
+    in_day = (pl.col("expires_at") >= as_of.start_literal) & (pl.col("expires_at") < as_of.cutoff_literal)
+    expired = lots.filter(in_day & (pl.col("expired") > 0))
+    per_customer = (
+        expired.join(people, on="customer_id", how="inner")
+        .group_by("customer_id", "timezone")
+        .agg(pl.col("expired").sum().alias("event_amount"), pl.col("expires_at").max().alias("__expired_at"))
+        .with_columns(
+            # the occasion is the run's day (two run days can share a customer-local date); the
+            # event date the customer reads is the local date of the expiry
+            pl.lit(f"bonus_expired:{as_of.date.isoformat()}").alias("occasion"),
+            (pl.col("__expired_at") + delay).alias("__instant"),
+        )
     )
-    timed = add_local_instant(with_zone(due, as_of.program_tz), "__run_date", trigger.at, "triggered_at")
-    return _shape(timed.with_columns(pl.col("triggered_at") + pl.lit(trigger.delay.timedelta)))
+    due = add_local_date(with_zone(per_customer, as_of.program_tz), "__expired_at", "event_date")
+    if "at" in trigger.model_fields_set:
+        timed = next_local_time(due, "__instant", trigger.at, "triggered_at")
+    else:
+        timed = due.with_columns(pl.col("__instant").alias("triggered_at"))
+    return _shape(timed)
 
 
 __all__ = ["TRIGGERED_SCHEMA", "ZONE", "date_field", "fire"]

@@ -1,0 +1,18 @@
+-- The bonus ledger's lots as of `as_of_date` (transforms/ledger.py): one row per accrual (ledger
+-- transaction or campaign accrual) and per overdraft, with what remains of it after FIFO redemptions
+-- and expiry. Holds one date only, the latest written (a backfill of an older date leaves it); the
+-- whole table is replaced in one transaction. What the loyalty module and the customer card read.
+CREATE TABLE IF NOT EXISTS bonus_lots (
+    customer_id     BIGINT          NOT NULL,
+    lot_id          TEXT            NOT NULL,  -- ledger:<txn_id> | accrual:<accrual_id> | overdraft:<txn_id>
+    source          TEXT            NOT NULL,  -- the ledger txn_id or the campaign accrual_id
+    amount          NUMERIC(14, 2)  NOT NULL,
+    remaining       NUMERIC(14, 2)  NOT NULL,  -- negative for an overdraft
+    redeemed        NUMERIC(14, 2)  NOT NULL,
+    expired         NUMERIC(14, 2)  NOT NULL,
+    accrued_at      TIMESTAMP       NOT NULL,  -- UTC
+    expires_at      TIMESTAMP,                 -- UTC; null: never expires
+    legal_entity    TEXT,
+    as_of_date      DATE            NOT NULL,
+    PRIMARY KEY (customer_id, lot_id)
+);
