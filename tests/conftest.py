@@ -15,10 +15,17 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 import sqlalchemy as sa
 
 from loyalty_assets.config.catalog import DEFAULT_CATALOG
 from loyalty_assets.settings import Settings
+
+# Property tests draw the same examples on every run (a CI failure can be replayed; no flaky runs);
+# HYPOTHESIS_PROFILE=explore draws fresh ones locally.
+hypothesis_settings.register_profile("repeatable", derandomize=True, deadline=None)
+hypothesis_settings.register_profile("explore", deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -75,6 +75,26 @@ EVENTS: list[dict[str, Any]] = [
 ]
 
 
+#: The cashback block of the reminder templates: nothing chosen, a whole and a fractional percent.
+FAVOURITE_PERIODS: list[dict[str, Any]] = [
+    {"earned": None, "percent": None, "period_end": None, "days_left": None, "could_earn_per_1000": None},
+    {
+        "earned": Decimal("11.50"),
+        "percent": Decimal("5.00"),
+        "period_end": date(2025, 6, 30),
+        "days_left": 5,
+        "could_earn_per_1000": Decimal("50.00"),
+    },
+    {
+        "earned": Decimal("0.00"),
+        "percent": Decimal("7.50"),
+        "period_end": date(2025, 2, 28),
+        "days_left": 1,
+        "could_earn_per_1000": Decimal("75.00"),
+    },
+]
+
+
 def hostile_rows() -> list[dict[str, Any]]:
     """Variables as a template sees them: every name × bonus, favourites and events cycled."""
     rows = []
@@ -96,6 +116,7 @@ def hostile_rows() -> list[dict[str, Any]]:
                 "check": {"check_id": "C<1>" if i % 2 else None, "total": Decimal("1234.50") if i % 3 else None},
                 "event": event,
                 "favourite_categories": favourites,
+                "favourite": FAVOURITE_PERIODS[i % len(FAVOURITE_PERIODS)],
                 "campaign": {"id": "fish&chips", "name": 'Fish "<chain>"'},
                 "variant": variant,
                 "occasion": f"purchase:C{i}",
@@ -209,14 +230,29 @@ def test_missing_accrual_is_an_error_for_that_row_only() -> None:
 def test_outside_the_subset_falls_back_to_the_sandbox_with_a_logged_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    source = "{{ customer.first_name | replace('н', 'м') }}{% set x = 1 %}"
+    source = "{{ customer.first_name | reverse }}{% set x = 1 %}"
     with caplog.at_level(logging.WARNING, logger="loyalty_assets.transforms.template_compiler"):
         template = TemplateRenderer(tmp_path).compiled_text(source)
-    assert template.plan is None and template.reason == "filter 'replace'"
-    assert "rendered in the sandbox per row (not compiled: filter 'replace')" in caplog.text
+    assert template.plan is None and template.reason == "filter 'reverse'"
+    assert "rendered in the sandbox per row (not compiled: filter 'reverse')" in caplog.text
     frame = sample_variables(hostile_rows()[:3])
-    assert template.render(frame).get_column("text").to_list() == ["Амма", "Амма", "Амма"]
+    assert template.render(frame).get_column("text").to_list() == ["аннА", "аннА", "аннА"]
     both_ways(template, frame)
+
+
+def test_string_and_replace_of_constants_are_compiled(tmp_path: Path) -> None:
+    """`x | string | replace('.00', '')` (the cashback reminder's percent) is compiled, escaped or not."""
+    frame = sample_variables(hostile_rows())
+    for escape in (False, True):
+        renderer = TemplateRenderer(tmp_path)
+        source = "{{ customer.first_name | replace('н', 'м') }} {{ bonus.amount | string | replace('.00', '') }}"
+        if escape:
+            (tmp_path / "r.html").write_text(source, encoding="utf-8")
+            template = renderer.compiled_file("r.html")
+        else:
+            template = renderer.compiled_text(source)
+        assert template.plan is not None, template.reason
+        both_ways(template, frame)
 
 
 def test_rows_the_compiler_cannot_promise_go_to_the_sandbox(tmp_path: Path) -> None:

@@ -289,6 +289,11 @@ def template_frame(campaign: Campaign, people: pl.DataFrame) -> pl.DataFrame:
         col("event_amount", "event.amount"),
         col("event_date", "event.date"),
         favourites.cast(VARIABLE_DTYPES["favourite_categories"]).alias("favourite_categories"),
+        pl.lit(True).alias("favourite"),
+        *(
+            col(f"favourite_{k}", f"favourite.{k}")
+            for k in ("earned", "percent", "period_end", "days_left", "could_earn_per_1000")
+        ),
         pl.lit(True).alias("campaign"),
         pl.lit(campaign.id, dtype=pl.String()).alias("campaign.id"),
         pl.lit(campaign.name, dtype=pl.String()).alias("campaign.name"),

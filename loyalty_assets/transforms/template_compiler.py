@@ -61,6 +61,12 @@ VARIABLES: dict[str, str] = {
     "event.amount": "decimal",
     "event.date": "date",
     "favourite_categories": "list",
+    "favourite": "ns",
+    "favourite.earned": "decimal",
+    "favourite.percent": "decimal",
+    "favourite.period_end": "date",
+    "favourite.days_left": "int",
+    "favourite.could_earn_per_1000": "decimal",
     "campaign": "ns",
     "campaign.id": "str",
     "campaign.name": "str",
@@ -127,7 +133,7 @@ _PY_SPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 #: Case mappings are compared only where Python's and Rust's Unicode tables surely agree.
 _CASE_SAFE = r"^[\x00-\u052f]*$"
 #: Characters whose capitalize() (titlecase) differs from upper().
-_TITLECASE_DIFFERS = "[\u01c4-\u01cc\u01f1-\u01f3\u1f80-\u1fff\ufb00-\ufb17\u0345\u0390\u03b0\u0587\u1e96-\u1e9a]"
+_TITLECASE_DIFFERS = "[\u00df\u01c4-\u01cc\u01f1-\u01f3\u1f80-\u1fff\ufb00-\ufb17\u0345\u0390\u03b0\u0587\u1e96-\u1e9a]"
 _STRFTIME = re.compile(r"%[dmYyHMSjBbAa%]|[^%]")
 _TYPE_NAMES = {"int": "int", "decimal": "decimal.Decimal", "str": "str", "date": "datetime.date"}
 
@@ -269,6 +275,8 @@ _FILTERS = (
     "count",
     "join",
     "format",
+    "string",
+    "replace",
 )
 #: `"… %.2f …" | format(x)`: one conversion, `%s`, `%d`/`%i` or `%.Nf` with 2 ≤ N ≤ 4 places.
 _FORMAT = re.compile(r"^(?P<pre>(?:[^%]|%%)*)%(?P<spec>s|d|i|\.(?P<places>[2-4])f)(?P<post>(?:[^%]|%%)*)$")
@@ -697,7 +705,18 @@ class _Compiler:
             )
             return s.str.extract_all(token).list.eval(cased).list.join("")
 
-        return self._string_filter(v, build)
+        return self._string_filter(v, build, _TITLECASE_DIFFERS)
+
+    def f_string(self, node: nodes.Filter, v: Val) -> Val:
+        # Jinja2's `string` is `soft_str`: str() of the value (None prints "None")
+        return Val("str", text(v), err=consume(v), fb=v.fb)
+
+    def f_replace(self, node: nodes.Filter, v: Val, old: Any = None, new: Any = None, count: Any = None) -> Val:
+        # Jinja2's `replace` on a plain (non-Markup) value with plain constants is str.replace; the
+        # result is escaped when printed, as any str
+        if not isinstance(old, str) or not isinstance(new, str) or count is not None or old == "":
+            raise NotCompilable("replace other than of two non-empty text constants")
+        return Val("str", text(v).str.replace_all(old, new, literal=True), err=consume(v), fb=v.fb)
 
     def f_trim(self, node: nodes.Filter, v: Val, chars: Any = None) -> Val:
         if chars is not None:
