@@ -1,0 +1,358 @@
+"""Purchase features as of D from a per-customer state as of D-1 plus the checks that entered on D.
+
+`transforms/features.py` aggregates all history every day, so a day's cost grows with history. Here
+the purchase features (`purchase_count`, `purchase_total`, `purchase_quantity`, `average_check`,
+`average_items_per_check`, `first/last_check_date`, `days_since_first/last_check`, with windows and
+category/product restrictions) are kept as a state:
+
+- `daily`: per customer and customer-local day, the sums a day contributes (checks, amounts, lines,
+  quantities; overall and per category/product key), for the local days some window can still read;
+- `settled`: per customer, the same sums over the older days, and the first/last local day per key.
+
+`advance(state, day_checks, day_items, ...)` adds the checks that became visible on D (late rows
+land on their own local day, whatever day they arrived), then moves the days that have left every
+window into `settled`. `purchase_features(state, ...)` reads the features of D: windows sum `daily`
+over their days, all-history fields add `settled`. Sums are commutative and first/last are min/max,
+so the order rows arrive in does not matter; the result equals a full recomputation
+(`compute_features`), feature by feature (tests/test_feature_state.py).
+
+Local days are the customer's zone (`customers.timezone`, else the program's), like the full path.
+The category tree is part of the state (`fingerprint`): when `categories` changes, `advance` refuses
+and the caller rebuilds the state from history with `build_state` (the first-run path).
+Rows never leave the state: a check that stops being visible (a rare duplicate-key displacement in
+the source store) needs a rebuild too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+import polars as pl
+
+from loyalty_assets.config.filters import Window
+from loyalty_assets.transforms.features import AMOUNT, QUANTITY_SUM, FeatureSpec
+
+_DAY = "_day"
+_TZ = "_tz"
+_ALL = "all"
+PURCHASE_FIELDS = frozenset(
+    {
+        "purchase_count",
+        "purchase_total",
+        "purchase_quantity",
+        "average_check",
+        "average_items_per_check",
+        "first_check_date",
+        "last_check_date",
+        "days_since_first_check",
+        "days_since_last_check",
+    }
+)
+#: Summed measures of a key: checks, amount, quantity, lines.
+_SUMS = ("n", "amt", "qty", "ln")
+_TYPES: dict[str, pl.DataType] = {"n": pl.Int64(), "amt": AMOUNT, "qty": QUANTITY_SUM, "ln": pl.Int64()}
+
+
+class StaleState(Exception):
+    """The state was built for another category tree or day; rebuild it with `build_state`."""
+
+
+@dataclass(frozen=True)
+class PurchaseState:
+    """Per-customer purchase state as of `day` for the restriction keys `keys`."""
+
+    day: date
+    keys: tuple[tuple[str | None, str | None], ...]
+    fingerprint: str
+    daily: pl.DataFrame
+    settled: pl.DataFrame
+
+
+def _key_names(keys: Sequence[tuple[str | None, str | None]]) -> list[str]:
+    return [_ALL, *(f"k{i}" for i in range(len(keys)))]
+
+
+def purchase_keys(specs: Iterable[FeatureSpec]) -> tuple[tuple[str | None, str | None], ...]:
+    """The distinct (category, product) restrictions of the purchase specs, in a stable order."""
+    return tuple(sorted({(s.category, s.product) for s in specs if s.category or s.product}, key=str))
+
+
+def descendants(categories: pl.DataFrame, category: str) -> list[str]:
+    """`category` and everything under it (cycle-safe), as `features._Context.descendants`."""
+    children: dict[str, list[str]] = {}
+    for child, parent in categories.select("category_id", "parent_id").iter_rows():
+        if parent is not None:
+            children.setdefault(parent, []).append(child)
+    seen, todo = {category}, [category]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return sorted(seen)
+
+
+def _matchers(categories: pl.DataFrame, keys: Sequence[tuple[str | None, str | None]]) -> tuple[list[pl.Expr], str]:
+    """Line predicates per key, and a fingerprint of what they match (changes with the tree)."""
+    exprs, text = [], []
+    for category, product in keys:
+        if category is not None:
+            members = descendants(categories, category)
+            exprs.append(pl.col("category_id").is_in(members))
+            text.append(f"c:{category}:{','.join(members)}")
+        else:
+            exprs.append(pl.col("product_id") == product)
+            text.append(f"p:{product}")
+    return exprs, hashlib.sha256("|".join(text).encode()).hexdigest()[:16]
+
+
+def customer_zones(customers: pl.DataFrame, program_tz: str) -> pl.DataFrame:
+    """`customer_id` and the zone its local days are in (its own when valid, else the program's)."""
+    import zoneinfo
+
+    known = sorted(zoneinfo.available_timezones())
+    tz = pl.col("timezone")
+    return customers.select("customer_id", pl.when(tz.is_in(known)).then(tz).otherwise(pl.lit(program_tz)).alias(_TZ))
+
+
+def _local_days(checks: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
+    """Checks of known customers with their customer-local day (one conversion per zone, not per row)."""
+    rows = checks.join(zones, on="customer_id", how="inner")
+    parts = [
+        rows.filter(pl.col(_TZ) == zone).with_columns(pl.col("ts").dt.convert_time_zone(zone).dt.date().alias(_DAY))
+        for zone in rows.get_column(_TZ).unique().sort().to_list()
+    ]
+    if not parts:
+        return rows.with_columns(pl.lit(None, dtype=pl.Date()).alias(_DAY))
+    return pl.concat(parts, how="vertical")
+
+
+def day_sums(
+    checks: pl.DataFrame,
+    items: pl.DataFrame,
+    zones: pl.DataFrame,
+    matchers: Sequence[pl.Expr],
+) -> pl.DataFrame:
+    """Per customer and local day: checks, amount, quantity and lines, overall and per key."""
+    names = _key_names(matchers)
+    line_aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("ln_all")]
+    for name, match in zip(names[1:], matchers, strict=True):
+        line_aggs += [
+            match.any().alias(f"has_{name}"),
+            match.sum().cast(pl.Int64).alias(f"ln_{name}"),
+            pl.col("amount").filter(match).sum().cast(AMOUNT).alias(f"amt_{name}"),
+            pl.col("quantity").filter(match).sum().cast(QUANTITY_SUM).alias(f"qty_{name}"),
+        ]
+    day_items = items.join(checks.select("check_id"), on="check_id", how="semi")  # lines of other days cost nothing
+    per_check = day_items.group_by("check_id").agg(line_aggs)
+    rows = _local_days(checks.select("check_id", "customer_id", "ts", "total"), zones).join(
+        per_check, on="check_id", how="left"
+    )
+    zero_amt, zero_qty = pl.lit(Decimal(0), AMOUNT), pl.lit(Decimal(0), QUANTITY_SUM)
+    measures: list[pl.Expr] = [
+        pl.lit(1, pl.Int64).alias("n_all"),
+        pl.col("total").cast(AMOUNT).alias("amt_all"),
+        pl.lit(Decimal(0), QUANTITY_SUM).alias("qty_all"),
+        pl.col("ln_all").fill_null(0).alias("ln_all"),
+    ]
+    for name in names[1:]:
+        has = pl.col(f"has_{name}").fill_null(False)
+        measures += [
+            has.cast(pl.Int64).alias(f"n_{name}"),
+            pl.when(has).then(pl.col(f"amt_{name}")).otherwise(zero_amt).alias(f"amt_{name}"),
+            pl.when(has).then(pl.col(f"qty_{name}")).otherwise(zero_qty).alias(f"qty_{name}"),
+            pl.when(has).then(pl.col(f"ln_{name}")).otherwise(0).alias(f"ln_{name}"),
+        ]
+    columns = [f"{m}_{k}" for k in names for m in _SUMS]
+    return (
+        rows.select("customer_id", _DAY, *measures)
+        .group_by("customer_id", _DAY)
+        .agg(pl.col(c).sum() for c in columns)
+        .with_columns(pl.col(c).cast(_TYPES[c.split("_")[0]]) for c in columns)
+    )
+
+
+def _empty_daily(keys: Sequence[tuple[str | None, str | None]]) -> pl.DataFrame:
+    schema: dict[str, pl.DataType] = {"customer_id": pl.Int64(), _DAY: pl.Date()}
+    schema.update({f"{m}_{k}": _TYPES[m] for k in _key_names(keys) for m in _SUMS})
+    return pl.DataFrame(schema=schema)
+
+
+def _empty_settled(keys: Sequence[tuple[str | None, str | None]]) -> pl.DataFrame:
+    schema: dict[str, pl.DataType] = {"customer_id": pl.Int64()}
+    for k in _key_names(keys):
+        schema.update({f"{m}_{k}": _TYPES[m] for m in _SUMS})
+        schema.update({f"first_{k}": pl.Date(), f"last_{k}": pl.Date()})
+    return pl.DataFrame(schema=schema)
+
+
+def window_bounds(window: Window | None, day: date) -> tuple[date | None, date]:
+    """The window capped at `day` as (first local day or None, local day after the last)."""
+    end = day + timedelta(days=1)
+    if window is None:
+        return None, end
+    if window.last_days is not None:
+        return day - timedelta(days=window.last_days - 1), end
+    high = min(window.to, day) if window.to is not None else day
+    return window.from_, high + timedelta(days=1)
+
+
+def horizon(specs: Iterable[FeatureSpec], day: date) -> date:
+    """The earliest local day a window can read on `day` or later: older days can settle."""
+    firsts = [f for s in specs if (f := window_bounds(s.window, day)[0]) is not None]
+    return min([day + timedelta(days=1), *firsts])
+
+
+def empty_state(day: date, specs: Iterable[FeatureSpec], categories: pl.DataFrame) -> PurchaseState:
+    """The state before any check (a day to start from, e.g. the day before the first run)."""
+    keys = purchase_keys(specs)
+    _, fingerprint = _matchers(categories, keys)
+    return PurchaseState(day, keys, fingerprint, _empty_daily(keys), _empty_settled(keys))
+
+
+def advance(
+    state: PurchaseState,
+    day: date,
+    day_checks: pl.DataFrame,
+    day_items: pl.DataFrame,
+    *,
+    customers: pl.DataFrame,
+    categories: pl.DataFrame,
+    specs: Iterable[FeatureSpec],
+    program_tz: str,
+) -> PurchaseState:
+    """The state as of `day` from the state as of the day before plus the checks (and their lines)
+    that entered the validated sources on `day`; `customers` are those known at `day`."""
+    specs = [s for s in specs if s.field in PURCHASE_FIELDS]
+    keys = purchase_keys(specs)
+    matchers, fingerprint = _matchers(categories, keys)
+    if keys != state.keys or fingerprint != state.fingerprint:
+        raise StaleState("purchase state: the category tree or the purchase conditions changed; rebuild it")
+    if state.day >= day:
+        raise StaleState(f"purchase state is as of {state.day.isoformat()}, not before {day.isoformat()}")
+    added = day_sums(day_checks, day_items, customer_zones(customers, program_tz), matchers)
+    names = _key_names(keys)
+    sums = [f"{m}_{k}" for k in names for m in _SUMS]
+    daily = (
+        pl.concat([state.daily, added], how="vertical")
+        .group_by("customer_id", _DAY)
+        .agg(pl.col(c).sum() for c in sums)
+        .with_columns(pl.col(c).cast(_TYPES[c.split("_")[0]]) for c in sums)
+    )
+    limit = horizon(specs, day)
+    leaving = daily.filter(pl.col(_DAY) < limit)
+    daily = daily.filter(pl.col(_DAY) >= limit).sort("customer_id", _DAY)
+    if leaving.height:
+        dates = [
+            e
+            for k in names
+            for e in (
+                pl.col(_DAY).filter(pl.col(f"n_{k}") > 0).min().alias(f"first_{k}"),
+                pl.col(_DAY).filter(pl.col(f"n_{k}") > 0).max().alias(f"last_{k}"),
+            )
+        ]
+        settling = leaving.group_by("customer_id").agg(*(pl.col(c).sum() for c in sums), *dates)
+        merged = pl.concat([state.settled, settling.select(state.settled.columns)], how="vertical_relaxed")
+        settled = (
+            merged.group_by("customer_id")
+            .agg(
+                *(pl.col(c).sum().cast(_TYPES[c.split("_")[0]]) for c in sums),
+                *(pl.col(f"first_{k}").min() for k in names),
+                *(pl.col(f"last_{k}").max() for k in names),
+            )
+            .sort("customer_id")
+        )
+    else:
+        settled = state.settled
+    return PurchaseState(day, keys, fingerprint, daily, settled)
+
+
+def build_state(
+    day: date,
+    checks: pl.DataFrame,
+    items: pl.DataFrame,
+    *,
+    customers: pl.DataFrame,
+    categories: pl.DataFrame,
+    specs: Iterable[FeatureSpec],
+    program_tz: str,
+) -> PurchaseState:
+    """The state as of `day` from all checks visible then (the first run on an empty state)."""
+    specs = [s for s in specs if s.field in PURCHASE_FIELDS]
+    start = empty_state(day - timedelta(days=1), specs, categories)
+    return advance(
+        start, day, checks, items, customers=customers, categories=categories, specs=specs, program_tz=program_tz
+    )
+
+
+def purchase_features(state: PurchaseState, customer_ids: pl.Series, specs: Iterable[FeatureSpec]) -> pl.DataFrame:
+    """One row per customer of `customer_ids`, one column per purchase spec, as of `state.day`.
+
+    Same values and types as `compute_features`: counts and sums 0 without checks, averages and
+    dates null.
+    """
+    day = state.day
+    specs = sorted({s for s in specs if s.field in PURCHASE_FIELDS}, key=lambda s: s.column)
+    index = {k: f"k{i}" for i, k in enumerate(state.keys)}
+    daily = state.daily.filter(pl.col(_DAY) <= day)
+    aggs: list[pl.Expr] = []
+    settled_cols: list[pl.Expr] = []
+    finals: list[pl.Expr] = []
+    zero_amt, zero_qty = pl.lit(Decimal(0), AMOUNT), pl.lit(Decimal(0), QUANTITY_SUM)
+    for s in specs:
+        k = index[(s.category, s.product)] if (s.category or s.product) else _ALL
+        first, end = window_bounds(s.window, day)
+        in_window = pl.col(_DAY) < end
+        if first is not None:
+            in_window = in_window & (pl.col(_DAY) >= first)
+        col = s.column
+        for m in _SUMS:
+            aggs.append(pl.col(f"{m}_{k}").filter(in_window).sum().alias(f"{col}::{m}"))
+        hit = in_window & (pl.col(f"n_{k}") > 0)
+        aggs.append(pl.col(_DAY).filter(hit).min().alias(f"{col}::first"))
+        aggs.append(pl.col(_DAY).filter(hit).max().alias(f"{col}::last"))
+        all_history = s.window is None
+        for m in _SUMS:
+            value = pl.col(f"{m}_{k}") if all_history else pl.lit(None, _TYPES[m])
+            settled_cols.append(value.alias(f"{col}::s{m}"))
+        settled_cols.append((pl.col(f"first_{k}") if all_history else pl.lit(None, pl.Date())).alias(f"{col}::sfirst"))
+        settled_cols.append((pl.col(f"last_{k}") if all_history else pl.lit(None, pl.Date())).alias(f"{col}::slast"))
+
+        def total(m: str, col: str = col) -> pl.Expr:
+            zero = pl.lit(0, _TYPES[m]) if m in ("n", "ln") else pl.lit(Decimal(0), _TYPES[m])
+            return (pl.col(f"{col}::{m}").fill_null(zero) + pl.col(f"{col}::s{m}").fill_null(zero)).cast(_TYPES[m])
+
+        n = total("n").cast(pl.Int64)
+        n_or_null = pl.when(n > 0).then(n)
+        first_day = pl.min_horizontal(pl.col(f"{col}::first"), pl.col(f"{col}::sfirst"))
+        last_day = pl.max_horizontal(pl.col(f"{col}::last"), pl.col(f"{col}::slast"))
+        if s.field == "purchase_count":
+            finals.append(n.alias(col))
+        elif s.field == "purchase_total":
+            finals.append(total("amt").cast(AMOUNT).fill_null(zero_amt).alias(col))
+        elif s.field == "purchase_quantity":
+            finals.append(total("qty").cast(QUANTITY_SUM).fill_null(zero_qty).alias(col))
+        elif s.field == "average_check":
+            finals.append((total("amt").cast(AMOUNT) / n_or_null).cast(AMOUNT).alias(col))
+        elif s.field == "average_items_per_check":
+            finals.append((total("ln") / n_or_null).cast(pl.Float64).alias(col))
+        elif s.field in ("first_check_date", "last_check_date"):
+            finals.append((first_day if s.field.startswith("first") else last_day).alias(col))
+        else:
+            picked = first_day if s.field == "days_since_first_check" else last_day
+            finals.append((pl.lit(day) - picked).dt.total_days().cast(pl.Int64).alias(col))
+    ids = pl.DataFrame({"customer_id": customer_ids.cast(pl.Int64)}).unique().sort("customer_id")
+    if not specs:
+        return ids
+    windowed = daily.group_by("customer_id").agg(aggs)
+    settled = state.settled.select("customer_id", *settled_cols)
+    return (
+        ids.join(windowed, on="customer_id", how="left")
+        .join(settled, on="customer_id", how="left")
+        .select("customer_id", *finals)
+        .sort("customer_id")
+    )
