@@ -225,12 +225,27 @@ def test_daily_ingests_scanned_as_of_d_equal_validate(tmp_path_factory: pytest.T
     read = raw_tables(history)
     store = SourceStore(tmp_path_factory.mktemp("store"), TZ)
     run_days(store, read, DAYS)
+    before: dict[str, pl.DataFrame] | None = None
     for day in DAYS:
         want = expected_kept(read, day)
         cutoff = AsOf(day, TZ).cutoff
         for table in ("customers", "checks", "check_items"):
             got = store.scan_as_of(table, day).collect()
             assert sort_by_key(got, table).equals(sort_by_key(want[table], table)), (table, day)
+            if before is None:
+                continue
+            # what entered on `day` is what is kept now and was not the day before (when nothing left)
+            columns = [c for c in want[table].columns if c != "labels"]
+            left = (
+                before[table]
+                .select(columns)
+                .join(want[table].select(columns), on=columns, how="anti", nulls_equal=True)
+            )
+            if left.is_empty():
+                entered = want[table].join(before[table].select(columns), on=columns, how="anti", nulls_equal=True)
+                got_entered = store.scan_entered(table, day)
+                assert sort_by_key(got_entered, table).equals(sort_by_key(entered, table)), ("entered", table, day)
+        before = want
         for table, stamp in (("customers", "registered_at"), ("checks", "ts")):
             rows = history[table]
             counts = store.counts_as_of(table, day, rows_read=len(rows))

@@ -43,7 +43,7 @@ from pathlib import Path
 import polars as pl
 
 from loyalty_assets.sources.frames import AsOf
-from loyalty_assets.sources.readers import UNPARSABLE_PREFIX, RawTable
+from loyalty_assets.sources.readers import UNPARSABLE_PREFIX, RawTable, coerce, locate, read_file_table
 from loyalty_assets.sources.schemas import SCHEMAS, TableSchema
 from loyalty_assets.sources.validation import QUARANTINE_SCHEMA, validate
 
@@ -269,19 +269,70 @@ class SourceStore:
 
     def scan_as_of(self, table: str, day: date) -> pl.LazyFrame:
         """The rows `validate` keeps for `day`, lazily (the store's own columns dropped)."""
+        return self._kept(table, day).drop(INTERNAL, strict=False)
+
+    def _kept(self, table: str, day: date) -> pl.LazyFrame:
+        """`scan_as_of` with the store's columns (visible day, order, flags) still on."""
         schema = SCHEMAS[table]
         manifests = self._manifests_up_to(table, day)
         rows = pl.scan_parquet([self.root / table / str(m["data"]) for m in manifests])
         if table == "check_items":
             kept_checks = self.scan_as_of("checks", day).select("check_id")
-            rows = rows.join(kept_checks, on="check_id", how="semi", nulls_equal=True)
-            return rows.drop(INTERNAL)
+            return rows.join(kept_checks, on="check_id", how="semi", nulls_equal=True)
         if schema.customer_column is not None and any(int(m["pending"]) for m in manifests):  # type: ignore[call-overload]
             known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(schema.customer_column))
             rows = rows.join(known, on=schema.customer_column, how="semi", nulls_equal=True)
         if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
             rows = _first_of_key(rows, list(schema.key))
-        return rows.drop(INTERNAL)
+        return rows
+
+    def scan_entered(self, table: str, day: date) -> pl.DataFrame:
+        """The rows kept as of `day` that were not kept the day before: the day's own rows, and earlier
+        rows of customers who registered on `day` (what incremental features add on `day`).
+
+        Reads the day's part, plus earlier parts only for what the day's rows can change: earlier rows
+        of a repeated key, earlier rows of the day's new customers (`__pending`, pruned by the Parquet
+        statistics). Rows that stop being kept (a duplicate displaced by an earlier row whose customer
+        registered only now) are not reported: incremental state must then be rebuilt.
+        """
+        schema = SCHEMAS[table]
+        key = list(schema.key)
+        manifest = self.manifest(table, day)
+        part = pl.scan_parquet(self.root / table / str(manifest["data"]))
+        if table == "check_items":
+            checks = self.scan_entered("checks", day)
+            own = part.join(checks.lazy().select("check_id"), on="check_id", how="semi").collect()
+            late_ids = checks.select("check_id").join(own.select("check_id"), on="check_id", how="anti")
+            if late_ids.height:
+                older = self.stored(table, day).filter(pl.col(VDAY) < day)
+                late = older.join(late_ids.lazy(), on="check_id", how="semi").collect()
+                own = pl.concat([own, late], how="vertical")
+            return own.drop(INTERNAL, strict=False)
+        if schema.customer_column is None:
+            candidates = part
+        else:
+            column = schema.customer_column
+            known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(column))
+            candidates = part.join(known, on=column, how="semi")
+            new_customers = self.scan_entered("customers", day).select(pl.col("customer_id").alias(column))
+            if new_customers.height:
+                earlier = self.stored(table, day).filter(pl.col(PENDING) & (pl.col(VDAY) < day))
+                late = earlier.join(new_customers.lazy(), on=column, how="semi")
+                candidates = pl.concat([candidates, late], how="vertical")
+        rows = candidates.collect()
+        if rows.height and bool(rows.get_column(REPEAT).any()):
+            # the exact rule for the few contested keys: keep the rows that are first of their key at D
+            contested = rows.filter(pl.col(REPEAT)).select(key).unique()
+            first = self._kept(table, day).join(contested.lazy(), on=key, how="semi", nulls_equal=True)
+            winners = first.select(VDAY, SEQ).collect()
+            rows = pl.concat(
+                [
+                    rows.join(contested, on=key, how="anti", nulls_equal=True),
+                    rows.join(winners, on=[VDAY, SEQ], how="semi"),
+                ],
+                how="vertical",
+            )
+        return rows.drop(INTERNAL, strict=False)
 
     def quarantine_as_of(self, table: str, day: date) -> pl.LazyFrame:
         """Rows set aside when ingested (the rules that do not depend on D), up to `day`; rows with no
@@ -308,6 +359,48 @@ class SourceStore:
             "rows_quarantined": quarantined,
             "rows_not_yet_visible": rows_read - kept - quarantined,
         }
+
+
+def read_visible(data_dir: Path, table: str, day: date, *, program_tz: str, history: bool = False) -> RawTable:
+    """A table from Parquet files, read only for the rows that can first become visible on `day`
+    (every row visible then when `history`), plus rows without a timestamp; typed like `readers`.
+
+    The day's filter runs inside the Parquet scan (predicate push-down), so the other days' rows are
+    never materialised; `ingest_day` applies the exact rule again. Check lines are read for the
+    checks of the day (`check_id` among them); categories whole. Other formats read everything.
+    """
+    schema = SCHEMAS[table]
+    path = locate(data_dir, table)
+    if path is None or path.suffix == ".csv" or schema.name == "categories":
+        return read_file_table(data_dir, table)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    scan = pl.scan_parquet(files)
+    columns = scan.collect_schema()
+    if table == "check_items":
+        checks = read_visible(data_dir, "checks", day, program_tz=program_tz, history=history).frame
+        ids = checks.select("check_id").unique()
+        frame = scan.join(ids.lazy(), on="check_id", how="semi", maintain_order="left").collect()
+        return RawTable(coerce(schema, frame, origin=str(path)), str(path))
+    stamps = [schema.visible_at, *(["loaded_at"] if "loaded_at" in columns else [])]
+    if schema.visible_at is None or not all(isinstance(columns.get(c), pl.Datetime) for c in stamps):
+        return read_file_table(data_dir, table)
+    upper = AsOf(day, program_tz).cutoff
+    lower = AsOf(day - timedelta(days=1), program_tz).cutoff
+
+    def literal(column: str, instant: datetime) -> pl.Expr:
+        zone = columns[column].time_zone  # type: ignore[union-attr]
+        return pl.lit(instant.replace(tzinfo=None) if zone is None else instant).cast(columns[column])
+
+    own = pl.col(schema.visible_at)
+    visible = own < literal(schema.visible_at, upper)
+    arrived = own >= literal(schema.visible_at, lower)
+    if "loaded_at" in columns:
+        loaded = pl.col("loaded_at")
+        visible = visible & (loaded.is_null() | (loaded < literal("loaded_at", upper)))
+        arrived = arrived | (loaded >= literal("loaded_at", lower)).fill_null(False)
+    wanted = own.is_null() | (visible if history else visible & arrived)
+    frame = scan.filter(wanted).collect()
+    return RawTable(coerce(schema, frame, origin=str(path)), str(path))
 
 
 def _visibility(schema: TableSchema, columns: list[str]) -> pl.Expr:

@@ -298,38 +298,49 @@ def purchase_features(state: PurchaseState, customer_ids: pl.Series, specs: Iter
     day = state.day
     specs = sorted({s for s in specs if s.field in PURCHASE_FIELDS}, key=lambda s: s.column)
     index = {k: f"k{i}" for i, k in enumerate(state.keys)}
-    daily = state.daily.filter(pl.col(_DAY) <= day)
+    # Specs sharing a window and a key share their sums: one set of aggregations per pair.
+    windows = sorted({window_bounds(s.window, day) for s in specs}, key=str)
+    window_of = {w: f"w{j}" for j, w in enumerate(windows)}
+    masks = []
+    for (first, end), name in window_of.items():
+        mask = pl.col(_DAY) < end
+        masks.append((mask if first is None else mask & (pl.col(_DAY) >= first)).alias(name))
+    daily = state.daily.filter(pl.col(_DAY) <= day).with_columns(masks)
+    pairs: dict[tuple[str, str], str] = {}
     aggs: list[pl.Expr] = []
     settled_cols: list[pl.Expr] = []
     finals: list[pl.Expr] = []
     zero_amt, zero_qty = pl.lit(Decimal(0), AMOUNT), pl.lit(Decimal(0), QUANTITY_SUM)
     for s in specs:
         k = index[(s.category, s.product)] if (s.category or s.product) else _ALL
-        first, end = window_bounds(s.window, day)
-        in_window = pl.col(_DAY) < end
-        if first is not None:
-            in_window = in_window & (pl.col(_DAY) >= first)
-        col = s.column
-        for m in _SUMS:
-            aggs.append(pl.col(f"{m}_{k}").filter(in_window).sum().alias(f"{col}::{m}"))
-        hit = in_window & (pl.col(f"n_{k}") > 0)
-        aggs.append(pl.col(_DAY).filter(hit).min().alias(f"{col}::first"))
-        aggs.append(pl.col(_DAY).filter(hit).max().alias(f"{col}::last"))
+        w = window_of[window_bounds(s.window, day)]
         all_history = s.window is None
-        for m in _SUMS:
-            value = pl.col(f"{m}_{k}") if all_history else pl.lit(None, _TYPES[m])
-            settled_cols.append(value.alias(f"{col}::s{m}"))
-        settled_cols.append((pl.col(f"first_{k}") if all_history else pl.lit(None, pl.Date())).alias(f"{col}::sfirst"))
-        settled_cols.append((pl.col(f"last_{k}") if all_history else pl.lit(None, pl.Date())).alias(f"{col}::slast"))
+        if (w, k) not in pairs:
+            g = pairs[(w, k)] = f"{w}_{k}"
+            inside = pl.col(w)
+            hit = inside & (pl.col(f"n_{k}") > 0)
+            aggs += [pl.when(inside).then(pl.col(f"{m}_{k}")).sum().alias(f"{g}::{m}") for m in _SUMS]
+            aggs.append(pl.when(hit).then(pl.col(_DAY)).min().alias(f"{g}::first"))
+            aggs.append(pl.when(hit).then(pl.col(_DAY)).max().alias(f"{g}::last"))
+            if all_history:
+                settled_cols += [pl.col(f"{m}_{k}").alias(f"{g}::s{m}") for m in _SUMS]
+                settled_cols += [pl.col(f"{e}_{k}").alias(f"{g}::s{e}") for e in ("first", "last")]
+        g = pairs[(w, k)]
+        col = s.column
 
-        def total(m: str, col: str = col) -> pl.Expr:
+        def total(m: str, g: str = g, all_history: bool = all_history) -> pl.Expr:
             zero = pl.lit(0, _TYPES[m]) if m in ("n", "ln") else pl.lit(Decimal(0), _TYPES[m])
-            return (pl.col(f"{col}::{m}").fill_null(zero) + pl.col(f"{col}::s{m}").fill_null(zero)).cast(_TYPES[m])
+            value = pl.col(f"{g}::{m}").fill_null(zero)
+            if all_history:
+                value = value + pl.col(f"{g}::s{m}").fill_null(zero)
+            return value.cast(_TYPES[m])
 
         n = total("n").cast(pl.Int64)
         n_or_null = pl.when(n > 0).then(n)
-        first_day = pl.min_horizontal(pl.col(f"{col}::first"), pl.col(f"{col}::sfirst"))
-        last_day = pl.max_horizontal(pl.col(f"{col}::last"), pl.col(f"{col}::slast"))
+        first_day, last_day = pl.col(f"{g}::first"), pl.col(f"{g}::last")
+        if all_history:
+            first_day = pl.min_horizontal(first_day, pl.col(f"{g}::sfirst"))
+            last_day = pl.max_horizontal(last_day, pl.col(f"{g}::slast"))
         if s.field == "purchase_count":
             finals.append(n.alias(col))
         elif s.field == "purchase_total":
