@@ -48,8 +48,8 @@ from loyalty_assets.sources.schemas import SCHEMAS, TableSchema
 from loyalty_assets.sources.validation import QUARANTINE_SCHEMA, validate
 
 #: Columns the store adds to every stored row (dropped by `scan_as_of`).
-VDAY, SEQ, REPEAT, PENDING = "__vday", "__seq", "__repeat", "__pending"
-INTERNAL = (VDAY, SEQ, REPEAT, PENDING)
+VDAY, SEQ, REPEAT, PENDING, KHASH = "__vday", "__seq", "__repeat", "__pending", "__khash"
+INTERNAL = (VDAY, SEQ, REPEAT, PENDING, KHASH)
 #: A unique per-row column that turns off `validate`'s duplicate rule (the store applies it itself);
 #: the prefix keeps it out of `validate`'s outputs like the readers' unparsable flags.
 _ROW = f"{UNPARSABLE_PREFIX}__row"
@@ -98,6 +98,8 @@ class SourceStore:
         if table == "categories":
             result = validate(schema, raw, as_of, now=now)
             return self._commit(table, day, result.kept, result.quarantine, history=True, counts=result.counts)
+        if not history:
+            self._manifests_up_to(table, day - timedelta(days=1))  # the day before must be stored: no gaps
         if table == "check_items":
             return self._ingest_items(day, raw, as_of, now=now)
 
@@ -128,17 +130,18 @@ class SourceStore:
         of a key arrive together and the duplicate rule is `validate`'s own)."""
         schema = SCHEMAS["check_items"]
         history = bool(self.manifest("checks", day)["history"])
-        earlier = None if history else self._scan_parts("checks", day - timedelta(days=1), columns=["check_id"])
-        new_ids = self._part("checks", day, columns=["check_id"]).unique()
-        if earlier is not None:
-            new_ids = new_ids.join(earlier.unique(), on="check_id", how="anti", nulls_equal=True)
-        rows = raw.frame.join(new_ids.collect(), on="check_id", how="semi", nulls_equal=True, maintain_order="left")
+        new_ids = self._part("checks", day, columns=["check_id"]).unique().collect()
+        if not history:
+            seen = self._seen_before("checks", day, new_ids)
+            new_ids = new_ids.join(seen, on="check_id", how="anti", nulls_equal=True)
+        rows = raw.frame.join(new_ids, on="check_id", how="semi", nulls_equal=True, maintain_order="left")
         result = validate(schema, RawTable(rows, raw.origin), as_of, now=now)
         kept = result.kept.with_columns(
             pl.lit(day).alias(VDAY),
             pl.int_range(pl.len(), dtype=pl.Int64).alias(SEQ),
             pl.lit(False).alias(REPEAT),
             pl.lit(False).alias(PENDING),
+            _key_hash(list(schema.key)).alias(KHASH),
         )
         counts = {
             "rows_read": raw.frame.height,
@@ -155,13 +158,12 @@ class SourceStore:
         schema = SCHEMAS[table]
         key = list(schema.key)
         repeat = pl.struct(key).is_first_distinct().not_()
-        earlier = None if history else self._scan_parts(table, day - timedelta(days=1), columns=key)
-        if earlier is not None:
-            seen = earlier.unique().with_columns(pl.lit(True).alias("__seen")).collect()
+        if not history and kept.height:
+            seen = self._seen_before(table, day, kept.select(key).unique()).with_columns(pl.lit(True).alias("__seen"))
             kept = kept.join(seen, on=key, how="left", nulls_equal=True, maintain_order="left")
             repeat = repeat | pl.col("__seen").fill_null(False)
         pending = pl.lit(False)
-        if schema.customer_column is not None:
+        if schema.customer_column is not None and kept.height:
             known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias("__known_id"))
             known_ids = known.collect().get_column("__known_id")
             pending = pl.col(schema.customer_column).is_in(known_ids.implode()).not_()
@@ -170,7 +172,29 @@ class SourceStore:
             pl.int_range(pl.len(), dtype=pl.Int64).alias(SEQ),
             repeat.alias(REPEAT),
             pending.fill_null(True).alias(PENDING),
+            _key_hash(key).alias(KHASH),
         ).drop("__seen", strict=False)
+
+    def _seen_before(self, table: str, day: date, keys: pl.DataFrame) -> pl.DataFrame:
+        """The `keys` (distinct key rows) already stored on an earlier day.
+
+        Every stored row carries a 64-bit hash of its key (`__khash`), so only that column of the
+        earlier parts is read in full; the key columns are decoded just for the rows whose hash
+        matches (a collision costs a comparison, never a wrong answer). When a part's hashes came from
+        another Polars version (the manifest's probe differs), the keys are compared directly.
+        """
+        key = keys.columns
+        try:
+            manifests = self._manifests_up_to(table, day - timedelta(days=1))
+        except StoreError:
+            return keys.clear()
+        files = [self.root / table / str(m["data"]) for m in manifests]
+        earlier = pl.scan_parquet(files)
+        if all(m.get("hash_probe") == _hash_probe() for m in manifests):
+            hashes = keys.select(_key_hash(key).alias(KHASH)).get_column(KHASH)
+            earlier = earlier.filter(pl.col(KHASH).is_in(hashes.implode()))
+        seen = earlier.select(key).unique().collect()
+        return keys.join(seen, on=key, how="semi", nulls_equal=True)
 
     def _commit(
         self,
@@ -201,6 +225,7 @@ class SourceStore:
             "data": data_file,
             "quarantine": quarantine_file,
             "undated": undated_file,
+            "hash_probe": _hash_probe(),
             "repeats": int(data.get_column(REPEAT).sum()) if REPEAT in data.columns else 0,
             "pending": int(data.get_column(PENDING).sum()) if PENDING in data.columns else 0,
             "counts": counts,
@@ -252,14 +277,6 @@ class SourceStore:
     def _files(self, table: str, day: date, kind: str = "data") -> list[Path]:
         return [self.root / table / str(m[kind]) for m in self._manifests_up_to(table, day)]
 
-    def _scan_parts(self, table: str, day: date, columns: list[str]) -> pl.LazyFrame | None:
-        """Stored rows of the days up to `day` (None when nothing is stored yet)."""
-        try:
-            files = self._files(table, day)
-        except StoreError:
-            return None
-        return pl.scan_parquet(files).select(columns)
-
     def _part(self, table: str, day: date, columns: list[str]) -> pl.LazyFrame:
         return pl.scan_parquet(self.root / table / str(self.manifest(table, day)["data"])).select(columns)
 
@@ -302,7 +319,9 @@ class SourceStore:
         if table == "check_items":
             checks = self.scan_entered("checks", day)
             own = part.join(checks.lazy().select("check_id"), on="check_id", how="semi").collect()
-            late_ids = checks.select("check_id").join(own.select("check_id"), on="check_id", how="anti")
+            # checks entering on `day` without being stored on it (their customer registered today)
+            stored_today = self._part("checks", day, columns=["check_id"]).collect()
+            late_ids = checks.select("check_id").join(stored_today, on="check_id", how="anti")
             if late_ids.height:
                 older = self.stored(table, day).filter(pl.col(VDAY) < day)
                 late = older.join(late_ids.lazy(), on="check_id", how="semi").collect()
@@ -323,8 +342,16 @@ class SourceStore:
         if rows.height and bool(rows.get_column(REPEAT).any()):
             # the exact rule for the few contested keys: keep the rows that are first of their key at D
             contested = rows.filter(pl.col(REPEAT)).select(key).unique()
-            first = self._kept(table, day).join(contested.lazy(), on=key, how="semi", nulls_equal=True)
-            winners = first.select(VDAY, SEQ).collect()
+            hashes = contested.select(_key_hash(key).alias(KHASH)).get_column(KHASH)
+            same_key = (
+                self.stored(table, day)
+                .filter(pl.col(KHASH).is_in(hashes.implode()))
+                .join(contested.lazy(), on=key, how="semi", nulls_equal=True)
+            )
+            if schema.customer_column is not None:
+                known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(schema.customer_column))
+                same_key = same_key.join(known, on=schema.customer_column, how="semi", nulls_equal=True)
+            winners = same_key.sort(VDAY, SEQ).filter(pl.struct(key).is_first_distinct()).select(VDAY, SEQ).collect()
             rows = pl.concat(
                 [
                     rows.join(contested, on=key, how="anti", nulls_equal=True),
@@ -401,6 +428,17 @@ def read_visible(data_dir: Path, table: str, day: date, *, program_tz: str, hist
     wanted = own.is_null() | (visible if history else visible & arrived)
     frame = scan.filter(wanted).collect()
     return RawTable(coerce(schema, frame, origin=str(path)), str(path))
+
+
+def _key_hash(key: list[str]) -> pl.Expr:
+    """A 64-bit hash of a row's key, stored with the row to find repeated keys cheaply."""
+    return pl.struct(key).hash(11)
+
+
+def _hash_probe() -> int:
+    """The hash of a fixed key: equal across runs exactly when `_key_hash` is the same function."""
+    probe = pl.DataFrame({"k": ["probe"], "n": [1]}).select(_key_hash(["k", "n"]).alias("h"))
+    return int(probe.item())
 
 
 def _visibility(schema: TableSchema, columns: list[str]) -> pl.Expr:
