@@ -293,3 +293,145 @@ def test_incremental_state_equals_full_recomputation(history) -> None:
         for column in expected.columns:
             assert got.get_column(column).to_list() == expected.get_column(column).to_list(), (day, column)
             assert got.schema[column] == expected.schema[column], column
+
+
+# ---------------------------------------------------------------- bonuses, communications, visits
+
+EVENT_SPECS = [
+    FeatureSpec("bonus_balance"),
+    FeatureSpec("bonuses_accrued"),
+    FeatureSpec("bonuses_accrued", window=Window(last_days=30)),
+    FeatureSpec("bonuses_redeemed", window=Window(last_days=1)),
+    FeatureSpec("bonuses_expiring", within_days=7),
+    FeatureSpec("bonuses_expiring", within_days=1),
+    FeatureSpec("message_events", event="opened"),
+    FeatureSpec("message_events", window=Window(last_days=30), channel="email", event="clicked"),
+    FeatureSpec("message_events", window=Window(last_days=90), campaign="bday"),
+    FeatureSpec("site_visits"),
+    FeatureSpec("site_visits", window=Window(last_days=1), category="dairy"),
+    FeatureSpec("site_visits", window=Window(last_days=90), url_contains="/sale"),
+]
+
+
+@st.composite
+def event_histories(draw: st.DrawFn):
+    start = draw(st.sampled_from(FIRST_DAYS))
+    base = datetime.combine(start, datetime.min.time(), UTC)
+    n_customers = draw(st.integers(1, 4))
+    cust = [
+        (cid, base + timedelta(hours=draw(st.integers(-2400, 80))), draw(st.sampled_from(ZONES)))
+        for cid in range(1, n_customers + 1)
+    ]
+
+    def stamp() -> datetime:
+        return base + timedelta(hours=draw(st.integers(-24 * 100, 24 * 5)), minutes=draw(st.integers(0, 59)))
+
+    def lag() -> timedelta:
+        return timedelta(hours=draw(st.sampled_from([0, 0, 5, 30, 80])))
+
+    bonus, comms, visits = [], [], []
+    for i in range(draw(st.integers(0, 15))):
+        ts = stamp()
+        kind = draw(st.sampled_from(["accrual", "accrual", "redemption", "expiry"]))
+        expires = (
+            ts + timedelta(days=draw(st.integers(0, 12)), hours=draw(st.integers(0, 23))) if kind == "accrual" else None
+        )
+        amount = Decimal(draw(st.integers(-50, 500))) / 10
+        bonus.append(
+            {
+                "txn_id": f"t{i}",
+                "customer_id": draw(st.integers(1, n_customers)),
+                "ts": ts,
+                "kind": kind,
+                "amount": amount,
+                "expires_at": expires,
+                "legal_entity": None,
+                "source": None,
+                "_arrival": ts + lag(),
+            }
+        )
+    for i in range(draw(st.integers(0, 15))):
+        at = stamp()
+        comms.append(
+            {
+                "message_id": f"m{i}",
+                "customer_id": draw(st.integers(1, n_customers)),
+                "campaign_id": draw(st.sampled_from(["bday", None, "x"])),
+                "channel": draw(st.sampled_from(["email", "sms"])),
+                "sent_at": at,
+                "event": draw(st.sampled_from(["opened", "clicked", "sent"])),
+                "event_at": at,
+                "_arrival": at + lag(),
+            }
+        )
+    for _ in range(draw(st.integers(0, 15))):
+        at = stamp()
+        visits.append(
+            {
+                "customer_id": draw(st.integers(1, n_customers)),
+                "ts": at,
+                "url": draw(st.sampled_from(["/sale/1", "/home", None])),
+                "category_id": draw(st.sampled_from(["milk", "fish", None])),
+                "_arrival": at + lag(),
+            }
+        )
+    return start, cust, {"bonus_transactions": bonus, "communications": comms, "site_visits": visits}
+
+
+@settings(max_examples=40, deadline=None)
+@given(history=event_histories())
+def test_incremental_event_state_equals_full_recomputation(history) -> None:
+    from loyalty_assets.transforms.feature_state import (
+        EVENT_FIELDS,
+        advance_events,
+        empty_event_state,
+        event_features,
+        ledger_rows,
+    )
+
+    start, cust_rows, tables = history
+    cust = customers(cust_rows)
+    frames = {
+        t: pl.DataFrame(rows, schema={**SCHEMAS[t].columns, "_arrival": pl.Datetime("us", "UTC")})
+        for t, rows in tables.items()
+    }
+
+    def kept(table: str, day: date) -> pl.DataFrame:
+        cutoff = AsOf(day, TZ).cutoff
+        known = cust.filter(pl.col("registered_at") < cutoff).get_column("customer_id")
+        rows = frames[table].with_row_index("_row")
+        return rows.filter((pl.col("_arrival") < cutoff) & pl.col("customer_id").is_in(known.implode()))
+
+    def rows_for(table: str, frame: pl.DataFrame) -> pl.DataFrame:
+        data = frame.drop("_row", "_arrival")
+        return ledger_rows(data) if table == "bonus_transactions" else data
+
+    family_of = {"bonus_transactions": "bonuses", "communications": "communications", "site_visits": "site_visits"}
+    states = {t: empty_event_state(family_of[t], start - timedelta(days=1), EVENT_SPECS, CATEGORIES) for t in frames}
+    for offset in range(4):
+        day = start + timedelta(days=offset)
+        known = cust.filter(pl.col("registered_at") < AsOf(day, TZ).cutoff)
+        visible = {t: kept(t, day) for t in frames}
+        for t in frames:
+            entering = (
+                visible[t] if offset == 0 else visible[t].join(kept(t, day - timedelta(days=1)), on="_row", how="anti")
+            )
+            states[t] = advance_events(
+                states[t],
+                day,
+                rows_for(t, entering),
+                customers=known,
+                categories=CATEGORIES,
+                specs=EVENT_SPECS,
+                program_tz=TZ,
+            )
+        source = SourceFrames.from_tables(
+            {"customers": cust, "categories": CATEGORIES, **{t: v.drop("_row", "_arrival") for t, v in visible.items()}}
+        )
+        expected = compute_features(source, AsOf(day, TZ), EVENT_SPECS)
+        for t, state in states.items():
+            wanted = [s for s in EVENT_SPECS if s.field in EVENT_FIELDS[family_of[t]]]
+            got = event_features(state, known.get_column("customer_id"), wanted, CATEGORIES)
+            for s in wanted:
+                assert got.get_column(s.column).to_list() == expected.get_column(s.column).to_list(), (day, s.column)
+                assert got.schema[s.column] == expected.schema[s.column], s.column

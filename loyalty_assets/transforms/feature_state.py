@@ -367,3 +367,234 @@ def purchase_features(state: PurchaseState, customer_ids: pl.Series, specs: Iter
         .select("customer_id", *finals)
         .sort("customer_id")
     )
+
+
+# ---------------------------------------------------------------- bonuses, communications, site visits
+
+#: Feature fields of the event families kept as windowed per-day sums, by family.
+EVENT_FIELDS: dict[str, frozenset[str]] = {
+    "bonuses": frozenset({"bonus_balance", "bonuses_accrued", "bonuses_redeemed", "bonuses_expiring"}),
+    "communications": frozenset({"message_events"}),
+    "site_visits": frozenset({"site_visits"}),
+}
+#: The timestamp giving an event row its customer-local day.
+EVENT_TIME = {"bonuses": "ts", "communications": "event_at", "site_visits": "ts"}
+_EXP = "_exp"
+
+
+@dataclass(frozen=True)
+class EventState:
+    """Per-customer windowed sums of one event family as of `day`.
+
+    `daily`/`settled` hold one column per distinct row measure (e.g. "opened e-mails", "accrued
+    amount"); `expiring` (bonuses only) holds accrual amounts by the local day they were accrued and the
+    local day they expire, for expiry days still ahead.
+    """
+
+    day: date
+    family: str
+    fingerprint: str
+    daily: pl.DataFrame
+    settled: pl.DataFrame
+    expiring: pl.DataFrame
+
+
+def ledger_rows(bonus_transactions: pl.DataFrame, own_accruals: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The bonus rows the features read: the loyalty ledger plus this project's own accruals."""
+    ledger = bonus_transactions.select(
+        "customer_id",
+        "ts",
+        "kind",
+        pl.col("amount").cast(AMOUNT),
+        pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
+    )
+    if own_accruals is None or own_accruals.is_empty():
+        return ledger
+    own = own_accruals.select(
+        "customer_id",
+        pl.col("accrued_at").alias("ts"),
+        pl.lit("accrual").alias("kind"),
+        pl.col("amount").cast(AMOUNT),
+        pl.col("expires_at").cast(pl.Datetime("us", "UTC")),
+    )
+    return pl.concat([ledger, own], how="vertical")
+
+
+def _measure_of(spec: FeatureSpec, categories: pl.DataFrame) -> tuple[pl.Expr, pl.DataType]:
+    """The per-row value a spec sums (0 for rows it does not count); D-independent by construction."""
+    kind, amount = pl.col("kind"), pl.col("amount")
+    zero = pl.lit(Decimal(0), AMOUNT)
+    if spec.field in ("bonus_balance", "bonuses_expiring"):
+        spent = kind.is_in(["redemption", "expiry"])
+        expr = pl.when(kind == "accrual").then(amount).when(spent).then(-amount.abs()).otherwise(zero)
+        return expr.cast(AMOUNT), AMOUNT
+    if spec.field == "bonuses_accrued":
+        return pl.when(kind == "accrual").then(amount).otherwise(zero).cast(AMOUNT), AMOUNT
+    if spec.field == "bonuses_redeemed":
+        return pl.when(kind == "redemption").then(amount.abs()).otherwise(zero).cast(AMOUNT), AMOUNT
+    wanted = pl.lit(True)
+    if spec.field == "message_events":
+        for col, value in (("event", spec.event), ("channel", spec.channel), ("campaign_id", spec.campaign)):
+            if value is not None:
+                wanted = wanted & (pl.col(col) == value).fill_null(False)
+    else:
+        if spec.category is not None:
+            wanted = wanted & pl.col("category_id").is_in(descendants(categories, spec.category)).fill_null(False)
+        if spec.url_contains is not None:
+            wanted = wanted & pl.col("url").str.contains(spec.url_contains, literal=True).fill_null(False)
+    return wanted.cast(pl.Int64), pl.Int64()
+
+
+def _event_measures(
+    family: str, specs: Iterable[FeatureSpec], categories: pl.DataFrame
+) -> tuple[dict[str, tuple[pl.Expr, pl.DataType]], dict[str, str], str]:
+    """Distinct measures (`m0`, `m1`...), which measure each spec column reads, and a fingerprint."""
+    by_text: dict[str, str] = {}
+    measures: dict[str, tuple[pl.Expr, pl.DataType]] = {}
+    column_measure: dict[str, str] = {}
+    for s in sorted({s for s in specs if s.field in EVENT_FIELDS[family]}, key=lambda s: s.column):
+        expr, dtype = _measure_of(s, categories)
+        text = str(expr)
+        if text not in by_text:
+            by_text[text] = f"m{len(by_text)}"
+            measures[by_text[text]] = (expr, dtype)
+        column_measure[s.column] = by_text[text]
+    fingerprint = hashlib.sha256("|".join(sorted(by_text)).encode()).hexdigest()[:16]
+    return measures, column_measure, fingerprint
+
+
+def _event_window(spec: FeatureSpec) -> Window | None:
+    """The window a spec sums over (the balance is all history whatever window it was given)."""
+    return None if spec.field in ("bonus_balance", "bonuses_expiring") else spec.window
+
+
+def empty_event_state(family: str, day: date, specs: Iterable[FeatureSpec], categories: pl.DataFrame) -> EventState:
+    """The state of `family` before any row."""
+    measures, _, fingerprint = _event_measures(family, specs, categories)
+    daily_schema: dict[str, pl.DataType] = {"customer_id": pl.Int64(), _DAY: pl.Date()}
+    daily_schema.update({m: t for m, (_, t) in measures.items()})
+    settled_schema = {k: v for k, v in daily_schema.items() if k != _DAY}
+    expiring = pl.DataFrame(schema={"customer_id": pl.Int64(), _DAY: pl.Date(), _EXP: pl.Date(), "amount": AMOUNT})
+    return EventState(
+        day, family, fingerprint, pl.DataFrame(schema=daily_schema), pl.DataFrame(schema=settled_schema), expiring
+    )
+
+
+def _localize(rows: pl.DataFrame, zones: pl.DataFrame, columns: dict[str, str]) -> pl.DataFrame:
+    """Rows of known customers with customer-local dates of the UTC `columns` ({source: target})."""
+    rows = rows.join(zones, on="customer_id", how="inner")
+    parts = [
+        rows.filter(pl.col(_TZ) == zone).with_columns(
+            pl.col(src).dt.convert_time_zone(zone).dt.date().alias(dst) for src, dst in columns.items()
+        )
+        for zone in rows.get_column(_TZ).unique().sort().to_list()
+    ]
+    if not parts:
+        return rows.with_columns(pl.lit(None, dtype=pl.Date()).alias(dst) for dst in columns.values())
+    return pl.concat(parts, how="vertical")
+
+
+def advance_events(
+    state: EventState,
+    day: date,
+    rows: pl.DataFrame,
+    *,
+    customers: pl.DataFrame,
+    categories: pl.DataFrame,
+    specs: Iterable[FeatureSpec],
+    program_tz: str,
+) -> EventState:
+    """The state as of `day` from the state as of an earlier day plus the family's rows that entered
+    on `day` (for bonuses: `ledger_rows` of the day's ledger and own accruals)."""
+    specs = [s for s in specs if s.field in EVENT_FIELDS[state.family]]
+    measures, _, fingerprint = _event_measures(state.family, specs, categories)
+    if fingerprint != state.fingerprint:
+        raise StaleState(f"{state.family} state: the conditions or the category tree changed; rebuild it")
+    if state.day >= day:
+        raise StaleState(f"{state.family} state is as of {state.day.isoformat()}, not before {day.isoformat()}")
+    zones = customer_zones(customers, program_tz)
+    stamp = EVENT_TIME[state.family]
+    local = {stamp: _DAY} | ({"expires_at": _EXP} if state.family == "bonuses" else {})
+    dated = _localize(rows, zones, local)
+    added = (
+        dated.select("customer_id", _DAY, *(e.alias(m) for m, (e, _) in measures.items()))
+        .group_by("customer_id", _DAY)
+        .agg(pl.col(m).sum().cast(t) for m, (_, t) in measures.items())
+    )
+    names = list(measures)
+    daily = (
+        pl.concat([state.daily, added.select(state.daily.columns)], how="vertical")
+        .group_by("customer_id", _DAY)
+        .agg(pl.col(m).sum().cast(measures[m][1]) for m in names)
+    )
+    windows = [window_bounds(_event_window(s), day)[0] for s in specs]
+    limit = min([day + timedelta(days=1), *(f for f in windows if f is not None)])
+    leaving = daily.filter(pl.col(_DAY) < limit)
+    daily = daily.filter(pl.col(_DAY) >= limit).sort("customer_id", _DAY)
+    settled = state.settled
+    if leaving.height:
+        merged = pl.concat([settled, leaving.drop(_DAY)], how="vertical")
+        settled = merged.group_by("customer_id").agg(pl.col(m).sum().cast(measures[m][1]) for m in names)
+        settled = settled.sort("customer_id")
+    expiring = state.expiring
+    if state.family == "bonuses":
+        accruals = (
+            dated.filter((pl.col("kind") == "accrual") & pl.col(_EXP).is_not_null())
+            .group_by("customer_id", _DAY, _EXP)
+            .agg(pl.col("amount").sum().cast(AMOUNT))
+        )
+        expiring = (
+            pl.concat([expiring, accruals.select(expiring.columns)], how="vertical")
+            .filter(pl.col(_EXP) > day)  # expired accruals never count again
+            .group_by("customer_id", _DAY, _EXP)
+            .agg(pl.col("amount").sum().cast(AMOUNT))
+            .sort("customer_id", _DAY, _EXP)
+        )
+    return EventState(day, state.family, fingerprint, daily, settled, expiring)
+
+
+def event_features(
+    state: EventState, customer_ids: pl.Series, specs: Iterable[FeatureSpec], categories: pl.DataFrame
+) -> pl.DataFrame:
+    """One row per customer of `customer_ids`, one column per spec of the family, as `compute_features`
+    gives them (counts and amounts 0 for customers without rows)."""
+    day = state.day
+    specs = sorted({s for s in specs if s.field in EVENT_FIELDS[state.family]}, key=lambda s: s.column)
+    measures, column_measure, _ = _event_measures(state.family, specs, categories)
+    ids = pl.DataFrame({"customer_id": customer_ids.cast(pl.Int64)}).unique().sort("customer_id")
+    if not specs:
+        return ids
+    daily = state.daily.filter(pl.col(_DAY) <= day)
+    aggs: dict[str, pl.Expr] = {}
+    settled_needed: set[str] = set()
+    finals: list[pl.Expr] = []
+    expiring_aggs: list[pl.Expr] = []
+    tomorrow = day + timedelta(days=1)
+    for s in specs:
+        m = column_measure[s.column]
+        dtype = measures[m][1]
+        zero = pl.lit(0, dtype) if dtype == pl.Int64() else pl.lit(Decimal(0), dtype)
+        if s.field == "bonuses_expiring":
+            last = tomorrow + timedelta(days=s.within_days or 0)
+            inside = (pl.col(_DAY) <= day) & (pl.col(_EXP) >= tomorrow) & (pl.col(_EXP) < last)
+            expiring_aggs.append(pl.when(inside).then(pl.col("amount")).sum().cast(AMOUNT).alias(s.column))
+            finals.append(pl.col(s.column).fill_null(zero).cast(AMOUNT).alias(s.column))
+            continue
+        first, end = window_bounds(_event_window(s), day)
+        name = f"{m}::{first}::{end}"
+        if name not in aggs:
+            inside = pl.col(_DAY) < end
+            if first is not None:
+                inside = inside & (pl.col(_DAY) >= first)
+            aggs[name] = pl.when(inside).then(pl.col(m)).sum().alias(name)
+        value = pl.col(name).fill_null(zero)
+        if first is None:
+            settled_needed.add(m)
+            value = value + pl.col(f"{m}::settled").fill_null(zero)
+        finals.append(value.cast(dtype).alias(s.column))
+    out = ids.join(daily.group_by("customer_id").agg(list(aggs.values())), on="customer_id", how="left")
+    settled = state.settled.select("customer_id", *(pl.col(m).alias(f"{m}::settled") for m in sorted(settled_needed)))
+    out = out.join(settled, on="customer_id", how="left")
+    if expiring_aggs:
+        out = out.join(state.expiring.group_by("customer_id").agg(expiring_aggs), on="customer_id", how="left")
+    return out.select("customer_id", *finals).sort("customer_id")
