@@ -41,7 +41,22 @@ def _specs() -> list[Any]:
 
     fields = ("purchase_count", "purchase_total", "average_check", "first_check_date", "last_check_date")
     windows = (None, Window(last_days=1), Window(last_days=30), Window(last_days=90))
-    return [FeatureSpec(f, window=w, category=c) for f in fields for w in windows for c in (None, "dairy")]
+    purchases = [FeatureSpec(f, window=w, category=c) for f in fields for w in windows for c in (None, "dairy")]
+    return [
+        *purchases,
+        FeatureSpec("bonus_balance"),
+        FeatureSpec("bonuses_accrued", window=Window(last_days=30)),
+        FeatureSpec("bonuses_redeemed", window=Window(last_days=90)),
+        FeatureSpec("bonuses_expiring", within_days=7),
+        FeatureSpec("message_events", window=Window(last_days=30), event="opened"),
+        FeatureSpec("message_events", window=Window(last_days=90), channel="email", event="clicked"),
+        FeatureSpec("site_visits", window=Window(last_days=30)),
+        FeatureSpec("site_visits", window=Window(last_days=30), category="dairy"),
+    ]
+
+
+#: Event tables and the feature family each feeds.
+FAMILIES = {"bonus_transactions": "bonuses", "communications": "communications", "site_visits": "site_visits"}
 
 
 def _measure(step: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -99,6 +114,43 @@ def _load_state(work: Path, day: date) -> Any:
     return PurchaseState(day, keys, info["fingerprint"], pl.read_parquet(daily), pl.read_parquet(settled))  # type: ignore[arg-type]
 
 
+def _save_events(work: Path, states: dict[str, Any]) -> None:
+    for table, st in states.items():
+        folder = work / "state"
+        st.daily.write_parquet(folder / f"{st.day}.{table}.daily.parquet")
+        st.settled.write_parquet(folder / f"{st.day}.{table}.settled.parquet")
+        st.expiring.write_parquet(folder / f"{st.day}.{table}.expiring.parquet")
+        (folder / f"{st.day}.{table}.json").write_text(json.dumps({"fingerprint": st.fingerprint}), encoding="utf8")
+
+
+def _load_events(work: Path, day: date) -> dict[str, Any]:
+    import polars as pl
+
+    from loyalty_assets.transforms.feature_state import EventState
+
+    folder = work / "state"
+    states = {}
+    for table, family in FAMILIES.items():
+        meta = json.loads((folder / f"{day}.{table}.json").read_text(encoding="utf8"))
+        parts = [pl.read_parquet(folder / f"{day}.{table}.{k}.parquet") for k in ("daily", "settled", "expiring")]
+        states[table] = EventState(day, family, meta["fingerprint"], *parts)
+    return states
+
+
+def _advance_events(store: Any, states: dict[str, Any], day: date, customers: Any, categories: Any) -> dict[str, Any]:
+    from loyalty_assets.transforms.feature_state import advance_events, ledger_rows
+
+    out = {}
+    for table, st in states.items():
+        rows = store.scan_entered(table, day)
+        if table == "bonus_transactions":
+            rows = ledger_rows(rows)
+        out[table] = advance_events(
+            st, day, rows, customers=customers, categories=categories, specs=_specs(), program_tz=PROGRAM_TZ
+        )
+    return out
+
+
 def _first_run(data: Path, work: Path, day: date) -> dict[str, Any]:
     """History up to `day` - 1 into an empty store, and the purchase state built from it once."""
     from loyalty_assets.sources.store import SourceStore, ingest_all, read_visible
@@ -125,6 +177,23 @@ def _first_run(data: Path, work: Path, day: date) -> dict[str, Any]:
         program_tz=PROGRAM_TZ,
     )
     _save_state(work, state)
+    from loyalty_assets.transforms.feature_state import advance_events, empty_event_state, ledger_rows
+
+    customers = store.scan_as_of("customers", first).collect()
+    categories = store.scan_as_of("categories", first).collect()
+    events = {}
+    for table, family in FAMILIES.items():
+        rows = store.scan_as_of(table, first).collect()
+        events[table] = advance_events(
+            empty_event_state(family, first - timedelta(days=1), _specs(), categories),
+            first,
+            ledger_rows(rows) if table == "bonus_transactions" else rows,
+            customers=customers,
+            categories=categories,
+            specs=_specs(),
+            program_tz=PROGRAM_TZ,
+        )
+    _save_events(work, events)
     size = sum(p.stat().st_size for p in (work / "store").rglob("*") if p.is_file())
     return {"store_mb": round(size / 2**20, 1)}
 
@@ -147,9 +216,17 @@ def _incremental(data: Path, work: Path, day: date) -> dict[str, Any]:
         program_tz=PROGRAM_TZ,
     )
     _save_state(work, state)
+    from loyalty_assets.transforms.feature_state import event_features
+
+    categories = store.scan_as_of("categories", day).collect()
+    events = _advance_events(store, _load_events(work, day - timedelta(days=1)), day, customers, categories)
+    _save_events(work, events)
     specs = _specs()
-    features = purchase_features(state, customers.get_column("customer_id"), specs)
-    features.write_parquet(work / "incremental.parquet")
+    ids = customers.get_column("customer_id")
+    features = purchase_features(state, ids, specs)
+    for st in events.values():
+        features = features.join(event_features(st, ids, specs, categories), on="customer_id", how="left")
+    features.select("customer_id", *sorted({s.column for s in specs})).write_parquet(work / "incremental.parquet")
     day_files = [p for p in (work / "store").rglob(f"{day}.*") if p.is_file()]
     day_files += [p for p in (work / "state").glob(f"{day}.*")]
     return {
