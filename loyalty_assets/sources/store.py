@@ -336,8 +336,8 @@ class SourceStore:
             new_customers = self.scan_entered("customers", day).select(pl.col("customer_id").alias(column))
             if new_customers.height:
                 earlier = self.stored(table, day).filter(pl.col(PENDING) & (pl.col(VDAY) < day))
-                late = earlier.join(new_customers.lazy(), on=column, how="semi")
-                candidates = pl.concat([candidates, late], how="vertical")
+                registered_now = earlier.join(new_customers.lazy(), on=column, how="semi")
+                candidates = pl.concat([candidates, registered_now], how="vertical")
         rows = candidates.collect()
         if rows.height and bool(rows.get_column(REPEAT).any()):
             # the exact rule for the few contested keys: keep the rows that are first of their key at D
@@ -375,10 +375,8 @@ class SourceStore:
         kept = self.scan_as_of(table, day).select(pl.len()).collect().item()
         stored = self.stored(table, day).select(pl.len()).collect().item()
         manifests = self._manifests_up_to(table, day)
-        last = manifests[-1]["counts"]
-        assert isinstance(last, dict)
-        at_ingest = sum(int(m["counts"]["rows_quarantined"]) for m in manifests)  # type: ignore[index]
-        at_ingest += int(last.get("rows_undated_quarantined", 0))
+        at_ingest = sum(_count(m, "rows_quarantined") for m in manifests)
+        at_ingest += _count(manifests[-1], "rows_undated_quarantined")
         quarantined = at_ingest + (stored - kept)
         return {
             "rows_read": rows_read,
@@ -408,14 +406,16 @@ def read_visible(data_dir: Path, table: str, day: date, *, program_tz: str, hist
         ids = checks.select("check_id").unique()
         frame = scan.join(ids.lazy(), on="check_id", how="semi", maintain_order="left").collect()
         return RawTable(coerce(schema, frame, origin=str(path)), str(path))
+    if schema.visible_at is None:
+        return read_file_table(data_dir, table)
     stamps = [schema.visible_at, *(["loaded_at"] if "loaded_at" in columns else [])]
-    if schema.visible_at is None or not all(isinstance(columns.get(c), pl.Datetime) for c in stamps):
+    if not all(isinstance(columns.get(c), pl.Datetime) for c in stamps):
         return read_file_table(data_dir, table)
     upper = AsOf(day, program_tz).cutoff
     lower = AsOf(day - timedelta(days=1), program_tz).cutoff
 
     def literal(column: str, instant: datetime) -> pl.Expr:
-        zone = columns[column].time_zone  # type: ignore[union-attr]
+        zone = getattr(columns[column], "time_zone", None)
         return pl.lit(instant.replace(tzinfo=None) if zone is None else instant).cast(columns[column])
 
     own = pl.col(schema.visible_at)
@@ -428,6 +428,13 @@ def read_visible(data_dir: Path, table: str, day: date, *, program_tz: str, hist
     wanted = own.is_null() | (visible if history else visible & arrived)
     frame = scan.filter(wanted).collect()
     return RawTable(coerce(schema, frame, origin=str(path)), str(path))
+
+
+def _count(manifest: dict[str, object], name: str) -> int:
+    """A row count recorded in a day's manifest (0 when that ingest did not record it)."""
+    counts = manifest["counts"]
+    assert isinstance(counts, dict)
+    return int(counts.get(name, 0))
 
 
 def _key_hash(key: list[str]) -> pl.Expr:

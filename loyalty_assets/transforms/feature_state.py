@@ -72,7 +72,8 @@ class PurchaseState:
     settled: pl.DataFrame
 
 
-def _key_names(keys: Sequence[tuple[str | None, str | None]]) -> list[str]:
+def _key_names(keys: Sequence[object]) -> list[str]:
+    """`all`, then one name per restriction key (or per line matcher of those keys)."""
     return [_ALL, *(f"k{i}" for i in range(len(keys)))]
 
 
