@@ -319,9 +319,10 @@ class SourceStore:
         if table == "check_items":
             checks = self.scan_entered("checks", day)
             own = part.join(checks.lazy().select("check_id"), on="check_id", how="semi").collect()
-            # checks entering on `day` without being stored on it (their customer registered today)
-            stored_today = self._part("checks", day, columns=["check_id"]).collect()
-            late_ids = checks.select("check_id").join(stored_today, on="check_id", how="anti")
+            # lines are stored with the first stored row of their check id: entering checks whose id
+            # was stored before today (customer registered today, or an earlier row of the id lost
+            # its customer) have their lines in earlier parts
+            late_ids = self._seen_before("checks", day, checks.select("check_id").unique())
             if late_ids.height:
                 older = self.stored(table, day).filter(pl.col(VDAY) < day)
                 late = older.join(late_ids.lazy(), on="check_id", how="semi").collect()
