@@ -177,6 +177,22 @@ def day_sums(
     )
 
 
+def _add_sums(state: pl.DataFrame, added: pl.DataFrame, keys: list[str], sums: dict[str, pl.DataType]) -> pl.DataFrame:
+    """`state` with the rows of `added` summed in by `keys`: only the keys the day touched are
+    regrouped, the rest of the state is passed through (a day's cost, not the state's size)."""
+    added = added.select(state.columns)
+    if added.is_empty():
+        return state
+    touched = state.join(added.select(keys).unique(), on=keys, how="semi")
+    merged = (
+        pl.concat([touched, added], how="vertical")
+        .group_by(keys)
+        .agg(pl.col(c).sum().cast(t) for c, t in sums.items())
+        .select(state.columns)
+    )
+    return pl.concat([state.join(added.select(keys).unique(), on=keys, how="anti"), merged], how="vertical")
+
+
 def _empty_daily(keys: Sequence[tuple[str | None, str | None]]) -> pl.DataFrame:
     schema: dict[str, pl.DataType] = {"customer_id": pl.Int64(), _DAY: pl.Date()}
     schema.update({f"{m}_{k}": _TYPES[m] for k in _key_names(keys) for m in _SUMS})
@@ -238,15 +254,10 @@ def advance(
     added = day_sums(day_checks, day_items, customer_zones(customers, program_tz), matchers)
     names = _key_names(keys)
     sums = [f"{m}_{k}" for k in names for m in _SUMS]
-    daily = (
-        pl.concat([state.daily, added], how="vertical")
-        .group_by("customer_id", _DAY)
-        .agg(pl.col(c).sum() for c in sums)
-        .with_columns(pl.col(c).cast(_TYPES[c.split("_")[0]]) for c in sums)
-    )
+    daily = _add_sums(state.daily, added, ["customer_id", _DAY], {c: _TYPES[c.split("_")[0]] for c in sums})
     limit = horizon(specs, day)
     leaving = daily.filter(pl.col(_DAY) < limit)
-    daily = daily.filter(pl.col(_DAY) >= limit).sort("customer_id", _DAY)
+    daily = daily.filter(pl.col(_DAY) >= limit)
     if leaving.height:
         dates = [
             e
@@ -523,20 +534,14 @@ def advance_events(
         .agg(pl.col(m).sum().cast(t) for m, (_, t) in measures.items())
     )
     names = list(measures)
-    daily = (
-        pl.concat([state.daily, added.select(state.daily.columns)], how="vertical")
-        .group_by("customer_id", _DAY)
-        .agg(pl.col(m).sum().cast(measures[m][1]) for m in names)
-    )
+    daily = _add_sums(state.daily, added, ["customer_id", _DAY], {m: measures[m][1] for m in names})
     windows = [window_bounds(_event_window(s), day)[0] for s in specs]
     limit = min([day + timedelta(days=1), *(f for f in windows if f is not None)])
     leaving = daily.filter(pl.col(_DAY) < limit)
-    daily = daily.filter(pl.col(_DAY) >= limit).sort("customer_id", _DAY)
+    daily = daily.filter(pl.col(_DAY) >= limit)
     settled = state.settled
     if leaving.height:
-        merged = pl.concat([settled, leaving.drop(_DAY)], how="vertical")
-        settled = merged.group_by("customer_id").agg(pl.col(m).sum().cast(measures[m][1]) for m in names)
-        settled = settled.sort("customer_id")
+        settled = _add_sums(settled, leaving.drop(_DAY), ["customer_id"], {m: measures[m][1] for m in names})
     expiring = state.expiring
     if state.family == "bonuses":
         accruals = (
@@ -544,13 +549,8 @@ def advance_events(
             .group_by("customer_id", _DAY, _EXP)
             .agg(pl.col("amount").sum().cast(AMOUNT))
         )
-        expiring = (
-            pl.concat([expiring, accruals.select(expiring.columns)], how="vertical")
-            .filter(pl.col(_EXP) > day)  # expired accruals never count again
-            .group_by("customer_id", _DAY, _EXP)
-            .agg(pl.col("amount").sum().cast(AMOUNT))
-            .sort("customer_id", _DAY, _EXP)
-        )
+        expiring = _add_sums(expiring, accruals, ["customer_id", _DAY, _EXP], {"amount": AMOUNT})
+        expiring = expiring.filter(pl.col(_EXP) > day)  # expired accruals never count again
     return EventState(day, state.family, fingerprint, daily, settled, expiring)
 
 
