@@ -435,3 +435,59 @@ def test_incremental_event_state_equals_full_recomputation(history) -> None:
             for s in wanted:
                 assert got.get_column(s.column).to_list() == expected.get_column(s.column).to_list(), (day, s.column)
                 assert got.schema[s.column] == expected.schema[s.column], s.column
+
+
+def test_hand_computed_bonus_balance_and_expiring_across_days() -> None:
+    from loyalty_assets.transforms.feature_state import advance_events, empty_event_state, event_features, ledger_rows
+
+    cust = customers([(1, datetime(2024, 1, 1, tzinfo=UTC), None)])
+    wanted = [FeatureSpec("bonus_balance"), FeatureSpec("bonuses_expiring", within_days=2)]
+
+    def ledger(txn: str, day: int, kind: str, amount: str, expires_day: int | None) -> dict[str, object]:
+        ts = datetime(2024, 2, day, 9, tzinfo=UTC)
+        expires = None if expires_day is None else datetime(2024, 3, expires_day, 9, tzinfo=UTC)
+        return {
+            "txn_id": txn,
+            "customer_id": 1,
+            "ts": ts,
+            "kind": kind,
+            "amount": Decimal(amount),
+            "expires_at": expires,
+            "legal_entity": None,
+            "source": None,
+        }
+
+    def rows(*entries: dict[str, object]) -> pl.DataFrame:
+        return ledger_rows(pl.DataFrame(list(entries), schema=SCHEMAS["bonus_transactions"].columns))
+
+    state = empty_event_state("bonuses", date(2024, 2, 27), wanted, CATEGORIES)
+    # 28 Feb: +100 expiring 1 Mar, +50 expiring 5 Mar; 29 Feb: 30 redeemed
+    state = advance_events(
+        state,
+        date(2024, 2, 28),
+        rows(ledger("a", 28, "accrual", "100.00", 1), ledger("b", 28, "accrual", "50.00", 5)),
+        customers=cust,
+        categories=CATEGORIES,
+        specs=wanted,
+        program_tz=TZ,
+    )
+    row = event_features(state, pl.Series([1]), wanted, CATEGORIES).row(0, named=True)
+    assert (row["bonus_balance"], row["bonuses_expiring__within_2d"]) == (Decimal("150.00"), Decimal("100.00"))
+    state = advance_events(
+        state,
+        date(2024, 2, 29),
+        rows(ledger("c", 29, "redemption", "-30.00", None)),
+        customers=cust,
+        categories=CATEGORIES,
+        specs=wanted,
+        program_tz=TZ,
+    )
+    row = event_features(state, pl.Series([1]), wanted, CATEGORIES).row(0, named=True)
+    # 1 Mar is within (29 Feb, 2 Mar]; the redemption does not reduce the expiring amount (no link)
+    assert (row["bonus_balance"], row["bonuses_expiring__within_2d"]) == (Decimal("120.00"), Decimal("100.00"))
+    state = advance_events(
+        state, date(2024, 3, 1), rows(), customers=cust, categories=CATEGORIES, specs=wanted, program_tz=TZ
+    )
+    row = event_features(state, pl.Series([1]), wanted, CATEGORIES).row(0, named=True)
+    assert row["bonuses_expiring__within_2d"] == Decimal("0.00")  # 1 Mar is today, 5 Mar beyond 3 Mar
+    assert state.expiring.height == 1  # the accrual that expired is gone from the state
