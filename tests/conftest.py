@@ -15,8 +15,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from hypothesis import settings as hypothesis_settings
 import sqlalchemy as sa
+from hypothesis import settings as hypothesis_settings
 
 from loyalty_assets.config.catalog import DEFAULT_CATALOG
 from loyalty_assets.settings import Settings

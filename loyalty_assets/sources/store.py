@@ -1,0 +1,494 @@
+"""A durable, validated store of the source tables, partitioned by the day a row first becomes visible.
+
+Today a run for D re-reads and re-validates all history. The store validates each row once, on the
+day it first becomes visible, and a run for D scans the store lazily instead:
+
+- `ingest_day(table, D, raw)` takes the rows of `raw` that first become visible on D (their
+  visibility instant — `loaded_at` when given and later, else the contract's own timestamp — lies in
+  [cutoff(D-1), cutoff(D)); customers by `registered_at`), applies the contract rules of
+  `sources/validation.py` to those rows only, and writes one Parquet part for D. `history=True`
+  takes every row visible at D instead (the first run on an empty store). Categories have no history:
+  each ingest stores the whole table as read that day.
+- `scan_as_of(table, D)` is a LazyFrame over the parts of days <= D (projection and predicate push-down
+  into the Parquet files) with exactly the rows `validate` keeps for D.
+
+Two rules depend on D and are therefore applied when scanning, not when ingesting:
+- *unknown customer*: a row is kept only when its customer is kept as of D (a check ingested before its
+  customer registered becomes visible on the registration day, as today);
+- *duplicate key*: the first row of a key in (visible day, file order) among rows valid at D wins. Rows
+  whose key was seen before are flagged `__repeat` at ingest, so the scan only deduplicates those keys
+  (no work at all on a store without repeats). This equals `validate`'s file-order rule for
+  append-only sources, whose file order follows visibility.
+
+Check lines have no timestamp: they are ingested on the day their check first enters the store and
+are visible at D exactly when their check is kept at D.
+
+Atomicity: a day's data and quarantine are written to new, uniquely named files, then the day's
+manifest (`<day>.json`, naming those files and holding the counts) is replaced with `os.replace`, which
+is atomic; readers only follow manifests. A crash leaves the previous version of the day intact, and
+re-ingesting a day replaces it (idempotent). Orphaned files from a crash are removed by the next
+ingest of that day.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from loyalty_assets.sources.frames import AsOf
+from loyalty_assets.sources.readers import UNPARSABLE_PREFIX, RawTable, coerce, locate, read_file_table
+from loyalty_assets.sources.schemas import SCHEMAS, TableSchema
+from loyalty_assets.sources.validation import QUARANTINE_SCHEMA, validate
+
+#: Columns the store adds to every stored row (dropped by `scan_as_of`).
+VDAY, SEQ, REPEAT, PENDING, KHASH = "__vday", "__seq", "__repeat", "__pending", "__khash"
+INTERNAL = (VDAY, SEQ, REPEAT, PENDING, KHASH)
+#: A unique per-row column that turns off `validate`'s duplicate rule (the store applies it itself);
+#: the prefix keeps it out of `validate`'s outputs like the readers' unparsable flags.
+_ROW = f"{UNPARSABLE_PREFIX}__row"
+#: Ingest order: parents before the tables whose rules read them.
+TABLE_ORDER = (
+    "customers",
+    "categories",
+    "checks",
+    "check_items",
+    "customer_attributes",
+    "favourite_categories",
+    "bonus_transactions",
+    "communications",
+    "site_visits",
+)
+
+
+class StoreError(Exception):
+    """The store cannot answer for a date (a day was never ingested): one line naming the day."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingest of a table for a day did, by row: the counts add up to `rows_read`."""
+
+    table: str
+    day: date
+    counts: dict[str, int]
+
+
+class SourceStore:
+    """The validated store under `root` (one folder per table, one manifest + parts per day)."""
+
+    def __init__(self, root: Path, program_tz: str = "Europe/Moscow") -> None:
+        self.root = Path(root)
+        self.program_tz = program_tz
+
+    # ---------------------------------------------------------------- ingest
+
+    def ingest_day(self, table: str, day: date, raw: RawTable, *, now: datetime, history: bool = False) -> IngestResult:
+        """Validate the rows of `raw` first visible on `day` (every row visible then when `history`)
+        and store them as the part of `day`, replacing an earlier ingest of that day."""
+        schema = SCHEMAS[table]
+        as_of = AsOf(day, self.program_tz)
+        frame = raw.frame
+        if table == "categories":
+            result = validate(schema, raw, as_of, now=now)
+            return self._commit(table, day, result.kept, result.quarantine, history=True, counts=result.counts)
+        if not history:
+            self._manifests_up_to(table, day - timedelta(days=1))  # the day before must be stored: no gaps
+        if table == "check_items":
+            return self._ingest_items(day, raw, as_of, now=now)
+
+        at = _visibility(schema, frame.columns)
+        start = AsOf(day - timedelta(days=1), self.program_tz).cutoff_literal
+        in_day = at < as_of.cutoff_literal if history else (at >= start) & (at < as_of.cutoff_literal)
+        undated = frame.filter(at.is_null())
+        day_rows = frame.filter(in_day.fill_null(False))
+        result = validate(_without_duplicate_rule(schema), _numbered(day_rows, raw.origin), as_of, now=now)
+        # rows without a visibility instant are never visible; every read holds them again, so each
+        # ingest records them apart and a scan counts only the latest ingest's
+        dated = validate(schema, RawTable(undated, raw.origin), as_of, now=now)
+        stored = self._flag(table, day, result.kept, history=history)
+        counts = {
+            "rows_read": frame.height,
+            "rows_stored": stored.height,
+            "rows_quarantined": result.quarantine.height,
+            "rows_undated_quarantined": dated.quarantine.height,
+            "rows_undated_not_visible": dated.not_yet_visible.height,
+            "rows_other_days": frame.height - day_rows.height - undated.height,
+        }
+        return self._commit(
+            table, day, stored, result.quarantine, history=history, counts=counts, undated=dated.quarantine
+        )
+
+    def _ingest_items(self, day: date, raw: RawTable, as_of: AsOf, *, now: datetime) -> IngestResult:
+        """Lines of the checks that entered the store on `day` (their key is per check, so all lines
+        of a key arrive together and the duplicate rule is `validate`'s own)."""
+        schema = SCHEMAS["check_items"]
+        history = bool(self.manifest("checks", day)["history"])
+        new_ids = self._part("checks", day, columns=["check_id"]).unique().collect()
+        if not history:
+            seen = self._seen_before("checks", day, new_ids)
+            new_ids = new_ids.join(seen, on="check_id", how="anti", nulls_equal=True)
+        rows = raw.frame.join(new_ids, on="check_id", how="semi", nulls_equal=True, maintain_order="left")
+        result = validate(schema, RawTable(rows, raw.origin), as_of, now=now)
+        kept = result.kept.with_columns(
+            pl.lit(day).alias(VDAY),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias(SEQ),
+            pl.lit(False).alias(REPEAT),
+            pl.lit(False).alias(PENDING),
+            _key_hash(list(schema.key)).alias(KHASH),
+        )
+        counts = {
+            "rows_read": raw.frame.height,
+            "rows_stored": kept.height,
+            "rows_quarantined": result.quarantine.height,
+            "rows_other_days": raw.frame.height - rows.height,
+        }
+        return self._commit("check_items", day, kept, result.quarantine, history=history, counts=counts)
+
+    def _flag(self, table: str, day: date, kept: pl.DataFrame, *, history: bool) -> pl.DataFrame:
+        """Add the store's columns: visible day, file order, whether the key was seen before
+        (`__repeat`: earlier day or earlier in this day) and whether the customer was unknown at
+        `day` (`__pending`: the row may become visible on a later registration day)."""
+        schema = SCHEMAS[table]
+        key = list(schema.key)
+        repeat = pl.struct(key).is_first_distinct().not_()
+        if not history and kept.height:
+            seen = self._seen_before(table, day, kept.select(key).unique()).with_columns(pl.lit(True).alias("__seen"))
+            kept = kept.join(seen, on=key, how="left", nulls_equal=True, maintain_order="left")
+            repeat = repeat | pl.col("__seen").fill_null(False)
+        pending = pl.lit(False)
+        if schema.customer_column is not None and kept.height:
+            known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias("__known_id"))
+            known_ids = known.collect().get_column("__known_id")
+            pending = pl.col(schema.customer_column).is_in(known_ids.implode()).not_()
+        return kept.with_columns(
+            pl.lit(day).alias(VDAY),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias(SEQ),
+            repeat.alias(REPEAT),
+            pending.fill_null(True).alias(PENDING),
+            _key_hash(key).alias(KHASH),
+        ).drop("__seen", strict=False)
+
+    def _seen_before(self, table: str, day: date, keys: pl.DataFrame) -> pl.DataFrame:
+        """The `keys` (distinct key rows) already stored on an earlier day.
+
+        Every stored row carries a 64-bit hash of its key (`__khash`), so only that column of the
+        earlier parts is read in full; the key columns are decoded just for the rows whose hash
+        matches (a collision costs a comparison, never a wrong answer). When a part's hashes came from
+        another Polars version (the manifest's probe differs), the keys are compared directly.
+        """
+        key = keys.columns
+        try:
+            manifests = self._manifests_up_to(table, day - timedelta(days=1))
+        except StoreError:
+            return keys.clear()
+        files = [self.root / table / str(m["data"]) for m in manifests]
+        earlier = pl.scan_parquet(files)
+        if all(m.get("hash_probe") == _hash_probe() for m in manifests):
+            hashes = keys.select(_key_hash(key).alias(KHASH)).get_column(KHASH)
+            earlier = earlier.filter(pl.col(KHASH).is_in(hashes.implode()))
+        seen = earlier.select(key).unique().collect()
+        return keys.join(seen, on=key, how="semi", nulls_equal=True)
+
+    def _commit(
+        self,
+        table: str,
+        day: date,
+        data: pl.DataFrame,
+        quarantine: pl.DataFrame,
+        *,
+        history: bool,
+        counts: dict[str, int],
+        undated: pl.DataFrame | None = None,
+    ) -> IngestResult:
+        """Write the day's files under fresh names, then switch the manifest to them atomically."""
+        folder = self.root / table
+        folder.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex[:12]
+        data_file = f"{day.isoformat()}.{token}.parquet"
+        quarantine_file = f"{day.isoformat()}.{token}.quarantine.parquet"
+        data.write_parquet(folder / data_file)
+        undated_file = f"{day.isoformat()}.{token}.undated.parquet"
+        quarantine.cast(QUARANTINE_SCHEMA).write_parquet(folder / quarantine_file)  # type: ignore[arg-type]
+        if undated is None:
+            undated = pl.DataFrame(schema=QUARANTINE_SCHEMA)
+        undated.cast(QUARANTINE_SCHEMA).write_parquet(folder / undated_file)  # type: ignore[arg-type]
+        manifest = {
+            "day": day.isoformat(),
+            "history": history,
+            "data": data_file,
+            "quarantine": quarantine_file,
+            "undated": undated_file,
+            "hash_probe": _hash_probe(),
+            "repeats": int(data.get_column(REPEAT).sum()) if REPEAT in data.columns else 0,
+            "pending": int(data.get_column(PENDING).sum()) if PENDING in data.columns else 0,
+            "counts": counts,
+        }
+        tmp = folder / f".{day.isoformat()}.{token}.json"
+        tmp.write_text(json.dumps(manifest, sort_keys=True), encoding="utf8")
+        os.replace(tmp, folder / f"{day.isoformat()}.json")
+        for stale in folder.glob(f"{day.isoformat()}.*.parquet"):
+            if token not in stale.name:
+                stale.unlink()
+        return IngestResult(table=table, day=day, counts=counts)
+
+    # ---------------------------------------------------------------- scans
+
+    def manifest(self, table: str, day: date) -> dict[str, object]:
+        path = self.root / table / f"{day.isoformat()}.json"
+        if not path.is_file():
+            raise StoreError(f"source store: {table} was not ingested for {day.isoformat()}; ingest that day first")
+        return json.loads(path.read_text(encoding="utf8"))  # type: ignore[no-any-return]
+
+    def _days(self, table: str) -> list[date]:
+        folder = self.root / table
+        if not folder.is_dir():
+            return []
+        return sorted(date.fromisoformat(p.name.removesuffix(".json")) for p in folder.glob("*.json"))
+
+    def _manifests_up_to(self, table: str, day: date) -> list[dict[str, object]]:
+        """The manifests a scan as of `day` reads: from the last history ingest up to `day`, no gaps."""
+        days = [d for d in self._days(table) if d <= day]
+        if not days:
+            raise StoreError(f"source store: {table} has no ingested day on or before {day.isoformat()}")
+        manifests = [self.manifest(table, d) for d in days]
+        starts = [i for i, m in enumerate(manifests) if m["history"]]
+        if not starts:
+            raise StoreError(f"source store: {table} has no first (history) ingest on or before {day.isoformat()}")
+        manifests = manifests[starts[-1] :]
+        if table == "categories":
+            return manifests[-1:]
+        first = date.fromisoformat(str(manifests[0]["day"]))
+        expected = [first + timedelta(days=i) for i in range((day - first).days + 1)]
+        have = {date.fromisoformat(str(m["day"])) for m in manifests}
+        missing = [d for d in expected if d not in have]
+        if missing:
+            raise StoreError(
+                f"source store: {table} was not ingested for {missing[0].isoformat()}; ingest that day first"
+            )
+        return manifests
+
+    def _files(self, table: str, day: date, kind: str = "data") -> list[Path]:
+        return [self.root / table / str(m[kind]) for m in self._manifests_up_to(table, day)]
+
+    def _part(self, table: str, day: date, columns: list[str]) -> pl.LazyFrame:
+        return pl.scan_parquet(self.root / table / str(self.manifest(table, day)["data"])).select(columns)
+
+    def stored(self, table: str, day: date) -> pl.LazyFrame:
+        """Every stored row up to `day`, with the store's columns, before the rules that depend on D."""
+        return pl.scan_parquet(self._files(table, day))
+
+    def scan_as_of(self, table: str, day: date) -> pl.LazyFrame:
+        """The rows `validate` keeps for `day`, lazily (the store's own columns dropped)."""
+        return self._kept(table, day).drop(INTERNAL, strict=False)
+
+    def _kept(self, table: str, day: date) -> pl.LazyFrame:
+        """`scan_as_of` with the store's columns (visible day, order, flags) still on."""
+        schema = SCHEMAS[table]
+        manifests = self._manifests_up_to(table, day)
+        rows = pl.scan_parquet([self.root / table / str(m["data"]) for m in manifests])
+        if table == "check_items":
+            kept_checks = self.scan_as_of("checks", day).select("check_id")
+            return rows.join(kept_checks, on="check_id", how="semi", nulls_equal=True)
+        if schema.customer_column is not None and any(int(m["pending"]) for m in manifests):  # type: ignore[call-overload]
+            known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(schema.customer_column))
+            rows = rows.join(known, on=schema.customer_column, how="semi", nulls_equal=True)
+        if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
+            rows = _first_of_key(rows, list(schema.key))
+        return rows
+
+    def scan_entered(self, table: str, day: date) -> pl.DataFrame:
+        """The rows kept as of `day` that were not kept the day before: the day's own rows, and earlier
+        rows of customers who registered on `day` (what incremental features add on `day`).
+
+        Reads the day's part, plus earlier parts only for what the day's rows can change: earlier rows
+        of a repeated key, earlier rows of the day's new customers (`__pending`, pruned by the Parquet
+        statistics). Rows that stop being kept (a duplicate displaced by an earlier row whose customer
+        registered only now) are not reported: incremental state must then be rebuilt.
+        """
+        schema = SCHEMAS[table]
+        key = list(schema.key)
+        manifest = self.manifest(table, day)
+        part = pl.scan_parquet(self.root / table / str(manifest["data"]))
+        if table == "check_items":
+            checks = self.scan_entered("checks", day)
+            own = part.join(checks.lazy().select("check_id"), on="check_id", how="semi").collect()
+            # lines are stored with the first stored row of their check id: entering checks whose id
+            # was stored before today (customer registered today, or an earlier row of the id lost
+            # its customer) have their lines in earlier parts
+            late_ids = self._seen_before("checks", day, checks.select("check_id").unique())
+            if late_ids.height:
+                older = self.stored(table, day).filter(pl.col(VDAY) < day)
+                late = older.join(late_ids.lazy(), on="check_id", how="semi").collect()
+                own = pl.concat([own, late], how="vertical")
+            return own.drop(INTERNAL, strict=False)
+        if schema.customer_column is None:
+            candidates = part
+        else:
+            column = schema.customer_column
+            known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(column))
+            candidates = part.join(known, on=column, how="semi")
+            new_customers = self.scan_entered("customers", day).select(pl.col("customer_id").alias(column))
+            if new_customers.height:
+                earlier = self.stored(table, day).filter(pl.col(PENDING) & (pl.col(VDAY) < day))
+                registered_now = earlier.join(new_customers.lazy(), on=column, how="semi")
+                candidates = pl.concat([candidates, registered_now], how="vertical")
+        rows = candidates.collect()
+        if rows.height and bool(rows.get_column(REPEAT).any()):
+            # the exact rule for the few contested keys: keep the rows that are first of their key at D
+            contested = rows.filter(pl.col(REPEAT)).select(key).unique()
+            hashes = contested.select(_key_hash(key).alias(KHASH)).get_column(KHASH)
+            same_key = (
+                self.stored(table, day)
+                .filter(pl.col(KHASH).is_in(hashes.implode()))
+                .join(contested.lazy(), on=key, how="semi", nulls_equal=True)
+            )
+            if schema.customer_column is not None:
+                known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(schema.customer_column))
+                same_key = same_key.join(known, on=schema.customer_column, how="semi", nulls_equal=True)
+            winners = same_key.sort(VDAY, SEQ).filter(pl.struct(key).is_first_distinct()).select(VDAY, SEQ).collect()
+            rows = pl.concat(
+                [
+                    rows.join(contested, on=key, how="anti", nulls_equal=True),
+                    rows.join(winners, on=[VDAY, SEQ], how="semi"),
+                ],
+                how="vertical",
+            )
+        return rows.drop(INTERNAL, strict=False)
+
+    def quarantine_as_of(self, table: str, day: date) -> pl.LazyFrame:
+        """Rows set aside when ingested (the rules that do not depend on D), up to `day`; rows with no
+        visibility timestamp once, from the latest ingest."""
+        manifests = self._manifests_up_to(table, day)
+        files = [self.root / table / str(m["quarantine"]) for m in manifests]
+        files.append(self.root / table / str(manifests[-1]["undated"]))
+        return pl.scan_parquet(files)
+
+    def counts_as_of(self, table: str, day: date, rows_read: int) -> dict[str, int]:
+        """How the `rows_read` rows of the source divide as of `day`: kept, quarantined (at ingest,
+        or by the unknown-customer / duplicate / missing-check rules at `day`) and not yet visible."""
+        kept = self.scan_as_of(table, day).select(pl.len()).collect().item()
+        stored = self.stored(table, day).select(pl.len()).collect().item()
+        manifests = self._manifests_up_to(table, day)
+        at_ingest = sum(_count(m, "rows_quarantined") for m in manifests)
+        at_ingest += _count(manifests[-1], "rows_undated_quarantined")
+        quarantined = at_ingest + (stored - kept)
+        return {
+            "rows_read": rows_read,
+            "rows_kept": kept,
+            "rows_quarantined": quarantined,
+            "rows_not_yet_visible": rows_read - kept - quarantined,
+        }
+
+
+def read_visible(data_dir: Path, table: str, day: date, *, program_tz: str, history: bool = False) -> RawTable:
+    """A table from Parquet files, read only for the rows that can first become visible on `day`
+    (every row visible then when `history`), plus rows without a timestamp; typed like `readers`.
+
+    The day's filter runs inside the Parquet scan (predicate push-down), so the other days' rows are
+    never materialised; `ingest_day` applies the exact rule again. Check lines are read for the
+    checks of the day (`check_id` among them); categories whole. Other formats read everything.
+    """
+    schema = SCHEMAS[table]
+    path = locate(data_dir, table)
+    if path is None or path.suffix == ".csv" or schema.name == "categories":
+        return read_file_table(data_dir, table)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    scan = pl.scan_parquet(files)
+    columns = scan.collect_schema()
+    if table == "check_items":
+        checks = read_visible(data_dir, "checks", day, program_tz=program_tz, history=history).frame
+        ids = checks.select("check_id").unique()
+        frame = scan.join(ids.lazy(), on="check_id", how="semi", maintain_order="left").collect()
+        return RawTable(coerce(schema, frame, origin=str(path)), str(path))
+    if schema.visible_at is None:
+        return read_file_table(data_dir, table)
+    stamps = [schema.visible_at, *(["loaded_at"] if "loaded_at" in columns else [])]
+    if not all(isinstance(columns.get(c), pl.Datetime) for c in stamps):
+        return read_file_table(data_dir, table)
+    upper = AsOf(day, program_tz).cutoff
+    lower = AsOf(day - timedelta(days=1), program_tz).cutoff
+
+    def literal(column: str, instant: datetime) -> pl.Expr:
+        zone = getattr(columns[column], "time_zone", None)
+        return pl.lit(instant.replace(tzinfo=None) if zone is None else instant).cast(columns[column])
+
+    own = pl.col(schema.visible_at)
+    visible = own < literal(schema.visible_at, upper)
+    arrived = own >= literal(schema.visible_at, lower)
+    if "loaded_at" in columns:
+        loaded = pl.col("loaded_at")
+        visible = visible & (loaded.is_null() | (loaded < literal("loaded_at", upper)))
+        arrived = arrived | (loaded >= literal("loaded_at", lower)).fill_null(False)
+    wanted = own.is_null() | (visible if history else visible & arrived)
+    frame = scan.filter(wanted).collect()
+    return RawTable(coerce(schema, frame, origin=str(path)), str(path))
+
+
+def _count(manifest: dict[str, object], name: str) -> int:
+    """A row count recorded in a day's manifest (0 when that ingest did not record it)."""
+    counts = manifest["counts"]
+    assert isinstance(counts, dict)
+    return int(counts.get(name, 0))
+
+
+def _key_hash(key: list[str]) -> pl.Expr:
+    """A 64-bit hash of a row's key, stored with the row to find repeated keys cheaply."""
+    return pl.struct(key).hash(11)
+
+
+def _hash_probe() -> int:
+    """The hash of a fixed key: equal across runs exactly when `_key_hash` is the same function."""
+    probe = pl.DataFrame({"k": ["probe"], "n": [1]}).select(_key_hash(["k", "n"]).alias("h"))
+    return int(probe.item())
+
+
+def _visibility(schema: TableSchema, columns: list[str]) -> pl.Expr:
+    """The instant a row becomes visible: its timestamp, or `loaded_at` when that is later.
+
+    A run for D sees the row exactly when this is before D's cutoff (`validation._visible`); null
+    when the row's own timestamp is missing (such a row is never visible).
+    """
+    assert schema.visible_at is not None
+    own = pl.col(schema.visible_at)
+    if "loaded_at" not in columns:
+        return own
+    return pl.when(own.is_null()).then(None).otherwise(pl.max_horizontal(own, pl.col("loaded_at")))
+
+
+def _without_duplicate_rule(schema: TableSchema) -> TableSchema:
+    """The same contract with a unique key, so `validate` applies every rule but the duplicate one."""
+    return replace(schema, key=(*schema.key, _ROW))
+
+
+def _numbered(frame: pl.DataFrame, origin: str) -> RawTable:
+    return RawTable(frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW)), origin)
+
+
+def _first_of_key(rows: pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
+    """Drop every row of a key after its first in (visible day, file order).
+
+    Only keys with a `__repeat` row can hold a duplicate, so only their rows are sorted and
+    deduplicated; the others pass through.
+    """
+    contested = rows.filter(pl.col(REPEAT)).select(key).unique()
+    plain = rows.join(contested, on=key, how="anti", nulls_equal=True)
+    first = (
+        rows.join(contested, on=key, how="semi", nulls_equal=True)
+        .sort(VDAY, SEQ)
+        .filter(pl.struct(key).is_first_distinct())
+    )
+    return pl.concat([plain, first], how="vertical")
+
+
+def ingest_all(
+    store: SourceStore, read: Callable[[str], RawTable], day: date, *, now: datetime, history: bool = False
+) -> dict[str, IngestResult]:
+    """Ingest every table for `day` in dependency order; `read(table)` returns a `RawTable`."""
+    return {t: store.ingest_day(t, day, read(t), now=now, history=history) for t in TABLE_ORDER}
