@@ -17,6 +17,7 @@ import polars as pl
 
 from loyalty_assets.config.campaigns import Campaign, FrequencyCap, NotifyStaff, SendEmail, SendText
 from loyalty_assets.sources.frames import AsOf
+from loyalty_assets.transforms.ids import step_output_id
 from loyalty_assets.transforms.local_time import add_local_date, out_of_quiet_hours, with_zone
 from loyalty_assets.transforms.templates import TemplateRenderer
 
@@ -194,12 +195,7 @@ def _render(
         bodies.append(body_template.render(**variables))
         subjects.append(subject_template.render(**variables) if subject_template is not None else None)
     return sendable.select(
-        pl.concat_str(
-            pl.lit(f"{campaign.id}:{step.id}:{channel}:"),
-            pl.col("customer_id").cast(pl.String()),
-            pl.lit(":"),
-            pl.col("occasion"),
-        ).alias("message_id"),
+        step_output_id(campaign.id, step.id, channel=channel).alias("message_id"),
         pl.lit(campaign.id).alias("campaign_id"),
         pl.lit(step.id).alias("step_id"),
         "customer_id",
