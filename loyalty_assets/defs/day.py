@@ -35,6 +35,7 @@ from loyalty_assets.transforms.day_state import DayState
 from loyalty_assets.transforms.features import required_features
 from loyalty_assets.warehouse.audiences import export_audiences
 from loyalty_assets.warehouse.history import read_state, state_partitions
+from loyalty_assets.warehouse.membership import write_membership
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 GATE = "audience_within_expected_range"
@@ -213,7 +214,7 @@ def _segment_output(
     features: pl.DataFrame,
 ) -> dg.Output:
     previous = yesterday.get(sid, pl.DataFrame(schema={"customer_id": pl.Int64()}))
-    written = wh.replace("segment_members", members, {"segment_id": sid, "partition_date": day})
+    written = write_membership(wh, sid, day, members)
     exports = export_audiences(
         wh,
         members,
