@@ -102,3 +102,24 @@ def test_a_date_after_a_gap_names_the_first_missing_date(
         # ... but now 20 Feb itself comes after a gap (11..19 Feb)
         again = job.execute_in_process(partition_key="2025-02-20", instance=instance, raise_on_error=False)
         assert failure_message(again).startswith("no loyalty state for 2025-02-19: run 2025-02-11 first")
+
+
+def test_a_date_after_a_failed_first_date_waits_for_it(birthday_data: Path, catalog_dir: Path, tmp_path: Path) -> None:
+    """A job backfill on a queue of one: 21 Feb failed (no state), then 22 Feb starts: it must not start empty."""
+    settings = make_settings(birthday_data, catalog_dir, f"sqlite:///{tmp_path / 'wh.db'}", tmp_path / "storage")
+    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_run(
+            dg.DagsterRun(
+                job_name=DAILY_JOB,
+                run_id=str(uuid.uuid4()),
+                tags={"dagster/partition": FEB_21.isoformat()},
+                status=dg.DagsterRunStatus.FAILURE,
+            )
+        )
+        stopped = job.execute_in_process(partition_key=FEB_22.isoformat(), instance=instance, raise_on_error=False)
+        assert failure_message(stopped) == (
+            "the run for 2025-02-21 failed before storing its state: run 2025-02-21 again, then 2025-02-22"
+        )
+        assert job.execute_in_process(partition_key=FEB_21.isoformat(), instance=instance).success
+        assert job.execute_in_process(partition_key=FEB_22.isoformat(), instance=instance).success

@@ -42,6 +42,7 @@ GATE = "audience_within_expected_range"
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 CAMPAIGN_OUTPUTS = ("triggered_customers", "bonus_accruals", "message_outbox")
 ACTIVE_RUN_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
+FAILED_RUN_STATUSES = ("FAILURE", "CANCELED", "CANCELING")
 
 
 def output_name(key: dg.AssetKey) -> str:
@@ -341,6 +342,10 @@ def previous_state(
     if previous is not None:
         return DayState.from_frames(previous)
     earlier = [d for d in state_partitions(storage_dir) if d < day]
+    if earlier and max(earlier) == day - timedelta(days=1):  # written since the input was loaded
+        stored = read_state(storage_dir, max(earlier))
+        if stored is not None:
+            return DayState.from_frames(stored)
     if earlier and over_gap:
         stored = read_state(storage_dir, max(earlier))
         if stored is not None:
@@ -354,20 +359,27 @@ def previous_state(
             "carry_state_over_gap: true",
             allow_retries=False,
         )
-    active = _active_earlier_runs(context, day)
+    active = _earlier_runs(context, day, ACTIVE_RUN_STATUSES)
     if active:
         raise dg.Failure(
             description=f"a run for {min(active)} is queued or in progress: let it finish, then run {day}",
             allow_retries=False,
         )
+    failed = _earlier_runs(context, day, FAILED_RUN_STATUSES)
+    if failed:
+        raise dg.Failure(
+            description=f"the run for {min(failed)} failed before storing its state: run {min(failed)} again, "
+            f"then {day}",
+            allow_retries=False,
+        )
     return DayState.empty()
 
 
-def _active_earlier_runs(context: dg.AssetExecutionContext, day: date) -> list[date]:
-    """Earlier dates with a queued or running run in this instance (a job backfill launches them together)."""
-    statuses = [dg.DagsterRunStatus[s] for s in ACTIVE_RUN_STATUSES]
+def _earlier_runs(context: dg.AssetExecutionContext, day: date, statuses: tuple[str, ...]) -> list[date]:
+    """Earlier dates with a run of these statuses in this instance (a job backfill launches them together)."""
     found = []
-    for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=statuses)):
+    filters = dg.RunsFilter(statuses=[dg.DagsterRunStatus[s] for s in statuses])
+    for run in context.instance.get_runs(filters=filters):
         if run.run_id == context.run.run_id:
             continue
         tags = run.tags
