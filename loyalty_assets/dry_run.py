@@ -1,9 +1,10 @@
 """What a campaign would do on a date, computed exactly as the assets do it, writing nothing.
 
-The dry run validates the day's sources, computes the shared features and the saved segments in
-memory, reads the campaign's history (earlier entrants, waiting customers, recent messages) from the
-warehouse when one exists, and runs the same `transforms.campaign_day` functions as the assets.
-Given the same warehouse state, its counts equal the real run's.
+The dry run validates the day's sources and calls `transforms.campaign_day.run_day`, the function
+the daily asset calls, with the state the run of D−1 stored (`loyalty_state`: earlier entrants,
+waiting customers, recent messages, own accruals). Given the same stored state, its counts equal
+the real run's. Without a stored state for D−1 (nothing ran yet, or D−1 was never run) it starts
+from D−1 computed in memory from an empty state, so enter/leave triggers still see yesterday.
 """
 
 from __future__ import annotations
@@ -15,22 +16,14 @@ from pathlib import Path
 import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
-from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA, AsOf, SourceFrames
+from loyalty_assets.settings import Settings
+from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.readers import make_reader
 from loyalty_assets.sources.snapshot import load_snapshot
-from loyalty_assets.transforms.audience import manual_members
-from loyalty_assets.transforms.campaign_day import (
-    CampaignHistory,
-    campaign_accruals,
-    campaign_entrants,
-    campaign_journeys,
-    campaign_messages,
-)
-from loyalty_assets.transforms.features import compute_features, required_features
+from loyalty_assets.transforms.campaign_day import DayResult, run_day
+from loyalty_assets.transforms.day_state import DayState
 from loyalty_assets.transforms.masking import mask_email, mask_phone
-from loyalty_assets.transforms.segments import evaluate_segments
-from loyalty_assets.warehouse.history import own_accruals_before, read_history, read_members, recent_messages
-from loyalty_assets.warehouse.warehouse import open_existing
+from loyalty_assets.warehouse.history import read_state
 
 
 @dataclass(frozen=True)
@@ -41,27 +34,13 @@ class DryRun:
     sample: pl.DataFrame  # masked messages
 
 
-def _day_state(
-    catalog: Catalog,
-    data_dir: Path,
-    point: AsOf,
-    own: pl.DataFrame,
-    source_url: str | None,
-    manual: dict[str, pl.DataFrame] | None = None,
-) -> tuple[SourceFrames, pl.DataFrame, dict[str, pl.DataFrame]]:
-    """The day's validated sources, shared features and saved segments' members, as the assets compute them.
-
-    `manual`: members of manual segments (kept by campaign steps) that saved segments may read.
-    """
-    snapshot = load_snapshot(make_reader(data_dir, source_url, point.cutoff), point, own_accruals=own)
-    filters = [s.filter for s in catalog.segments.values()]
-    filters += [c.audience.filter for c in catalog.campaigns.values() if c.audience and c.audience.filter]
-    features = compute_features(snapshot.frames, point, required_features(filters))
-    return (
-        snapshot.frames,
-        features,
-        evaluate_segments(catalog.segments, features, manual_members(catalog.segments, manual or {})),
+def _run(
+    catalog: Catalog, data_dir: Path, point: AsOf, state: DayState, source_url: str | None, only: list[str]
+) -> DayResult:
+    snapshot = load_snapshot(
+        make_reader(data_dir, source_url, point.cutoff), point, own_accruals=state.own_accruals(point)
     )
+    return run_day(catalog, snapshot.frames, point, state, only=only)
 
 
 def dry_run(
@@ -70,79 +49,37 @@ def dry_run(
     day: date,
     *,
     data_dir: Path,
-    database_url: str,
+    database_url: str | None = None,
     source_database_url: str | None = None,
     sample: int = 5,
+    storage_dir: Path | None = None,
 ) -> DryRun:
-    """Counts per stage, step, branch and variant, and a masked sample of the messages."""
+    """Counts per stage, step, branch and variant, and a masked sample of the messages.
+
+    `storage_dir` holds the stored `loyalty_state` (default: `LOYALTY_STORAGE_DIR`); the warehouse
+    (`database_url`, kept for callers) is not read: it is the pipeline's output, not its state.
+    """
     if campaign_id not in catalog.campaigns:
         raise KeyError(f"unknown campaign {campaign_id!r}; known: {sorted(catalog.campaigns)}")
-    campaign = catalog.campaigns[campaign_id]
     program = catalog.program
     point = AsOf(day, program.timezone)
-    warehouse = open_existing(database_url)
-    own = own_accruals_before(warehouse, point) if warehouse else pl.DataFrame(schema=OWN_ACCRUALS_SCHEMA)
-    manual_today = read_members(warehouse, [], point, manual_ids=catalog.manual_segments) if warehouse else {}
-    frames, features, members_today = _day_state(catalog, data_dir, point, own, source_database_url, manual_today)
-    if warehouse is not None:
-        members_today = {**manual_today, **members_today}
-        members_yesterday = read_members(
-            warehouse, sorted(catalog.segments), point, days_back=1, manual_ids=catalog.manual_segments
-        )
-        history = read_history(warehouse, campaign_id, point)
+    stored = read_state(storage_dir or Settings.from_env().storage_dir, day - timedelta(days=1))
+    if stored is not None:
+        state = DayState.from_frames(stored)
     else:
         yesterday = AsOf(day - timedelta(days=1), program.timezone)
-        _, _, members_yesterday = _day_state(catalog, data_dir, yesterday, own, source_database_url)
-        empty = pl.DataFrame(schema={"customer_id": pl.Int64()})
-        members_today |= {sid: empty for sid in catalog.manual_segments}
-        members_yesterday |= {sid: empty for sid in catalog.manual_segments}
-        history = CampaignHistory.empty()
-    entered = campaign_entrants(
-        campaign,
-        program=program,
-        as_of=point,
-        frames=frames,
-        features=features,
-        segments=catalog.segments,
-        members_today=members_today,
-        members_yesterday=members_yesterday,
-        history=history,
-        manual_segments=catalog.manual_segments,
-    )
-    journey = campaign_journeys(
-        campaign,
-        entered.entrants,
-        as_of=point,
-        features=features,
-        members=members_today,
-        pending_due=history.pending_due,
-    )
-    accruals = campaign_accruals(campaign, journey.actions)
-    earlier_accruals = None
-    if warehouse is not None:
-        earlier_accruals = warehouse.read(
-            "bonus_accruals", {"campaign_id": campaign_id}, before=("partition_date", day)
-        )
-    cap = program.frequency_cap
-    recent = recent_messages(warehouse, campaign_id, point, cap.days) if cap and warehouse else None
-    all_accruals = (
-        pl.concat([earlier_accruals.select(accruals.columns).cast(accruals.schema), accruals])
-        if earlier_accruals is not None
-        else accruals
-    )
-    batch = campaign_messages(
-        campaign,
-        journey.actions,
-        program=program,
-        as_of=point,
-        frames=frames,
-        accruals=all_accruals,
-        renderer=catalog.renderer(),
-        recent_messages=recent,
-    )
+        state = _run(catalog, data_dir, yesterday, DayState.empty(), source_database_url, []).state
+    result = _run(catalog, data_dir, point, state, source_database_url, [campaign_id])
+    mine = next(r for r in result.campaigns if r.campaign.id == campaign_id)
+    entered = mine.entered
+    counts: dict[str, int | str] = {f"entry:{k}": v for k, v in entered.counts.items()}
+    counts["gate"] = "passed" if mine.gate.passed else f"FAILED: {mine.gate.description}"
+    counts["journey:resumed_from_earlier_days"] = mine.resumed
+    if mine.journey is None or mine.accruals is None or mine.messages is None:
+        return DryRun(campaign_id=campaign_id, day=day, counts=dict(sorted(counts.items())), sample=pl.DataFrame())
+    journey, accruals, batch = mine.journey, mine.accruals, mine.messages
     counts: dict[str, int | str] = {f"entry:{k}": v for k, v in entered.counts.items()}
     counts |= {f"journey:{k}": v for k, v in journey.counts.items()}
-    counts["journey:resumed_from_earlier_days"] = history.pending_due.height
     counts["journey:left_waiting"] = journey.pending.height
     counts["accruals"] = accruals.height
     counts["accrued_total"] = str(accruals.get_column("amount").sum() if accruals.height else 0)

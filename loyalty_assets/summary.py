@@ -18,7 +18,7 @@ import polars as pl
 
 if TYPE_CHECKING:
     from loyalty_assets.config.campaigns import Campaign
-    from loyalty_assets.warehouse.warehouse import Warehouse
+from loyalty_assets.warehouse.warehouse import Warehouse
 
 #: The warehouse tables the summary reads, each for the date only (segments also the day before).
 INPUT_TABLES = ("triggered_customers", "bonus_accruals", "message_outbox", "activity_log", "target_audiences")
@@ -172,8 +172,10 @@ def read_summary(
 ) -> DailySummary:
     """Read the day's rows from the warehouse and summarise them (`compute_summary`)."""
     tables = {name: warehouse.read(name, {"partition_date": day}) for name in INPUT_TABLES}
-    members_today = warehouse.read("segment_members", {"partition_date": day})
-    members_yesterday = warehouse.read("segment_members", {"partition_date": day - timedelta(days=1)})
+    from loyalty_assets.warehouse.membership import members_by_date
+
+    members_today = members_by_date(warehouse, day)
+    members_yesterday = members_by_date(warehouse, day - timedelta(days=1))
     held = warehouse.read("global_control_group", before=("period_start", day + timedelta(days=1)))
     held = held.filter(pl.col("period_end") >= day)
     return compute_summary(

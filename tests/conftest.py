@@ -11,7 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -113,16 +113,27 @@ def make_settings(data_dir: Path, catalog_dir: Path, database_url: str, storage:
 
 
 def run_days(settings: Settings, days: Sequence[date]) -> None:
-    """Run the daily job for each date in order, in process; fail the test on any failed step."""
+    """Run the daily job for each date in order, in process; fail the test on any failed step.
+
+    The daily asset carries its state from D−1 and by default refuses a date after a gap (see
+    `defs.day.previous_state`). Tests name only the dates their hand-computed expectations are
+    about, so a date after a gap runs with `carry_state_over_gap`: it starts from the latest
+    earlier state, as if the dates in between had nothing to do.
+    """
     import dagster as dg
 
     from loyalty_assets.defs.definitions import build_definitions
     from loyalty_assets.defs.schedules import DAILY_JOB
+    from loyalty_assets.warehouse.history import state_partitions
 
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
     with dg.DagsterInstance.ephemeral() as instance:
         for day in days:
-            result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=True)
+            over_gap = bool(gap_days(state_partitions(settings.storage_dir), day))
+            config = {"ops": {"loyalty_day": {"config": {"carry_state_over_gap": True}}}} if over_gap else None
+            result = job.execute_in_process(
+                partition_key=day.isoformat(), instance=instance, raise_on_error=True, run_config=config
+            )
             assert result.success, day
 
 
@@ -144,3 +155,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     watch = _INTERRUPTS[0] if _INTERRUPTS else None
     if watch is not None and watch.received():  # type: ignore[attr-defined]
         pytest.exit("interrupted (SIGINT/SIGTERM)", returncode=130)
+
+
+def gap_days(stored: Sequence[date], day: date) -> list[date]:
+    """Dates between the latest stored state before `day` and `day` (none when D−1 is stored or nothing earlier ran)."""
+    earlier = [d for d in stored if d < day]
+    if not earlier:
+        return []
+    latest = max(earlier)
+    return [latest + timedelta(days=i) for i in range(1, (day - latest).days)]

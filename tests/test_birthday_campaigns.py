@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 import yaml
 
+from loyalty_assets.warehouse.membership import members_on
 from loyalty_assets.warehouse.warehouse import Warehouse
 from tests.conftest import make_settings, run_days
 
@@ -120,7 +121,7 @@ def test_leap_year_29_february_is_its_own_day(run) -> None:
 def test_birthday_bonus_for_members_over_a_year_on_the_day(run) -> None:
     wh = run(date(2025, 3, 1))
     scope = {"campaign_id": OVER_A_YEAR, "partition_date": date(2025, 3, 1)}
-    members = wh.read("segment_members", {"segment_id": "members_over_a_year", "partition_date": date(2025, 3, 1)})
+    members = members_on(wh, "members_over_a_year", date(2025, 3, 1))
     # Registered at least 365 days before 1 Mar 2025 (16: exactly 365); 13 (90 days) is not.
     assert sorted(members["customer_id"]) == [7, 8, 9, 10, 11, 12, 16]
 

@@ -37,7 +37,7 @@ OUTPUT_TABLES: dict[str, list[str]] = {
     "message_outbox": ["message_id"],
     "journey_pending": ["campaign_id", "partition_date", "customer_id", "occasion", "node"],
     "manual_segment_events": ["event_id"],
-    "segment_members": ["segment_id", "partition_date", "customer_id"],
+    "segment_members": ["segment_id", "customer_id", "entered_on"],
     "activity_log": ["event_id"],
 }
 

@@ -15,7 +15,7 @@ TABLES = {
     "triggered_customers": ["campaign_id", "customer_id", "occasion"],
     "bonus_accruals": ["accrual_id"],
     "message_outbox": ["message_id"],
-    "segment_members": ["segment_id", "partition_date", "customer_id"],
+    "segment_members": ["segment_id", "customer_id", "entered_on"],
     "activity_log": ["event_id"],
     "source_quarantine": ["source_table", "partition_date", "row_data"],
 }

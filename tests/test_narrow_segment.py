@@ -29,6 +29,7 @@ from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.settings import Settings
 from loyalty_assets.sources.readers import read_file_table
 from loyalty_assets.transforms.promotions import AudiencePromotion
+from loyalty_assets.warehouse.membership import members_on as membership_on
 from loyalty_assets.warehouse.warehouse import Warehouse
 from tests.conftest import FIXTURES, make_settings, run_days
 
@@ -111,8 +112,7 @@ def run(narrow_data: Path, narrow_catalog: Path, warehouse_url: str, tmp_path: P
 
 
 def members_on(wh: Warehouse, day: date) -> list[int]:
-    rows = wh.read("segment_members", {"segment_id": SEGMENT, "partition_date": day})
-    return sorted(rows["customer_id"])
+    return sorted(membership_on(wh, SEGMENT, day)["customer_id"])
 
 
 def exported(wh: Warehouse) -> pl.DataFrame:
@@ -280,4 +280,4 @@ def test_preview_counts_like_the_asset_masks_and_writes_nothing(
 
     # The asset over the same sources and warehouse finds the same number of members.
     run_days(make_settings(narrow_data, narrow_catalog, url, tmp_path / "storage"), [RUN_DATE])
-    assert wh.count("segment_members", {"segment_id": SEGMENT, "partition_date": RUN_DATE}) == int(found.group(1))
+    assert membership_on(wh, SEGMENT, RUN_DATE).height == int(found.group(1))

@@ -59,7 +59,9 @@ def test_dry_run_counts_equal_the_real_run(birthday_data: Path, catalog_dir: Pat
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "s")
     run_days(settings, [date(2025, 2, 21)])
     catalog = load_catalog(catalog_dir)
-    planned = dry_run(catalog, "birthday_week_early", date(2025, 2, 22), data_dir=birthday_data, database_url=url)
+    planned = dry_run(
+        catalog, "birthday_week_early", date(2025, 2, 22), data_dir=birthday_data, storage_dir=tmp_path / "s"
+    )
     assert Warehouse(url).count("triggered_customers", {"partition_date": date(2025, 2, 22)}) == 0  # nothing written
 
     run_days(settings, [date(2025, 2, 22)])

@@ -6,6 +6,7 @@ table below); the seeds' segments are checked end to end from source frames thro
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,7 +25,6 @@ from loyalty_assets.transforms.segments import (
     evaluate_segments,
     filter_customers,
     preview_segment,
-    sample_bucket,
 )
 from tests.segment_fixtures import customers, d, frames, money, ts
 
@@ -488,6 +488,16 @@ def test_dependency_order_rejects_unknown_and_cycles():
                 "b": _segment("b", {"field": "segment", "op": "eq", "value": "a"}),
             }
         )
+
+
+def sample_bucket(salt: str, customer_id: int) -> int:
+    """Plain-Python reference of `transforms.hashing` (SplitMix64 of id XOR salt key, mod 10,000)."""
+    mask = (1 << 64) - 1
+    key = int.from_bytes(hashlib.sha256(salt.encode("utf-8")).digest()[:8], "big")
+    z = (((customer_id & mask) ^ key) + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return (z ^ (z >> 31)) % 10_000
 
 
 def test_random_sample_is_deterministic_per_segment_and_customer():

@@ -5,15 +5,14 @@ import warnings
 import dagster as dg
 
 from loyalty_assets.config.catalog import load_catalog
-from loyalty_assets.defs.campaigns import build_campaign_assets
+from loyalty_assets.defs.campaigns import invalid_definition_assets
 from loyalty_assets.defs.checks import build_source_checks
 from loyalty_assets.defs.control_groups import build_global_control_asset
-from loyalty_assets.defs.features import build_features_asset
+from loyalty_assets.defs.day import build_day_asset
 from loyalty_assets.defs.ledger import build_ledger_asset
 from loyalty_assets.defs.partitions import daily_partitions
 from loyalty_assets.defs.resources import ParquetIOManager, SourceResource, WarehouseResource
 from loyalty_assets.defs.schedules import closing_schedule, daily_job, daily_schedule, sources_job
-from loyalty_assets.defs.segments import build_segment_assets
 from loyalty_assets.defs.sources import build_source_assets
 from loyalty_assets.defs.summary import build_summary_asset
 from loyalty_assets.settings import Settings
@@ -31,10 +30,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     job = daily_job()
     assets = [
         *build_source_assets(catalog.program, partitions),
-        build_features_asset(catalog, partitions),
-        *build_segment_assets(catalog, partitions),
+        build_day_asset(catalog, partitions, settings.storage_dir),
         *build_global_control_asset(catalog.program, partitions),
-        *build_campaign_assets(catalog, partitions),
+        *invalid_definition_assets(catalog, partitions),
         build_ledger_asset(catalog, partitions),
     ]
     checks = build_source_checks(catalog.program, partitions)

@@ -9,6 +9,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from loyalty_assets.sources.readers import RawTable, SourceError, read_file_table, read_sql_table
+from loyalty_assets.warehouse.history import STATE_PATH, read_folder, write_folder
 from loyalty_assets.warehouse.warehouse import SQL_DIR, Warehouse
 
 
@@ -53,26 +54,36 @@ class SourceResource(dg.ConfigurableResource):
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Frames between assets as `<base_dir>/<asset key>/<partition>.parquet` (written atomically).
 
+    A dict of frames (the `loyalty_state`) is a folder `<partition>/` of `<name>.parquet`, swapped
+    in whole. A missing previous partition of a self-dependent input loads as None, so the asset
+    itself decides whether it may start from empty state (see `defs.day.previous_state`).
     Written by hand rather than with dagster-polars, which does not work with Polars 2.x.
     """
 
     base_dir: str
 
-    def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
+    def _path(self, context: dg.OutputContext | dg.InputContext, partition: str | None = None) -> Path:
         key = context.asset_key.path
-        partition = context.asset_partition_key if context.has_asset_partitions else "all"
+        if partition is None:
+            partition = context.asset_partition_key if context.has_asset_partitions else "all"
         return Path(self.base_dir).joinpath(*key) / f"{partition}.parquet"
 
-    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | None) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | dict[str, pl.DataFrame] | None) -> None:
         if obj is None:
             return
         path = self._path(context)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(obj, dict):
+            write_folder(path.with_suffix(""), obj)
+            return
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
         obj.write_parquet(tmp)
         tmp.replace(path)
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame] | None:
+        if context.has_asset_partitions and context.asset_key == STATE_KEY:
+            keys = context.asset_partition_keys
+            return read_folder(self._path(context, keys[0]).with_suffix("")) if keys else None
         path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(
@@ -80,3 +91,6 @@ class ParquetIOManager(dg.ConfigurableIOManager):
                 "materialise it first"
             )
         return pl.read_parquet(path)
+
+
+STATE_KEY = dg.AssetKey(list(STATE_PATH))

@@ -12,6 +12,7 @@ import polars as pl
 
 from loyalty_assets.config.campaigns import Campaign
 from loyalty_assets.sources.schemas import MONEY
+from loyalty_assets.transforms.ids import step_output_id
 
 ACCRUALS_SCHEMA: dict[str, pl.DataType] = {
     "accrual_id": pl.String(),
@@ -53,12 +54,7 @@ def build_accruals(campaign: Campaign, actions: pl.DataFrame) -> pl.DataFrame:
             amount = percent_of(pl.col("check_total"), step.percent_of_check or Decimal(0))
         parts.append(
             done.select(
-                pl.concat_str(
-                    pl.lit(f"{campaign.id}:{step.id}:"),
-                    pl.col("customer_id").cast(pl.String()),
-                    pl.lit(":"),
-                    pl.col("occasion"),
-                ).alias("accrual_id"),
+                step_output_id(campaign.id, step.id).alias("accrual_id"),
                 pl.lit(campaign.id).alias("campaign_id"),
                 pl.lit(step.id).alias("step_id"),
                 "customer_id",

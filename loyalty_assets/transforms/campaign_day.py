@@ -16,14 +16,19 @@ from decimal import Decimal
 import polars as pl
 
 from loyalty_assets.config.campaigns import Campaign, EventTrigger, Gates, Program, SegmentAction
+from loyalty_assets.config.catalog import Catalog
+from loyalty_assets.config.filters import Filter
 from loyalty_assets.config.segments import SegmentDefinition
 from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.transforms.ab_testing import Decision, adaptive_decision
 from loyalty_assets.transforms.accruals import build_accruals
-from loyalty_assets.transforms.audience import audience_ids
+from loyalty_assets.transforms.audience import audience_ids, manual_members
 from loyalty_assets.transforms.cashback import favourite_period_summary
 from loyalty_assets.transforms.control_groups import global_control_members
+from loyalty_assets.transforms.day_state import MANUAL_EVENT_SCHEMA, DayState, manual_members_at
 from loyalty_assets.transforms.entry import select_entrants
+from loyalty_assets.transforms.features import compute_features, required_features
+from loyalty_assets.transforms.ids import step_output_id
 from loyalty_assets.transforms.journey import (
     TOKEN_SCHEMA,
     JourneyDay,
@@ -33,6 +38,7 @@ from loyalty_assets.transforms.journey import (
 )
 from loyalty_assets.transforms.local_time import add_local_date, with_zone
 from loyalty_assets.transforms.messages import MessageBatch, build_messages
+from loyalty_assets.transforms.segments import evaluate_segments
 from loyalty_assets.transforms.templates import TemplateRenderer
 from loyalty_assets.transforms.triggers import TRIGGERED_SCHEMA, fire
 
@@ -210,19 +216,7 @@ def favourite_names(frames: SourceFrames, as_of: AsOf) -> pl.DataFrame:
     return named.group_by("customer_id").agg(pl.coalesce("name", "category_id").sort().alias("favourite_categories"))
 
 
-def manual_segment_members(events: pl.DataFrame, as_of: AsOf) -> dict[str, pl.DataFrame]:
-    """Members of campaign-kept segments at D's cutoff: each customer's latest add/remove before it."""
-    latest = (
-        events.filter(pl.col("ts") < as_of.cutoff_literal)
-        .sort("ts", "event_id")
-        .group_by("segment_id", "customer_id")
-        .agg(pl.col("action").last())
-        .filter(pl.col("action") == "add")
-    )
-    return {
-        str(sid): group.select("customer_id").sort("customer_id")
-        for (sid,), group in latest.partition_by("segment_id", as_dict=True).items()
-    }
+manual_segment_members = manual_members_at  # the name the gates' tests and older callers use
 
 
 def segment_actions(campaign: Campaign, actions: pl.DataFrame) -> pl.DataFrame:
@@ -233,12 +227,7 @@ def segment_actions(campaign: Campaign, actions: pl.DataFrame) -> pl.DataFrame:
             done = actions.filter(pl.col("step_id") == step.id)
             parts.append(
                 done.select(
-                    pl.concat_str(
-                        pl.lit(f"{campaign.id}:{step.id}:"),
-                        pl.col("customer_id").cast(pl.String()),
-                        pl.lit(":"),
-                        "occasion",
-                    ).alias("event_id"),
+                    step_output_id(campaign.id, step.id).alias("event_id"),
                     pl.lit(step.segment).alias("segment_id"),
                     "customer_id",
                     pl.lit("add" if step.type == "add_to_segment" else "remove").alias("action"),
@@ -246,14 +235,7 @@ def segment_actions(campaign: Campaign, actions: pl.DataFrame) -> pl.DataFrame:
                     pl.lit(campaign.id).alias("campaign_id"),
                 )
             )
-    schema = {
-        "event_id": pl.String(),
-        "segment_id": pl.String(),
-        "customer_id": pl.Int64(),
-        "action": pl.String(),
-        "ts": pl.Datetime("us", "UTC"),
-        "campaign_id": pl.String(),
-    }
+    schema = MANUAL_EVENT_SCHEMA
     return pl.concat(parts).cast(schema) if parts else pl.DataFrame(schema=schema)  # type: ignore[arg-type]
 
 
@@ -326,3 +308,166 @@ def checks_volume_gate(
         f"load the missing checks or add {as_of.date} to gate_override_dates in program.yaml",
         meta,
     )
+
+
+# --- the whole day: features → segments → every campaign, in priority order --------------------
+
+
+def catalog_filters(catalog: Catalog) -> list[Filter]:
+    """Every filter the catalog uses: saved segments and campaigns' inline audiences."""
+    filters = [s.filter for s in catalog.segments.values()]
+    filters += [c.audience.filter for c in catalog.campaigns.values() if c.audience and c.audience.filter]
+    return filters
+
+
+def by_priority(catalog: Catalog) -> list[Campaign]:
+    """Campaigns in frequency-cap order: a higher priority (lower number) claims the cap first."""
+    return sorted(catalog.campaigns.values(), key=lambda c: (c.settings.priority, c.id))
+
+
+def day_features(
+    catalog: Catalog, frames: SourceFrames, point: AsOf, filters: list[Filter] | None = None
+) -> pl.DataFrame:
+    """The shared per-customer features for D (for `filters`, default: the whole catalog's)."""
+    return compute_features(frames, point, required_features(catalog_filters(catalog) if filters is None else filters))
+
+
+@dataclass(frozen=True)
+class CampaignDay:
+    """One campaign's results for D; `journey`/`accruals`/`messages` are None when its gate failed."""
+
+    campaign: Campaign
+    entered: EntrantsResult
+    gate: GateResult
+    resumed: int
+    journey: JourneyDay | None = None
+    accruals: pl.DataFrame | None = None
+    segment_events: pl.DataFrame | None = None
+    messages: MessageBatch | None = None
+
+
+@dataclass(frozen=True)
+class DayResult:
+    features: pl.DataFrame
+    members: dict[str, pl.DataFrame]
+    members_yesterday: dict[str, pl.DataFrame]
+    campaigns: list[CampaignDay]
+    state: DayState
+
+
+def run_day(
+    catalog: Catalog,
+    frames: SourceFrames,
+    point: AsOf,
+    state: DayState,
+    *,
+    renderer: TemplateRenderer | None = None,
+    only: Iterable[str] | None = None,
+) -> DayResult:
+    """The whole daily pipeline for D, given D's sources and the state D−1's run left.
+
+    `frames.own_accruals` must be `state.own_accruals(point)`. Campaigns run in priority order so
+    the frequency cap is one arbitration across campaigns: each sees earlier dates' messages (from
+    the state) and the messages of higher-priority campaigns today. `only` restricts the campaigns
+    (a dry run of one campaign still runs the higher-priority ones, whose messages count toward the
+    cap). The asset, the dry run and nothing else compute a day, all through this function.
+    """
+    program = catalog.program
+    features = day_features(catalog, frames, point)
+    manual = catalog.manual_segments
+    manual_today = state.manual_members(manual, point.date, point.program_tz)
+    # saved segments may read manual ones (kept by campaign steps): their members as D begins
+    members = evaluate_segments(catalog.segments, features, manual_members(catalog.segments, manual_today))
+    known = state.as_of == point.date - timedelta(days=1)
+    saved_yesterday = state.segment_members(catalog.segments) if known else {}
+    members_today = {**manual_today, **members}
+    members_yesterday = {**state.manual_members(manual, point.date - timedelta(days=1), point.program_tz)}
+    members_yesterday |= saved_yesterday
+    renderer = renderer or catalog.renderer()
+    cap = program.frequency_cap
+    earlier_messages = state.recent_messages(point, cap.days) if cap is not None else None
+    today_messages: list[pl.DataFrame] = []
+    ordered = by_priority(catalog)
+    if only is not None:
+        wanted = set(only)
+        last = max((i for i, c in enumerate(ordered) if c.id in wanted), default=-1)
+        ordered = ordered[: last + 1] if cap is not None else [c for c in ordered if c.id in wanted]
+    results = []
+    for campaign in ordered:
+        cid = campaign.id
+        history = CampaignHistory(
+            triggered=state.campaign_triggered(cid),
+            outbox=state.campaign_outbox(cid),
+            pending_due=state.pending_due(cid, point),
+        )
+        entered = campaign_entrants(
+            campaign,
+            program=program,
+            as_of=point,
+            frames=frames,
+            features=features,
+            segments=catalog.segments,
+            members_today=members_today,
+            members_yesterday=members_yesterday,
+            history=history,
+            manual_segments=manual,
+        )
+        yesterday = state.entrants_on(cid, point.date - timedelta(days=1))
+        gate = audience_gate(campaign.settings.gates, point.date, entered.entrants.height, yesterday or None)
+        if not gate.passed:
+            results.append(CampaignDay(campaign, entered, gate, history.pending_due.height))
+            continue
+        journey = campaign_journeys(
+            campaign,
+            entered.entrants,
+            as_of=point,
+            features=features,
+            members=members_today,
+            pending_due=history.pending_due,
+        )
+        accruals = campaign_accruals(campaign, journey.actions)
+        occasion_accruals = pl.concat(
+            [state.campaign_accruals(cid).select(accruals.columns).cast(accruals.schema), accruals]
+        )
+        recent = None
+        if cap is not None and earlier_messages is not None:
+            recent = pl.concat(
+                [earlier_messages.select("customer_id", "channel", "send_at")]
+                + [m.select("customer_id", "channel", "send_at") for m in today_messages]
+            )
+        batch = campaign_messages(
+            campaign,
+            journey.actions,
+            program=program,
+            as_of=point,
+            frames=frames,
+            accruals=occasion_accruals,
+            renderer=renderer,
+            recent_messages=recent,
+        )
+        today_messages.append(batch.outbox)
+        results.append(
+            CampaignDay(
+                campaign,
+                entered,
+                gate,
+                history.pending_due.height,
+                journey=journey,
+                accruals=accruals,
+                segment_events=segment_actions(campaign, journey.actions),
+                messages=batch,
+            )
+        )
+    written = [r for r in results if r.journey is not None]
+    new_state = state.next(
+        point,
+        members=members,
+        triggered={r.campaign.id: r.entered.entrants for r in written},
+        accruals=[r.accruals for r in written if r.accruals is not None],
+        outbox=[r.messages.outbox for r in written if r.messages is not None],
+        pending={r.campaign.id: r.journey.pending for r in written if r.journey is not None},
+        manual_events=[r.segment_events for r in written if r.segment_events is not None],
+        cap_days=cap.days if cap is not None else None,
+        adaptive_campaigns=[c.id for c in catalog.campaigns.values() if (s := c.ab_split()) and s.adaptive],
+    )
+    return DayResult(features, members, members_yesterday, results, new_state)

@@ -22,6 +22,7 @@ import polars as pl
 
 from loyalty_assets.config.campaigns import Campaign, FrequencyCap, NotifyStaff, SendEmail, SendText
 from loyalty_assets.sources.frames import AsOf
+from loyalty_assets.transforms.ids import step_output_id
 from loyalty_assets.transforms.local_time import add_local_date, out_of_quiet_hours, with_zone
 from loyalty_assets.transforms.template_compiler import VARIABLE_DTYPES, CompiledTemplate
 from loyalty_assets.transforms.templates import TemplateRenderer
@@ -221,12 +222,7 @@ def _render(
             "%s/%s: %d message(s) not rendered, e.g. %s", campaign.id, step.id, failed.height, failed["reason"][0]
         )
     sent = rendered.filter(pl.col("__error").is_null()).select(
-        pl.concat_str(
-            pl.lit(f"{campaign.id}:{step.id}:{channel}:"),
-            pl.col("customer_id").cast(pl.String()),
-            pl.lit(":"),
-            pl.col("occasion"),
-        ).alias("message_id"),
+        step_output_id(campaign.id, step.id, channel=channel).alias("message_id"),
         pl.lit(campaign.id).alias("campaign_id"),
         pl.lit(step.id).alias("step_id"),
         "customer_id",

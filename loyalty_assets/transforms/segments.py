@@ -9,7 +9,6 @@ referenced segment's own expression, in dependency order, so a chain of segments
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -31,6 +30,7 @@ from loyalty_assets.config.filters import (
 )
 from loyalty_assets.config.segments import SegmentDefinition
 from loyalty_assets.transforms.features import column_for, required_columns
+from loyalty_assets.transforms.hashing import in_percent_expr
 from loyalty_assets.transforms.masking import mask_email, mask_phone
 
 #: Membership of referenced segments: a `customer_id` frame (as `evaluate_segments` returns), a Series
@@ -38,9 +38,6 @@ from loyalty_assets.transforms.masking import mask_email, mask_phone
 Members = Mapping[str, pl.DataFrame | pl.Series | Collection[int] | pl.Expr]
 
 #: Buckets of `random_sample`: percentages with two decimals are exact.
-_SAMPLE_BUCKETS = 10_000
-_U64 = pl.UInt64
-_MASK64 = (1 << 64) - 1
 
 
 def compile_filter(filter: Filter, segment_members: Members | None = None, *, sample_salt: str = "") -> pl.Expr:
@@ -159,32 +156,9 @@ def _segment(cond: Condition, members: Members) -> pl.Expr:
     return inside if cond.op in (Op.EQ, Op.IN) else ~inside
 
 
-def _splitmix64(x: pl.Expr) -> pl.Expr:
-    """SplitMix64 finaliser on UInt64 (wrapping arithmetic): a stable hash, unlike `Expr.hash`,
-    whose values may change between Polars versions and would reshuffle samples after an upgrade."""
-    z = x + pl.lit(0x9E3779B97F4A7C15, _U64)
-    z = z.xor(z // pl.lit(1 << 30, _U64)) * pl.lit(0xBF58476D1CE4E5B9, _U64)
-    z = z.xor(z // pl.lit(1 << 27, _U64)) * pl.lit(0x94D049BB133111EB, _U64)
-    return z.xor(z // pl.lit(1 << 31, _U64))
-
-
-def _salt(salt: str) -> int:
-    return int.from_bytes(hashlib.sha256(salt.encode("utf-8")).digest()[:8], "big")
-
-
-def sample_bucket(salt: str, customer_id: int) -> int:
-    """Plain-Python twin of the sampling hash (for tests and for explaining a customer's draw)."""
-    z = (((customer_id & _MASK64) ^ _salt(salt)) + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return (z ^ (z >> 31)) % _SAMPLE_BUCKETS
-
-
 def sample_mask(salt: str, percent: float) -> pl.Expr:
     """Deterministic `percent` % of customers for `salt`: same customers every day."""
-    x = pl.col("customer_id").cast(_U64, wrap_numerical=True).xor(pl.lit(_salt(salt), _U64))
-    threshold = round(percent * _SAMPLE_BUCKETS / 100)
-    return (_splitmix64(x) % pl.lit(_SAMPLE_BUCKETS, _U64)) < pl.lit(threshold, _U64)
+    return in_percent_expr(pl.col("customer_id"), salt, percent)
 
 
 def dependency_order(segments: Mapping[str, SegmentDefinition], external: Collection[str] = frozenset()) -> list[str]:
