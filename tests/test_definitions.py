@@ -65,7 +65,8 @@ def test_the_day_is_one_step_that_reads_its_own_previous_state(tmp_path: Path) -
     assert graph.get(outbox).parent_keys == {accruals}
     assert graph.get(accruals).parent_keys == {triggered}
     assert dg.AssetKey(["segment", "members_over_a_year", "members"]) in graph.get(triggered).parent_keys
-    # sources (8 steps: checks and lines are one), the global control group, and the whole day
+    # sources (8 steps: checks and lines are one), the global control group, the whole day, the bonus
+    # ledger and the daily summary
     ops = {node.name for node in defs.resolve_job_def("daily_loyalty").graph.node_defs}
     assert "loyalty_day" in ops
-    assert len(ops) <= 10, sorted(ops)
+    assert len(ops) <= 12, sorted(ops)
