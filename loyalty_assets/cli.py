@@ -243,7 +243,6 @@ WRITTEN = (
     ("triggered", "triggered_customers"),
     ("accruals", "bonus_accruals"),
     ("messages", "message_outbox"),
-    ("segment members", "segment_members"),
     ("audience", "target_audiences"),
 )
 
@@ -300,13 +299,19 @@ def describe_result(
     warehouse = Warehouse(database_url)
     scope = {"partition_date": day}
     written = {label: warehouse.count(table, scope) for label, table in WRITTEN}
+    # membership is stored as intervals; segment_runs has each segment's member count per date
+    runs = warehouse.read("segment_runs", scope)
+    written["segment members"] = int(runs.get_column("members").sum() or 0) if runs.height else 0
     warnings = []
     quarantine = warehouse.read("source_quarantine", scope)
     if quarantine.height:
         per = quarantine.group_by("source_table").len().sort("source_table")
         detail = ", ".join(f"{t} {n}" for t, n in per.iter_rows())
         warnings.append(f"quarantine {quarantine.height} rows ({detail}): see table source_quarantine")
-    return DateResult(day, result.success, seconds, written, warnings, errors, gate_failed, interrupted=interrupted)
+    # A failed gate leaves that campaign's outputs for D unwritten while the others go on: the date is
+    # not done (later dates would build on it), so it counts as failed until overridden and re-run.
+    ok = result.success and not gate_failed
+    return DateResult(day, ok, seconds, written, warnings, errors, gate_failed, interrupted=interrupted)
 
 
 def _causes(error: Any) -> Iterator[Any]:

@@ -46,7 +46,7 @@ def test_backfill_prints_a_line_per_date_and_stops_at_a_gate_with_the_override(
     assert "triggered 1, accruals 1, messages 1" in lines[0]
     assert lines[1].startswith("2025-02-22  FAILED")
     assert lines[2].startswith(
-        "    ERROR: gate campaign/birthday_week_early/entrants · audience_within_expected_range:"
+        "    ERROR: gate campaign/birthday_week_early/triggered_customers · audience_within_expected_range:"
     )
     assert "add 2025-02-22 to settings.gates.override_dates in campaigns/birthday_week_early.yaml" in lines[2]
     assert not any(line.startswith("2025-02-23") for line in lines)  # stopped: later dates depend on it

@@ -121,11 +121,13 @@ def _specs(catalog: Catalog) -> list[dg.AssetSpec]:
     return specs
 
 
-def _gate_specs(catalog: Catalog) -> list[dg.AssetCheckSpec]:
+def _gate_specs(catalog: Catalog, partitions: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    # partitioned like the asset, so each date's gate result is recorded (and read back) for that date
     return [
         dg.AssetCheckSpec(
             GATE,
             asset=campaign_key(c.id, "triggered_customers"),
+            partitions_def=partitions,
             description="Fail-closed: none of the campaign's outputs for D when its entrants jump far above "
             "yesterday's.",
         )
@@ -161,7 +163,7 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
             for spec in specs
         },
         internal_asset_deps={output_name(spec.key): {d.asset_key for d in spec.deps} for spec in specs},
-        check_specs=_gate_specs(catalog),
+        check_specs=_gate_specs(catalog, partitions),
         ins={
             **{f"source_{t}": dg.AssetIn(source_key(t)) for t in SCHEMAS},
             "previous": dg.AssetIn(STATE_KEY, partition_mapping=PREVIOUS_DAY),

@@ -1,52 +1,57 @@
 """The bonus ledger asset: D's lots from D−1's lots plus D's movements → `bonus_lots`.
 
-Self-dependent on its previous day (so a backfill runs dates in order) and downstream of the ledger
-source and of every campaign's `bonus_accruals` (declared deps: D's own accruals are lots of D).
-When the warehouse holds D−1's lots it advances them by D's entries; otherwise (the first date, a
-re-run, an older date) it rebuilds from the whole history. Both give the same lots
-(`transforms.ledger`, property-tested). Business logic is in `transforms.ledger`; this only wires.
+Its inputs are declared: the ledger source, its own previous day (a stored frame; absent on the
+first date) and `loyalty_state` of D, which holds every accrual this project made up to D (the
+day's campaigns included). With D−1's lots it advances them by D's entries; without them it
+rebuilds from the whole history. Both give the same lots (`transforms.ledger`, property-tested).
+The warehouse table `bonus_lots` is written, never read back. Business logic is in
+`transforms.ledger`; this only wires.
 """
-
-from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.defs.partitions import as_of
-from loyalty_assets.defs.resources import WarehouseResource
+from loyalty_assets.defs.resources import STATE_KEY, WarehouseResource
 from loyalty_assets.defs.sources import source_key
+from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA
+from loyalty_assets.transforms.day_state import DayState
 from loyalty_assets.transforms.ledger import advance_lots, build_lots, expiry_mismatches, ledger_entries
-from loyalty_assets.warehouse.lots import own_accruals_through, read_lots, write_lots
+from loyalty_assets.warehouse.lots import write_lots
 
 BONUS_LEDGER_KEY = dg.AssetKey(["bonus_ledger"])
 
 
 def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     program = catalog.program
-    accruals = [dg.AssetKey(["campaign", cid, "bonus_accruals"]) for cid in sorted(catalog.campaigns)]
 
     @dg.asset(
         key=BONUS_LEDGER_KEY,
-        ins={"bonus_transactions": dg.AssetIn(source_key("bonus_transactions"))},
-        deps=[
-            *accruals,
-            dg.AssetDep(
+        ins={
+            "bonus_transactions": dg.AssetIn(source_key("bonus_transactions")),
+            "state": dg.AssetIn(STATE_KEY),
+            "previous": dg.AssetIn(
                 BONUS_LEDGER_KEY, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
             ),
-        ],
+        },
         group_name="bonuses",
         partitions_def=partitions,
         kinds={"polars", "sql"},
         description="Bonus lots as of the end of D (FIFO by expiry, overdrafts, expiries) → bonus_lots.",
     )
     def bonus_ledger(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, bonus_transactions: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        bonus_transactions: pl.DataFrame,
+        state: dict[str, pl.DataFrame],
+        previous: pl.DataFrame | None,
     ) -> dg.Output[pl.DataFrame]:
         point = as_of(context, program)
         wh = warehouse.warehouse
-        entries = ledger_entries(bonus_transactions, own_accruals_through(wh, point))
-        previous = read_lots(wh, point.date - timedelta(days=1))
+        # every accrual written up to D (D's campaigns included) and accrued before D's cutoff
+        own = DayState.from_frames(state).accruals.filter(pl.col("accrued_at") < point.cutoff_literal)
+        entries = ledger_entries(bonus_transactions, own.select(list(OWN_ACCRUALS_SCHEMA)))
         if previous is None:
             lots, mode = build_lots(entries, point.cutoff), "rebuilt from history"
         else:

@@ -84,6 +84,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions and context.asset_key == STATE_KEY:
             keys = context.asset_partition_keys
             return read_folder(self._path(context, keys[0]).with_suffix("")) if keys else None
+        if context.has_asset_partitions and context.asset_key in PREVIOUS_DAY_FRAMES:
+            # a self-dependent frame: the day before the first date (or a date never run) is None
+            keys = context.asset_partition_keys
+            previous = self._path(context, keys[0]) if keys else None
+            return pl.read_parquet(previous) if previous is not None and previous.exists() else None
         path = self._path(context)
         if not path.exists():
             raise FileNotFoundError(
@@ -94,3 +99,5 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
 
 STATE_KEY = dg.AssetKey(list(STATE_PATH))
+#: Self-dependent assets whose previous day's frame may be absent (the asset then rebuilds).
+PREVIOUS_DAY_FRAMES = frozenset({dg.AssetKey(["bonus_ledger"])})

@@ -14,7 +14,6 @@ import polars as pl
 import sqlalchemy as sa
 
 from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA, AsOf
-from loyalty_assets.transforms.ledger import LOT_SCHEMA
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 TABLE = "bonus_lots"
@@ -33,15 +32,6 @@ def own_accruals_through(warehouse: Warehouse, as_of: AsOf) -> pl.DataFrame:
 def _held_date(conn: sa.Connection, table: sa.Table) -> date | None:
     held = conn.execute(sa.select(sa.func.max(table.c.as_of_date))).scalar_one_or_none()
     return date.fromisoformat(held) if isinstance(held, str) else held
-
-
-def read_lots(warehouse: Warehouse, day: date) -> pl.DataFrame | None:
-    """The lots as of `day` when the table holds exactly that date, else None (rebuild from history)."""
-    table = warehouse.table(TABLE)
-    with warehouse.engine.connect() as conn:
-        if _held_date(conn, table) != day:
-            return None
-    return warehouse.read(TABLE).select(list(LOT_SCHEMA)).cast(LOT_SCHEMA)  # type: ignore[arg-type]
 
 
 def write_lots(warehouse: Warehouse, lots: pl.DataFrame, day: date) -> int | str:
