@@ -132,6 +132,7 @@ def campaign_entrants(
             communications=frames.communications,
             checks=frames.checks,
             attribution_days=campaign.settings.attribution_days,
+            confidence=float(campaign.settings.confidence),
         )
     entrants, counts = select_entrants(
         campaign,
