@@ -57,7 +57,7 @@ def proportion_difference(
 def mean_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Interval | None:
     """mean(a) − mean(b) with Welch's t interval; None when a group has fewer than 2 values or
     both groups have no spread (the interval is undefined, not zero-width)."""
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < 2 or len(b) < 2 or _no_spread(a, b):
         return None
     from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
@@ -71,12 +71,17 @@ def mean_difference(a: Sequence[float], b: Sequence[float], confidence: float = 
 
 def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided p-value of Welch's t-test (None when undefined)."""
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < 2 or len(b) < 2 or _no_spread(a, b):
         return None
     from statsmodels.stats.weightstats import ttest_ind
 
     _, p, _ = ttest_ind(list(a), list(b), usevar="unequal")
     return float(p) if math.isfinite(p) else None
+
+
+def _no_spread(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Both groups constant: Welch's standard error is zero and the interval undefined."""
+    return min(a) == max(a) and min(b) == max(b)
 
 
 @dataclass(frozen=True)
