@@ -11,6 +11,7 @@ from loyalty_assets.defs.control_groups import build_global_control_asset
 from loyalty_assets.defs.features import build_features_asset
 from loyalty_assets.defs.partitions import daily_partitions
 from loyalty_assets.defs.resources import ParquetIOManager, SourceResource, WarehouseResource
+from loyalty_assets.defs.results import build_results_assets
 from loyalty_assets.defs.schedules import closing_schedule, daily_job, daily_schedule, sources_job
 from loyalty_assets.defs.segments import build_segment_assets
 from loyalty_assets.defs.sources import build_source_assets
@@ -34,6 +35,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             *build_segment_assets(catalog, partitions),
             *build_global_control_asset(catalog.program, partitions),
             *build_campaign_assets(catalog, partitions),
+            *build_results_assets(catalog, partitions),
         ],
         asset_checks=build_source_checks(catalog.program, partitions),
         jobs=[job, sources_job()],
