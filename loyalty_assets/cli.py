@@ -6,6 +6,7 @@
     loyalty validate                              check every campaign and segment file
     loyalty segment preview ID --date D           count and masked sample, nothing written
     loyalty campaign dry-run ID --date D          what a campaign would do on D, nothing written
+    loyalty report ID --from A --to B --out F     campaign results as an offline HTML report
 
 All commands honour LOYALTY_DATA_DIR, LOYALTY_CAMPAIGNS_DIR and LOYALTY_DATABASE_URL.
 """
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from loyalty_assets.config.catalog import load_catalog
+from loyalty_assets.reporting import cli as results_cli
 from loyalty_assets.settings import Settings
 from loyalty_assets.warehouse.warehouse import Warehouse
 
@@ -126,8 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     dry.add_argument("--date", type=_date, required=True)
     dry.add_argument("--sample", type=int, default=5)
 
+    results_cli.add_commands(commands)
+
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command in results_cli.COMMANDS:
+        return results_cli.run(args, settings)
     pl.Config.set_tbl_rows(200)
     pl.Config.set_tbl_hide_dataframe_shape(True)
 

@@ -1,0 +1,50 @@
+"""Subcommands of `loyalty` for campaign results, registered by cli.py in two lines.
+
+loyalty report ID --from D1 --to D2 --out FILE.html    results of D1..D2's entrants as offline HTML
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from loyalty_assets.settings import Settings
+
+COMMANDS = ("report",)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from exc
+
+
+def add_commands(commands: Any) -> None:
+    """Add the results subcommands to `loyalty`'s subparsers."""
+    report = commands.add_parser("report", help="a campaign's results as a self-contained HTML file")
+    report.add_argument("campaign_id")
+    report.add_argument("--from", dest="start", type=_date, required=True)
+    report.add_argument("--to", dest="end", type=_date, required=True)
+    report.add_argument("--out", type=Path, required=True)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run a results subcommand; a user error is one line on stderr and exit code 1."""
+    from loyalty_assets.reporting.commands import ReportError, report
+
+    try:
+        if args.command == "report":
+            path, results = report(settings, args.campaign_id, args.start, args.end, args.out)
+            test = results.groups.filter((results.groups["scope"] == "campaign") & (results.groups["group"] == "test"))
+            print(f"report of {args.campaign_id} ({args.start} … {args.end}) written to {path}")
+            gain = results.money.get("incremental_revenue")
+            print(f"  test customers {test['customers'][0]}, incremental revenue {gain}")
+            return 0
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 2
