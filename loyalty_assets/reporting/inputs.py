@@ -1,18 +1,21 @@
 """The rows a campaign's results are computed from, read once for the asset and the report alike.
 
 Both call `results_for` with the point-in-time sources of the last date, so the results asset of
-date D and `loyalty report --from <start> --to D` give the same figures.
+date D and `loyalty report --from <start> --to D` give the same figures. With a program-wide global
+control group, the programme's figures (everybody else versus the group, over the same dates) are
+added with scope `programme`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.sources.frames import SourceFrames
-from loyalty_assets.transforms.results import CampaignResults, campaign_results
+from loyalty_assets.transforms.results import CampaignResults, campaign_results, programme_results
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 
@@ -41,7 +44,7 @@ def results_for(
     ).select("message_id", "campaign_id", "customer_id", "channel", "variant", "send_at", "partition_date")
     days = {cid: c.settings.attribution_days for cid, c in catalog.campaigns.items()}
     rules = {cid: c.settings.attribution_from.as_dict() for cid, c in catalog.campaigns.items()}
-    return campaign_results(
+    results = campaign_results(
         campaign,
         start=start,
         end=end,
@@ -56,4 +59,15 @@ def results_for(
         program_tz=catalog.program.timezone,
         attribution_days=days,
         attribution_rules=rules,
+    )
+    group = catalog.program.global_control_group
+    if group is None:
+        return results
+    groups, differences = programme_results(
+        frames.customers, frames.checks, group, start, end, catalog.program.timezone, results.confidence
+    )
+    return replace(
+        results,
+        groups=pl.concat([results.groups, groups]),
+        differences=pl.concat([results.differences, differences]),
     )
