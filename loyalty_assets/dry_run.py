@@ -20,16 +20,19 @@ from loyalty_assets.sources.readers import make_reader
 from loyalty_assets.sources.snapshot import load_snapshot
 from loyalty_assets.transforms.campaign_day import (
     CampaignHistory,
+    EntrantsResult,
     campaign_accruals,
     campaign_entrants,
     campaign_journeys,
     campaign_messages,
 )
 from loyalty_assets.transforms.features import compute_features, required_features
+from loyalty_assets.transforms.journey import JourneyDay
 from loyalty_assets.transforms.masking import mask_email, mask_phone
+from loyalty_assets.transforms.messages import MessageBatch
 from loyalty_assets.transforms.segments import evaluate_segments
 from loyalty_assets.warehouse.history import own_accruals_before, read_history, read_members, recent_messages
-from loyalty_assets.warehouse.warehouse import open_existing
+from loyalty_assets.warehouse.warehouse import Warehouse, open_existing
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,30 @@ def _day_state(
     return snapshot.frames, features, evaluate_segments(catalog.segments, features)
 
 
-def dry_run(
+@dataclass(frozen=True)
+class DayInputs:
+    """Everything a campaign's run for D reads: the day's sources, features, members and history."""
+
+    point: AsOf
+    warehouse: Warehouse | None
+    frames: SourceFrames
+    features: pl.DataFrame
+    members_today: dict[str, pl.DataFrame]
+    members_yesterday: dict[str, pl.DataFrame]
+    history: CampaignHistory
+
+
+@dataclass(frozen=True)
+class DayOutputs:
+    """What the run's functions produce for the campaign on D (nothing written)."""
+
+    entered: EntrantsResult
+    journey: JourneyDay
+    accruals: pl.DataFrame
+    batch: MessageBatch
+
+
+def day_inputs(
     catalog: Catalog,
     campaign_id: str,
     day: date,
@@ -59,12 +85,10 @@ def dry_run(
     data_dir: Path,
     database_url: str,
     source_database_url: str | None = None,
-    sample: int = 5,
-) -> DryRun:
-    """Counts per stage, step, branch and variant, and a masked sample of the messages."""
+) -> DayInputs:
+    """The inputs the assets would read for `campaign_id` on `day` (the warehouse's history when it exists)."""
     if campaign_id not in catalog.campaigns:
         raise KeyError(f"unknown campaign {campaign_id!r}; known: {sorted(catalog.campaigns)}")
-    campaign = catalog.campaigns[campaign_id]
     program = catalog.program
     point = AsOf(day, program.timezone)
     warehouse = open_existing(database_url)
@@ -83,6 +107,15 @@ def dry_run(
         members_today |= {sid: empty for sid in catalog.manual_segments}
         members_yesterday |= {sid: empty for sid in catalog.manual_segments}
         history = CampaignHistory.empty()
+    return DayInputs(point, warehouse, frames, features, members_today, members_yesterday, history)
+
+
+def run_day(catalog: Catalog, campaign_id: str, inputs: DayInputs) -> DayOutputs:
+    """The campaign's day through the assets' functions: entrants → journeys → accruals → messages."""
+    campaign = catalog.campaigns[campaign_id]
+    program = catalog.program
+    point, warehouse, frames, features = inputs.point, inputs.warehouse, inputs.frames, inputs.features
+    history = inputs.history
     entered = campaign_entrants(
         campaign,
         program=program,
@@ -90,8 +123,8 @@ def dry_run(
         frames=frames,
         features=features,
         segments=catalog.segments,
-        members_today=members_today,
-        members_yesterday=members_yesterday,
+        members_today=inputs.members_today,
+        members_yesterday=inputs.members_yesterday,
         history=history,
         manual_segments=catalog.manual_segments,
     )
@@ -100,14 +133,14 @@ def dry_run(
         entered.entrants,
         as_of=point,
         features=features,
-        members=members_today,
+        members=inputs.members_today,
         pending_due=history.pending_due,
     )
     accruals = campaign_accruals(campaign, journey.actions)
     earlier_accruals = None
     if warehouse is not None:
         earlier_accruals = warehouse.read(
-            "bonus_accruals", {"campaign_id": campaign_id}, before=("partition_date", day)
+            "bonus_accruals", {"campaign_id": campaign_id}, before=("partition_date", point.date)
         )
     cap = program.frequency_cap
     recent = recent_messages(warehouse, campaign_id, point, cap.days) if cap and warehouse else None
@@ -126,6 +159,25 @@ def dry_run(
         renderer=catalog.renderer(),
         recent_messages=recent,
     )
+    return DayOutputs(entered, journey, accruals, batch)
+
+
+def dry_run(
+    catalog: Catalog,
+    campaign_id: str,
+    day: date,
+    *,
+    data_dir: Path,
+    database_url: str,
+    source_database_url: str | None = None,
+    sample: int = 5,
+) -> DryRun:
+    """Counts per stage, step, branch and variant, and a masked sample of the messages."""
+    inputs = day_inputs(
+        catalog, campaign_id, day, data_dir=data_dir, database_url=database_url, source_database_url=source_database_url
+    )
+    out = run_day(catalog, campaign_id, inputs)
+    entered, journey, accruals, batch, history = out.entered, out.journey, out.accruals, out.batch, inputs.history
     counts: dict[str, int | str] = {f"entry:{k}": v for k, v in entered.counts.items()}
     counts |= {f"journey:{k}": v for k, v in journey.counts.items()}
     counts["journey:resumed_from_earlier_days"] = history.pending_due.height
