@@ -13,7 +13,7 @@ from typing import Any
 
 from loyalty_assets.settings import Settings
 
-COMMANDS = ("report",)
+COMMANDS = ("report", "explain")
 
 
 def _date(text: str) -> date:
@@ -30,6 +30,10 @@ def add_commands(commands: Any) -> None:
     report.add_argument("--from", dest="start", type=_date, required=True)
     report.add_argument("--to", dest="end", type=_date, required=True)
     report.add_argument("--out", type=Path, required=True)
+    explain = commands.add_parser("explain", help="why a customer did or did not enter a campaign on a date")
+    explain.add_argument("customer_id", type=int)
+    explain.add_argument("--campaign", required=True)
+    explain.add_argument("--date", type=_date, required=True)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -43,6 +47,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"report of {args.campaign_id} ({args.start} … {args.end}) written to {path}")
             gain = results.money.get("incremental_revenue")
             print(f"  test customers {test['customers'][0]}, incremental revenue {gain}")
+            return 0
+        if args.command == "explain":
+            from loyalty_assets.config.catalog import load_catalog
+            from loyalty_assets.reporting.explain import explain
+
+            catalog = load_catalog(settings.campaigns_dir)
+            if args.campaign not in catalog.campaigns:
+                raise ReportError(f"unknown campaign {args.campaign!r}; known: {', '.join(sorted(catalog.campaigns))}")
+            lines = explain(
+                catalog,
+                args.customer_id,
+                args.campaign,
+                args.date,
+                data_dir=settings.data_dir,
+                database_url=settings.database_url,
+                source_database_url=settings.source_database_url,
+            )
+            print("\n".join(lines))
             return 0
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
