@@ -13,7 +13,7 @@ from typing import Any
 
 from loyalty_assets.settings import Settings
 
-COMMANDS = ("report", "explain")
+COMMANDS = ("report", "explain", "backtest")
 
 
 def _date(text: str) -> date:
@@ -34,6 +34,11 @@ def add_commands(commands: Any) -> None:
     explain.add_argument("customer_id", type=int)
     explain.add_argument("--campaign", required=True)
     explain.add_argument("--date", type=_date, required=True)
+    back = commands.add_parser("backtest", help="run a campaign over past dates into a scratch warehouse")
+    back.add_argument("campaign_id")
+    back.add_argument("--from", dest="start", type=_date, required=True)
+    back.add_argument("--to", dest="end", type=_date, required=True)
+    back.add_argument("--scratch", type=Path, default=None, help="folder for the scratch warehouse (default: new temp)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -65,6 +70,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 source_database_url=settings.source_database_url,
             )
             print("\n".join(lines))
+            return 0
+        if args.command == "backtest":
+            from loyalty_assets.reporting.backtest import backtest
+            from loyalty_assets.reporting.markdown import results_markdown
+            from loyalty_assets.transforms.results import FUNNEL_STAGES
+
+            done = backtest(settings, args.campaign_id, args.start, args.end, scratch=args.scratch)
+            print(f"backtest of {done.campaign_id} {args.start} … {args.end} in {done.scratch} (production untouched):")
+            for day, entrants, control, messages, cost in done.per_day.iter_rows():
+                print(
+                    f"  {day}  entrants {entrants:>6}  control {control:>5}  messages {messages:>6}  bonus cost {cost}"
+                )
+            results = done.results
+            events = sum(int(results.funnel[s].sum()) for s in FUNNEL_STAGES) if results is not None else 0
+            if results is not None and (events or results.groups["checks"].sum()):
+                print(results_markdown(results))
+            else:
+                print("  no checks or message events for these entrants yet")
             return 0
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
