@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html.parser
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -143,6 +144,37 @@ def test_hand_made_report_in_a_real_browser(chromium: str, tmp_path: Path) -> No
     assert "http://" not in page.read_text(encoding="utf-8").split("<script>")[0]  # nothing fetched
 
 
+def test_a_campaign_without_entrants_still_gets_every_chart(chromium: str, tmp_path: Path) -> None:
+    from loyalty_assets.transforms.results import campaign_results
+
+    campaign = fx.demo_campaign()
+    rules = campaign.settings.attribution_from.as_dict()
+    results = campaign_results(
+        campaign,
+        start=fx.DAY,
+        end=fx.DAY,
+        entrants=fx.entrants().clear(),
+        outbox=fx.outbox().clear(),
+        all_outbox=fx.outbox().clear(),
+        accruals=fx.accruals().clear(),
+        communications=fx.communications(),
+        checks=fx.checks(),
+        customers=fx.customers(),
+        ledger=fx.ledger(),
+        program_tz="Europe/Moscow",
+        attribution_days={"demo": 10},
+        attribution_rules={"demo": rules},
+    )
+    page = tmp_path / "empty.html"
+    page.write_text(render_report(results, campaign_name="Demo"), encoding="utf-8")
+    dom, console = load_in_browser(chromium, page)
+    assert console == []
+    assert parse(dom).plots == 4
+    drawn = re.sub(r"<script.*?</script>", "", dom, flags=re.S)  # what the charts drew, not their data
+    assert drawn.count(">no test and control entrants yet<") == 2
+    assert drawn.count(">no messages yet<") == drawn.count(">no entrants yet<") == 1
+
+
 def test_a_page_with_a_script_error_is_caught(chromium: str, tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
     page.write_text("<html><body><script>notDefined()</script></body></html>", encoding="utf-8")
@@ -220,7 +252,7 @@ def test_backfill_equals_daily_runs_and_the_report_equals_the_results_table(
     dom, console = load_in_browser(chromium, page)
     assert console == []
     cells = parse(dom)
-    assert cells.plots >= 3
+    assert cells.plots == 5  # uplift ×2, funnel, cumulative revenue, A/B variants
     stored = by_backfill.filter(pl.col("partition_date") == DAYS[-1]).rename({"group_name": "group"})
     assert cells.cells == as_cells(stored)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -43,19 +44,23 @@ def _figures_table(r: CampaignResults) -> str:
     return "\n".join(rows)
 
 
-def _charts(r: CampaignResults) -> list[tuple[str, object]]:
+def _empty(fig: Any, text: str) -> Any:
+    """An explicit empty state: the chart is there and says why it has nothing to show."""
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def _charts(r: CampaignResults) -> list[tuple[str, Any]]:
+    """Uplift (conversion, revenue per customer), funnel, cumulative revenue, A/B: always drawn."""
     import plotly.graph_objects as go
 
-    charts: list[tuple[str, object]] = []
-    diffs = r.differences.filter(
-        pl.col("ci_low").is_not_null() & pl.col("metric").is_in(["conversion", "revenue_per_customer"])
-    )
+    charts: list[tuple[str, Any]] = []
     for metric in ("conversion", "revenue_per_customer"):
-        rows = diffs.filter(pl.col("metric") == metric)
-        if rows.is_empty():
-            continue
+        rows = r.differences.filter((pl.col("metric") == metric) & pl.col("difference").is_not_null())
         labels = [f"{s}{':' + v if v else ''}" for s, v in rows.select("scope", "variant").rows()]
         est = rows.get_column("difference").to_list()
+        low = [lo if lo is not None else e for lo, e in zip(rows.get_column("ci_low").to_list(), est, strict=True)]
+        high = [hi if hi is not None else e for hi, e in zip(rows.get_column("ci_high").to_list(), est, strict=True)]
         fig = go.Figure(
             go.Bar(
                 x=labels,
@@ -63,45 +68,41 @@ def _charts(r: CampaignResults) -> list[tuple[str, object]]:
                 error_y={
                     "type": "data",
                     "symmetric": False,
-                    "array": [h - e for h, e in zip(rows.get_column("ci_high").to_list(), est, strict=True)],
-                    "arrayminus": [e - lo for lo, e in zip(rows.get_column("ci_low").to_list(), est, strict=True)],
+                    "array": [h - e for h, e in zip(high, est, strict=True)],
+                    "arrayminus": [e - lo for lo, e in zip(low, est, strict=True)],
                 },
             )
         )
         fig.update_layout(title=f"Uplift in {metric.replace('_', ' ')} (test − control, {r.confidence:.0%} interval)")
-        charts.append((f"uplift_{metric}", fig))
-    if r.funnel.height:
-        totals = r.funnel.group_by("channel").agg(pl.col(s).sum() for s in FUNNEL_STAGES).sort("channel")
-        fig = go.Figure(
-            [
-                go.Bar(name=str(ch), x=list(FUNNEL_STAGES), y=[row[s] for s in FUNNEL_STAGES])
-                for ch, row in zip(totals.get_column("channel"), totals.iter_rows(named=True), strict=True)
-            ]
-        )
-        fig.update_layout(title="Funnel: messages reaching each stage", barmode="group")
-        charts.append(("funnel", fig))
-    if r.cumulative.height:
-        fig = go.Figure(
-            [
-                go.Scatter(
-                    name=str(g),
-                    x=[d.isoformat() for d in part.get_column("day")],
-                    y=part.get_column("revenue_per_customer").to_list(),
-                    mode="lines",
-                )
-                for (g,), part in r.cumulative.partition_by("group", as_dict=True, maintain_order=True).items()
-            ]
-        )
-        fig.update_layout(title="Cumulative revenue per customer in the measurement windows")
-        charts.append(("cumulative", fig))
-    variants = r.groups.filter(pl.col("scope") == "variant")
-    if variants.height:
+        charts.append((f"uplift_{metric}", fig if rows.height else _empty(fig, "no test and control entrants yet")))
+    totals = r.funnel.group_by("channel").agg(pl.col(s).sum() for s in FUNNEL_STAGES).sort("channel")
+    fig = go.Figure(
+        [
+            go.Bar(name=str(row["channel"]), x=list(FUNNEL_STAGES), y=[row[s] for s in FUNNEL_STAGES])
+            for row in totals.iter_rows(named=True)
+        ]
+    )
+    fig.update_layout(title="Funnel: messages reaching each stage", barmode="group")
+    charts.append(("funnel", fig if totals.height else _empty(fig, "no messages yet")))
+    fig = go.Figure(
+        [
+            go.Scatter(
+                name=str(g),
+                x=[d.isoformat() for d in part.get_column("day")],
+                y=part.get_column("revenue_per_customer").to_list(),
+                mode="lines",
+            )
+            for (g,), part in r.cumulative.partition_by("group", as_dict=True, maintain_order=True).items()
+        ]
+    )
+    fig.update_layout(title="Cumulative revenue per customer in the measurement windows")
+    charts.append(("cumulative", fig if r.cumulative.height else _empty(fig, "no entrants yet")))
+    if r.ab is not None:
+        variants = r.groups.filter(pl.col("scope") == "variant")
         fig = go.Figure(
             go.Bar(x=variants.get_column("variant").to_list(), y=variants.get_column("conversion").to_list())
         )
-        fig.update_layout(
-            title=f"A/B variants: conversion — winner: {r.ab.winner if r.ab and r.ab.winner else 'none yet'}"
-        )
+        fig.update_layout(title=f"A/B variants: conversion — winner: {r.ab.winner or 'none yet'}")
         charts.append(("ab", fig))
     return charts
 
@@ -126,7 +127,7 @@ def render_report(r: CampaignResults, *, campaign_name: str, generated_for: date
         )
     for name, fig in _charts(r):
         parts.append(f"<div class='chart' id='chart-{name}'>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}"))  # type: ignore[attr-defined]
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}"))
         parts.append("</div>")
     parts.append("<h2>All figures</h2>")
     parts.append(_figures_table(r))
