@@ -75,10 +75,11 @@ def _charts(r: CampaignResults) -> list[tuple[str, Any]]:
         )
         fig.update_layout(title=f"Uplift in {metric.replace('_', ' ')} (test − control, {r.confidence:.0%} interval)")
         charts.append((f"uplift_{metric}", fig if rows.height else _empty(fig, "no test and control entrants yet")))
-    totals = r.funnel.group_by("channel").agg(pl.col(s).sum() for s in FUNNEL_STAGES).sort("channel")
+    stages = ("messages", *FUNNEL_STAGES)  # planned in the outbox, then each event
+    totals = r.funnel.group_by("channel").agg(pl.col(s).sum() for s in stages).sort("channel")
     fig = go.Figure(
         [
-            go.Bar(name=str(row["channel"]), x=list(FUNNEL_STAGES), y=[row[s] for s in FUNNEL_STAGES])
+            go.Bar(name=str(row["channel"]), x=list(stages), y=[row[s] for s in stages])
             for row in totals.iter_rows(named=True)
         ]
     )
