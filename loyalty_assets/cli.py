@@ -7,6 +7,8 @@
     loyalty segment preview ID --date D           count and masked sample, nothing written
     loyalty campaign dry-run ID --date D          what a campaign would do on D, nothing written
     loyalty report ID --from A --to B --out F     campaign results as an offline HTML report
+    loyalty explain CUSTOMER --campaign ID --date D   why a customer did or did not enter, and what followed
+    loyalty backtest ID --from A --to B           a campaign over past dates in a scratch warehouse
 
 All commands honour LOYALTY_DATA_DIR, LOYALTY_CAMPAIGNS_DIR and LOYALTY_DATABASE_URL.
 """
