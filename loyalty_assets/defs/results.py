@@ -37,11 +37,12 @@ def _results_asset(
     catalog: Catalog, cid: str, partitions: dg.PartitionsDefinition, outboxes: list[dg.AssetKey]
 ) -> dg.AssetsDefinition:
     own = [dg.AssetKey(["campaign", cid, name]) for name in CAMPAIGN_OUTPUTS]
+    deps: list[dg.AssetKey] = sorted(set(own) | set(outboxes), key=lambda k: k.to_user_string())
 
     @dg.asset(
         key=results_key(cid),
         ins={table: dg.AssetIn(source_key(table)) for table in RESULT_SOURCES},
-        deps=sorted(set(own) | set(outboxes), key=lambda k: k.to_user_string()),
+        deps=deps,
         group_name=f"campaign_{cid}",
         partitions_def=partitions,
         kinds={"polars", "sql"},

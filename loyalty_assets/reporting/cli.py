@@ -82,10 +82,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print(
                     f"  {day}  entrants {entrants:>6}  control {control:>5}  messages {messages:>6}  bonus cost {cost}"
                 )
-            results = done.results
-            events = sum(int(results.funnel[s].sum()) for s in FUNNEL_STAGES) if results is not None else 0
-            if results is not None and (events or results.groups["checks"].sum()):
-                print(results_markdown(results))
+            found = done.results
+            events = sum(int(found.funnel[s].sum()) for s in FUNNEL_STAGES) if found is not None else 0
+            if found is not None and (events or found.groups["checks"].sum()):
+                print(results_markdown(found))
             else:
                 print("  no checks or message events for these entrants yet")
             return 0
