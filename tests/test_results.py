@@ -417,3 +417,15 @@ def test_each_check_has_at_most_one_last_touch(messages: list[tuple[str, int, st
     for check_id, ts in checks.select("check_id", "ts").rows():
         in_window = [s for s in outbox.get_column("send_at").to_list() if s <= ts < s + timedelta(days=1)]
         assert (check_id in claims.get_column("check_id").to_list()) == bool(in_window)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 200), st.integers(1, 200), st.data())
+def test_newcombe_interval_holds_the_estimate_within_bounds(n_a: int, n_b: int, data: st.DataObject) -> None:
+    k_a = data.draw(st.integers(0, n_a))
+    k_b = data.draw(st.integers(0, n_b))
+    interval = proportion_difference(k_a, n_a, k_b, n_b)
+    assert interval is not None
+    assert -1 <= interval.low <= interval.estimate <= interval.high <= 1
+    wider = proportion_difference(k_a, n_a, k_b, n_b, confidence=0.99)
+    assert wider is not None and wider.low <= interval.low and wider.high >= interval.high
