@@ -8,6 +8,9 @@
     loyalty campaign dry-run ID --date D          what a campaign would do on D, nothing written
     loyalty dev                                   the Dagster UI (stops on Ctrl-C, even in the background)
     loyalty balance CUSTOMER_ID --date D [--json] the customer's bonus lots and balance on D
+    loyalty report ID --from A --to B --out F     campaign results as an offline HTML report
+    loyalty explain CUSTOMER --campaign ID --date D   why a customer did or did not enter, and what followed
+    loyalty backtest ID --from A --to B           a campaign over past dates in a scratch warehouse
 
 Options before the command: --verbose (Dagster's event log), --debug (tracebacks on errors).
 All commands honour LOYALTY_DATA_DIR, LOYALTY_CAMPAIGNS_DIR and LOYALTY_DATABASE_URL; runs are
@@ -611,6 +614,45 @@ def _balance(args: argparse.Namespace, settings: Settings) -> int:
     from loyalty_assets import balance
 
     return balance.run_command(args, settings)
+
+
+def _results_range(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("campaign_id")
+    parser.add_argument("--from", dest="start", type=_date, required=True)
+    parser.add_argument("--to", dest="end", type=_date, required=True)
+
+
+def _report_args(parser: argparse.ArgumentParser) -> None:
+    _results_range(parser)
+    parser.add_argument("--out", type=Path, required=True)
+
+
+def _explain_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("customer_id", type=int)
+    parser.add_argument("--campaign", required=True)
+    _with_date(parser)
+
+
+def _backtest_args(parser: argparse.ArgumentParser) -> None:
+    _results_range(parser)
+    parser.add_argument(
+        "--scratch", type=Path, default=None, help="folder for the scratch warehouse (default: new temp)"
+    )
+
+
+def _results(args: argparse.Namespace, settings: Settings) -> int:
+    from loyalty_assets.reporting import cli as results_cli
+
+    return results_cli.run(args, settings)
+
+
+command("report", "a campaign's results as a self-contained HTML file (charts, intervals)", _report_args)(_results)
+command("explain", "why a customer did or did not enter a campaign on a date, and what followed", _explain_args)(
+    _results
+)
+command("backtest", "a campaign over past dates in a scratch warehouse (production untouched)", _backtest_args)(
+    _results
+)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,12 +17,14 @@ import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.settings import Settings
-from loyalty_assets.sources.frames import AsOf
+from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.sources.readers import make_reader
 from loyalty_assets.sources.snapshot import load_snapshot
-from loyalty_assets.transforms.campaign_day import DayResult, run_day
+from loyalty_assets.transforms.campaign_day import CampaignHistory, DayResult, EntrantsResult, run_day
 from loyalty_assets.transforms.day_state import DayState
+from loyalty_assets.transforms.journey import JourneyDay
 from loyalty_assets.transforms.masking import mask_email, mask_phone
+from loyalty_assets.transforms.messages import MessageBatch
 from loyalty_assets.warehouse.history import read_state
 
 
@@ -36,11 +38,74 @@ class DryRun:
 
 def _run(
     catalog: Catalog, data_dir: Path, point: AsOf, state: DayState, source_url: str | None, only: list[str]
-) -> DayResult:
+) -> tuple[SourceFrames, DayResult]:
     snapshot = load_snapshot(
         make_reader(data_dir, source_url, point.cutoff), point, own_accruals=state.own_accruals(point)
     )
-    return run_day(catalog, snapshot.frames, point, state, only=only)
+    return snapshot.frames, run_day(catalog, snapshot.frames, point, state, only=only)
+
+
+def _previous_state(
+    catalog: Catalog, data_dir: Path, day: date, source_url: str | None, storage_dir: Path | None
+) -> DayState:
+    """The state D−1's run stored; without one, D−1 computed in memory from an empty state."""
+    stored = read_state(storage_dir or Settings.from_env().storage_dir, day - timedelta(days=1))
+    if stored is not None:
+        return DayState.from_frames(stored)
+    yesterday = AsOf(day - timedelta(days=1), catalog.program.timezone)
+    return _run(catalog, data_dir, yesterday, DayState.empty(), source_url, [])[1].state
+
+
+@dataclass(frozen=True)
+class DayInputs:
+    """What a campaign's day read (the day's sources, features, members, its history from the state)."""
+
+    point: AsOf
+    frames: SourceFrames
+    features: pl.DataFrame
+    members_today: dict[str, pl.DataFrame]
+    members_yesterday: dict[str, pl.DataFrame]
+    history: CampaignHistory
+    result: DayResult
+
+
+@dataclass(frozen=True)
+class DayOutputs:
+    """What the day produced for the campaign (nothing written); no steps when its gate failed."""
+
+    entered: EntrantsResult
+    journey: JourneyDay | None
+    accruals: pl.DataFrame | None
+    batch: MessageBatch | None
+
+
+def day_inputs(
+    catalog: Catalog,
+    campaign_id: str,
+    day: date,
+    *,
+    data_dir: Path,
+    source_database_url: str | None = None,
+    storage_dir: Path | None = None,
+) -> DayInputs:
+    """Run D for `campaign_id` (and the campaigns before it under the frequency cap) as the asset does."""
+    if campaign_id not in catalog.campaigns:
+        raise KeyError(f"unknown campaign {campaign_id!r}; known: {sorted(catalog.campaigns)}")
+    point = AsOf(day, catalog.program.timezone)
+    state = _previous_state(catalog, data_dir, day, source_database_url, storage_dir)
+    frames, result = _run(catalog, data_dir, point, state, source_database_url, [campaign_id])
+    history = CampaignHistory(
+        triggered=state.campaign_triggered(campaign_id),
+        outbox=state.campaign_outbox(campaign_id),
+        pending_due=state.pending_due(campaign_id, point),
+    )
+    return DayInputs(point, frames, result.features, result.members, result.members_yesterday, history, result)
+
+
+def campaign_outputs(inputs: DayInputs, campaign_id: str) -> DayOutputs:
+    """The campaign's part of the day `day_inputs` ran."""
+    mine = next(r for r in inputs.result.campaigns if r.campaign.id == campaign_id)
+    return DayOutputs(mine.entered, mine.journey, mine.accruals, mine.messages)
 
 
 def dry_run(
@@ -63,13 +128,8 @@ def dry_run(
         raise KeyError(f"unknown campaign {campaign_id!r}; known: {sorted(catalog.campaigns)}")
     program = catalog.program
     point = AsOf(day, program.timezone)
-    stored = read_state(storage_dir or Settings.from_env().storage_dir, day - timedelta(days=1))
-    if stored is not None:
-        state = DayState.from_frames(stored)
-    else:
-        yesterday = AsOf(day - timedelta(days=1), program.timezone)
-        state = _run(catalog, data_dir, yesterday, DayState.empty(), source_database_url, []).state
-    result = _run(catalog, data_dir, point, state, source_database_url, [campaign_id])
+    state = _previous_state(catalog, data_dir, day, source_database_url, storage_dir)
+    result = _run(catalog, data_dir, point, state, source_database_url, [campaign_id])[1]
     mine = next(r for r in result.campaigns if r.campaign.id == campaign_id)
     entered = mine.entered
     counts: dict[str, int | str] = {f"entry:{k}": v for k, v in entered.counts.items()}

@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 import polars as pl
+import pytest
 
 from loyalty_assets.config.campaigns import ABSplit, Campaign
 from loyalty_assets.transforms.ab_testing import adaptive_decision, assign_variants
@@ -146,11 +147,58 @@ def test_no_winner_before_the_decision_date() -> None:
     assert "2025-06-06" in decision.reason
 
 
-def test_winner_has_the_higher_open_rate() -> None:
+def test_a_lead_that_is_not_significant_keeps_splitting() -> None:
     decision = decide(date(2025, 6, 6))
     assert decision.rates == {"by_email": 0.5, "by_sms": 1.0}
-    assert decision.winner == "by_sms"
-    assert decide(date(2025, 6, 20)).winner == "by_sms"  # recomputed later: the same
+    # 2 of 2 vs 1 of 2: Newcombe's 95% interval of the difference includes 0
+    assert decision.winner is None
+    assert decision.reason.startswith("keeps splitting: by_sms leads but not significantly at 95%")
+
+
+def big_test_group(email_opens: int, sms_opens: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """40 test entrants on 1 June (odd ids by_email, even by_sms), one message each, and their opens."""
+    ids = list(range(1, 41))
+    variants = ["by_email" if i % 2 else "by_sms" for i in ids]
+    history = pl.DataFrame(
+        {"customer_id": ids, "variant": variants, "partition_date": [date(2025, 6, 1)] * 40, "is_control": [False] * 40}
+    )
+    outbox = pl.DataFrame(
+        {
+            "message_id": [f"m{i}" for i in ids],
+            "customer_id": ids,
+            "variant": variants,
+            "send_at": [ts("2025-06-01T07:00")] * 40,
+        }
+    )
+    openers = [i for i in ids if i % 2][:email_opens] + [i for i in ids if not i % 2][:sms_opens]
+    return history, outbox, opened(*((f"m{i}", i) for i in openers))
+
+
+@pytest.mark.parametrize(
+    ("email_opens", "sms_opens", "confidence", "winner"),
+    [
+        (4, 16, 0.95, "by_sms"),  # 4/20 vs 16/20: difference 0.6, Newcombe 95% interval well above 0
+        (8, 12, 0.95, None),  # 8/20 vs 12/20: interval includes 0 → keeps splitting
+        (6, 13, 0.95, "by_sms"),  # 6/20 vs 13/20: Newcombe 95% interval (0.042, 0.579) excludes 0
+        (6, 13, 0.99, None),  # … but not at 99% (-0.048, 0.625): the level is configurable
+    ],
+)
+def test_winner_only_when_significant(email_opens: int, sms_opens: int, confidence: float, winner: str | None) -> None:
+    history, outbox, opens = big_test_group(email_opens, sms_opens)
+    split = the_split(split_campaign(adaptive={"first_n": 40, "decide_after_days": 0, "metric": "opens"}))
+    decision = adaptive_decision(
+        split,
+        date(2025, 6, 2),
+        history=history,
+        outbox=outbox,
+        communications=opens,
+        checks=pl.DataFrame(schema={"customer_id": pl.Int64(), "ts": pl.Datetime("us", "UTC")}),
+        attribution_days=7,
+        confidence=confidence,
+    )
+    assert decision.rates == {"by_email": email_opens / 20, "by_sms": sms_opens / 20}
+    assert decision.winner == winner
+    assert ("keeps splitting" in decision.reason) == (winner is None)
 
 
 def test_winner_by_attributed_checks() -> None:
@@ -172,4 +220,5 @@ def test_winner_by_attributed_checks() -> None:
         attribution_days=7,
     )
     assert decision.rates == {"by_email": 0.5, "by_sms": 0.0}
-    assert decision.winner == "by_email"
+    assert decision.winner is None  # 1 of 2 vs 0 of 2: not significant at 95%
+    assert "by_email leads" in decision.reason

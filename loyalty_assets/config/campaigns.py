@@ -368,6 +368,30 @@ class QuietHours(_Model):
     channels: tuple[Literal["email", "sms", "push"], ...] = ("sms", "push")
 
 
+TouchEvent = Literal["sent", "delivered", "opened", "clicked"]
+
+
+class AttributionFrom(_Model):
+    """Per channel, the message event from which a check counts for the message (Loymax's rule:
+    email and push once opened, SMS once delivered). `attribution_from: sent` counts every channel
+    from the send."""
+
+    email: TouchEvent = "opened"
+    push: TouchEvent = "opened"
+    sms: TouchEvent = "delivered"
+    viber: TouchEvent = "delivered"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_for_all(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {channel: value for channel in ("email", "push", "sms", "viber")}
+        return value
+
+    def as_dict(self) -> dict[str, str]:
+        return {"email": self.email, "push": self.push, "sms": self.sms, "viber": self.viber}
+
+
 class Gates(_Model):
     """Fail-closed limits: a campaign does not send when its inputs look wrong.
 
@@ -389,6 +413,10 @@ class Settings(_Model):
     once_per_customer: bool = False
     max_messages_per_hour: int | None = Field(default=None, ge=1)
     attribution_days: int = Field(default=7, ge=0, description="checks within N days of a message count for it")
+    attribution_from: AttributionFrom = Field(default_factory=lambda: AttributionFrom())
+    confidence: Decimal = Field(
+        default=Decimal("0.95"), gt=0, lt=1, description="confidence level of intervals and of A/B winners"
+    )
     quiet_hours: QuietHours | None = None
     exclude_global_control: bool = True
     priority: int = Field(default=100, description="lower runs first under the frequency cap")

@@ -12,6 +12,7 @@ from loyalty_assets.defs.day import build_day_asset
 from loyalty_assets.defs.ledger import build_ledger_asset
 from loyalty_assets.defs.partitions import daily_partitions
 from loyalty_assets.defs.resources import ParquetIOManager, SourceResource, WarehouseResource
+from loyalty_assets.defs.results import build_results_assets
 from loyalty_assets.defs.schedules import closing_schedule, daily_job, daily_schedule, sources_job
 from loyalty_assets.defs.sources import build_source_assets
 from loyalty_assets.defs.summary import build_summary_asset
@@ -34,6 +35,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         *build_global_control_asset(catalog.program, partitions),
         *invalid_definition_assets(catalog, partitions),
         build_ledger_asset(catalog, partitions),
+        *build_results_assets(catalog, partitions),
     ]
     checks = build_source_checks(catalog.program, partitions)
     return dg.Definitions(

@@ -3,7 +3,10 @@
 A customer's variant depends only on (campaign, customer) and the weights, so re-runs and backfills
 agree. The adaptive mode splits the first `first_n` entrants evenly; `decide_after_days` after the
 n-th entered, the variant with the best rate on opens, clicks or attributed checks takes every later
-entrant. The decision is recomputed from warehouse history each day, so it is reproducible.
+entrant — but only when its lead is significant at the campaign's `settings.confidence` (default 95 %,
+Newcombe interval of the difference excluding zero, see `transforms.uplift`); until then the split
+goes on evenly and the decision's reason says "keeps splitting". The decision is recomputed from
+warehouse history each day, so it is reproducible.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import polars as pl
 
 from loyalty_assets.config.campaigns import ABSplit
 from loyalty_assets.transforms.hashing import BUCKETS, stable_bucket
+from loyalty_assets.transforms.uplift import significant_winner
 
 
 def assign_variants(
@@ -57,12 +61,14 @@ def adaptive_decision(
     communications: pl.DataFrame,
     checks: pl.DataFrame,
     attribution_days: int,
+    confidence: float = 0.95,
 ) -> Decision:
     """Whether (and which) variant has won by `day`.
 
     `history`: earlier entrants (`customer_id, variant, partition_date, is_control`); `outbox`: this
     campaign's messages (`message_id, customer_id, variant, send_at`); `communications`: message
     events; `checks`: for attributed checks (a check within `attribution_days` after a message).
+    `confidence`: the level at which a lead counts as a win.
     """
     adaptive = split.adaptive
     if adaptive is None:
@@ -96,7 +102,7 @@ def adaptive_decision(
         )
     sizes = dict(test_customers.group_by("variant").len().iter_rows())
     wins = dict(hits.group_by("variant").len().iter_rows())
-    rates = {v.name: (wins.get(v.name, 0) / sizes[v.name]) if sizes.get(v.name) else 0.0 for v in split.variants}
-    best = max(rates.values())
-    winner = next(v.name for v in split.variants if rates[v.name] == best)  # ties: the first listed
-    return Decision(winner, rates, f"decided on {decide_on} by {adaptive.metric}")
+    verdict = significant_winner(wins, sizes, confidence, order=[v.name for v in split.variants])
+    if verdict.winner is None:
+        return Decision(None, verdict.rates, f"keeps splitting: {verdict.reason} by {adaptive.metric}")
+    return Decision(verdict.winner, verdict.rates, f"decided on {decide_on} by {adaptive.metric}: {verdict.reason}")

@@ -78,9 +78,14 @@ class CampaignHistory:
 
 @dataclass(frozen=True)
 class EntrantsResult:
+    """Who entered, how many each rule removed, and the inputs of those rules (for `loyalty explain`)."""
+
     entrants: pl.DataFrame
     counts: dict[str, int]
     decision: Decision | None = None
+    fired: pl.DataFrame | None = None  # the trigger's hits before any rule
+    audience: pl.Series | None = None  # customers allowed by the audience (None = everybody)
+    global_control: pl.Series | None = None  # members of the global control group on D
 
 
 def campaign_entrants(
@@ -139,6 +144,7 @@ def campaign_entrants(
             communications=frames.communications,
             checks=frames.checks,
             attribution_days=campaign.settings.attribution_days,
+            confidence=float(campaign.settings.confidence),
         )
     entrants, counts = select_entrants(
         campaign,
@@ -149,7 +155,7 @@ def campaign_entrants(
         global_control=global_control,
         winner=decision.winner if decision else None,
     )
-    return EntrantsResult(entrants, counts, decision)
+    return EntrantsResult(entrants, counts, decision, fired=fired, audience=audience, global_control=global_control)
 
 
 def _known(members: pl.DataFrame | None) -> pl.DataFrame | None:

@@ -1,0 +1,73 @@
+"""The rows a campaign's results are computed from, read once for the asset and the report alike.
+
+Both call `results_for` with the point-in-time sources of the last date, so the results asset of
+date D and `loyalty report --from <start> --to D` give the same figures. With a program-wide global
+control group, the programme's figures (everybody else versus the group, over the same dates) are
+added with scope `programme`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, timedelta
+
+import polars as pl
+
+from loyalty_assets.config.catalog import Catalog
+from loyalty_assets.sources.frames import SourceFrames
+from loyalty_assets.transforms.results import CampaignResults, campaign_results, programme_results
+from loyalty_assets.warehouse.warehouse import Warehouse
+
+
+def period_start(catalog: Catalog, campaign_id: str) -> date:
+    """The first date a campaign's results count entrants from: its start date, else the partitions'."""
+    campaign = catalog.campaigns[campaign_id]
+    return max(campaign.start_date or catalog.program.partitions_start, catalog.program.partitions_start)
+
+
+def results_for(
+    catalog: Catalog, campaign_id: str, wh: Warehouse, frames: SourceFrames, start: date, end: date
+) -> CampaignResults:
+    """Results of `campaign_id`'s entrants of `start..end`, from the warehouse and `frames` (as of `end`)."""
+    campaign = catalog.campaigns[campaign_id]
+    after = end + timedelta(days=1)
+    mine = {"campaign_id": campaign_id}
+    entrants = wh.read("triggered_customers", mine, since=("partition_date", start), before=("partition_date", after))
+    outbox = wh.read("message_outbox", mine, since=("partition_date", start), before=("partition_date", after))
+    accruals = wh.read("bonus_accruals", mine, since=("partition_date", start), before=("partition_date", after))
+    # other campaigns' messages compete for the last touch: those that can reach a check of the period
+    longest = max((c.settings.attribution_days for c in catalog.campaigns.values()), default=0)
+    everyone = wh.read(
+        "message_outbox",
+        since=("partition_date", start - timedelta(days=longest + 1)),
+        before=("partition_date", after),
+    ).select("message_id", "campaign_id", "customer_id", "channel", "variant", "send_at", "partition_date")
+    days = {cid: c.settings.attribution_days for cid, c in catalog.campaigns.items()}
+    rules = {cid: c.settings.attribution_from.as_dict() for cid, c in catalog.campaigns.items()}
+    results = campaign_results(
+        campaign,
+        start=start,
+        end=end,
+        entrants=entrants,
+        outbox=outbox,
+        all_outbox=everyone.filter(pl.col("campaign_id").is_in(list(rules))),
+        accruals=accruals,
+        communications=frames.communications,
+        checks=frames.checks,
+        customers=frames.customers,
+        ledger=frames.bonus_transactions,
+        program_tz=catalog.program.timezone,
+        attribution_days=days,
+        attribution_rules=rules,
+    )
+    group = catalog.program.global_control_group
+    if group is None:
+        return results
+    groups, differences = programme_results(
+        frames.customers, frames.checks, group, start, end, catalog.program.timezone, results.confidence
+    )
+    return replace(
+        results,
+        groups=pl.concat([results.groups, groups]),
+        differences=pl.concat([results.differences, differences]),
+    )
