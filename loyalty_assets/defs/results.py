@@ -7,6 +7,9 @@ The figures are computed by `transforms.results` through `reporting.inputs.resul
 call `loyalty report` makes.
 """
 
+from collections.abc import Iterator
+from datetime import date
+
 import dagster as dg
 import polars as pl
 
@@ -18,6 +21,7 @@ from loyalty_assets.reporting.inputs import period_start, results_for
 from loyalty_assets.reporting.markdown import results_markdown
 from loyalty_assets.sources.frames import SourceFrames
 from loyalty_assets.transforms.results import GROUP_SCHEMA, format_value
+from loyalty_assets.warehouse.warehouse import Warehouse
 
 RESULT_SOURCES = ("customers", "checks", "communications", "bonus_transactions")
 CAMPAIGN_OUTPUTS = ("triggered_customers", "bonus_accruals", "message_outbox")
@@ -28,58 +32,73 @@ def results_key(campaign_id: str) -> dg.AssetKey:
 
 
 def build_results_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """One results asset per valid campaign; it depends on every campaign's outbox (last touch)."""
-    others = [dg.AssetKey(["campaign", other, "message_outbox"]) for other in sorted(catalog.campaigns)]
-    return [_results_asset(catalog, cid, partitions, others) for cid in sorted(catalog.campaigns)]
+    """One step for every campaign's results asset (a step per campaign would cost a step's bookkeeping each).
 
-
-def _results_asset(
-    catalog: Catalog, cid: str, partitions: dg.PartitionsDefinition, outboxes: list[dg.AssetKey]
-) -> dg.AssetsDefinition:
-    own = [dg.AssetKey(["campaign", cid, name]) for name in CAMPAIGN_OUTPUTS]
-    deps: list[dg.AssetKey] = sorted(set(own) | set(outboxes), key=lambda k: k.to_user_string())
-
-    @dg.asset(
-        key=results_key(cid),
-        ins={table: dg.AssetIn(source_key(table)) for table in RESULT_SOURCES},
-        deps=deps,
-        group_name=f"campaign_{cid}",
-        partitions_def=partitions,
-        kinds={"polars", "sql"},
-        description=f"{catalog.campaigns[cid].name}: test vs control, money, A/B, funnel up to D → campaign_results.",
-    )
-    def results(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, **tables: pl.DataFrame
-    ) -> dg.MaterializeResult:
-        point = as_of(context, catalog.program)
-        wh = warehouse.warehouse
-        start = period_start(catalog, cid)
-        frames = SourceFrames.from_tables(dict(tables))
-        outcome = results_for(catalog, cid, wh, frames, start, point.date)
-        table = outcome.table().with_columns(pl.lit(start).alias("period_start")).rename({"group": "group_name"})
-        written = wh.replace("campaign_results", table, {"campaign_id": cid, "partition_date": point.date})
-        groups = outcome.groups
-        return dg.MaterializeResult(
-            metadata={
-                "results": dg.MetadataValue.md(results_markdown(outcome)),
-                "groups": dg.MetadataValue.table(
-                    records=[
-                        dg.TableRecord({k: format_value(v) if v is not None else None for k, v in row.items()})
-                        for row in groups.iter_rows(named=True)
-                    ],
-                    schema=dg.TableSchema(columns=[dg.TableColumn(name, "string") for name in GROUP_SCHEMA]),
-                ),
-                "incremental_revenue": dg.MetadataValue.text(
-                    format_value(outcome.money.get("incremental_revenue")) or "n/a"
-                ),
-                "sample_ratio_mismatch": dg.MetadataValue.bool(outcome.sample_ratio.mismatch),
-                "ab_winner": dg.MetadataValue.text(
-                    (outcome.ab.winner or f"none yet: {outcome.ab.reason}")
-                    if outcome.ab is not None
-                    else "no A/B split"
-                ),
-                "dagster/row_count": dg.MetadataValue.int(written),
-            }
+    Each `campaign/<id>/results` depends on its campaign's outputs and on every campaign's outbox
+    (last touch across campaigns).
+    """
+    if not catalog.campaigns:
+        return []
+    outboxes = [dg.AssetKey(["campaign", other, "message_outbox"]) for other in sorted(catalog.campaigns)]
+    specs = []
+    for cid in sorted(catalog.campaigns):
+        own = [dg.AssetKey(["campaign", cid, name]) for name in CAMPAIGN_OUTPUTS]
+        sources = [source_key(table) for table in RESULT_SOURCES]
+        deps = sorted(set(own) | set(outboxes) | set(sources), key=lambda k: k.to_user_string())
+        specs.append(
+            dg.AssetSpec(
+                results_key(cid),
+                deps=deps,
+                group_name=f"campaign_{cid}",
+                kinds={"polars", "sql"},
+                description=f"{catalog.campaigns[cid].name}: test vs control, money, A/B, funnel up to D → "
+                "campaign_results.",
+            )
         )
 
-    return results
+    @dg.multi_asset(
+        name="campaign_results",
+        specs=specs,
+        ins={table: dg.AssetIn(source_key(table)) for table in RESULT_SOURCES},
+        partitions_def=partitions,
+    )
+    def campaign_results(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, **tables: pl.DataFrame
+    ) -> Iterator[dg.MaterializeResult]:
+        point = as_of(context, catalog.program)
+        frames = SourceFrames.from_tables(dict(tables))
+        for cid in sorted(catalog.campaigns):
+            yield _campaign_results(catalog, cid, warehouse.warehouse, frames, point.date)
+
+    return [campaign_results]
+
+
+def _campaign_results(
+    catalog: Catalog, cid: str, wh: Warehouse, frames: SourceFrames, day: date
+) -> dg.MaterializeResult:
+    start = period_start(catalog, cid)
+    outcome = results_for(catalog, cid, wh, frames, start, day)
+    table = outcome.table().with_columns(pl.lit(start).alias("period_start")).rename({"group": "group_name"})
+    written = wh.replace("campaign_results", table, {"campaign_id": cid, "partition_date": day})
+    groups = outcome.groups
+    return dg.MaterializeResult(
+        asset_key=results_key(cid),
+        metadata={
+            "results": dg.MetadataValue.md(results_markdown(outcome)),
+            "groups": dg.MetadataValue.table(
+                records=[
+                    dg.TableRecord({k: format_value(v) if v is not None else None for k, v in row.items()})
+                    for row in groups.iter_rows(named=True)
+                ],
+                schema=dg.TableSchema(columns=[dg.TableColumn(name, "string") for name in GROUP_SCHEMA]),
+            ),
+            "incremental_revenue": dg.MetadataValue.text(
+                format_value(outcome.money.get("incremental_revenue")) or "n/a"
+            ),
+            "sample_ratio_mismatch": dg.MetadataValue.bool(outcome.sample_ratio.mismatch),
+            "ab_winner": dg.MetadataValue.text(
+                (outcome.ab.winner or f"none yet: {outcome.ab.reason}") if outcome.ab is not None else "no A/B split"
+            ),
+            "dagster/row_count": dg.MetadataValue.int(written),
+        },
+    )
