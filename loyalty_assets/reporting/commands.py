@@ -13,7 +13,7 @@ from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.readers import make_reader
 from loyalty_assets.sources.snapshot import load_snapshot
 from loyalty_assets.transforms.results import CampaignResults
-from loyalty_assets.warehouse.history import own_accruals_before
+from loyalty_assets.warehouse.lots import own_accruals_through
 from loyalty_assets.warehouse.warehouse import open_existing
 
 
@@ -33,7 +33,7 @@ def build_results(settings: Settings, campaign_id: str, start: date, end: date) 
         raise ReportError("no warehouse yet: run the pipeline first (make run, or loyalty run --date D)")
     point = AsOf(end, catalog.program.timezone)
     reader = make_reader(settings.data_dir, settings.source_database_url, point.cutoff)
-    snapshot = load_snapshot(reader, point, own_accruals=own_accruals_before(wh, point))
+    snapshot = load_snapshot(reader, point, own_accruals=own_accruals_through(wh, point))
     return results_for(catalog, campaign_id, wh, snapshot.frames, start, end)
 
 

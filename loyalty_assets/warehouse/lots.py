@@ -22,7 +22,7 @@ TABLE = "bonus_lots"
 def own_accruals_through(warehouse: Warehouse, as_of: AsOf) -> pl.DataFrame:
     """This project's accruals visible at the end of D: written by runs up to D, accrued before the cutoff.
 
-    Unlike `history.own_accruals_before` (what D's features and triggers see, before D's campaigns
+    Unlike `DayState.own_accruals` (what D's features and triggers see, before D's campaigns
     run), D's own accruals count: the ledger of D runs after them.
     """
     written = warehouse.read("bonus_accruals", before=("partition_date", as_of.date + timedelta(days=1)))
