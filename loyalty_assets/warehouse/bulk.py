@@ -3,16 +3,18 @@
 Rows moved as one Python dict each through SQLAlchemy's executemany ran at 5–30k rows/s, which made
 the warehouse writes most of a heavy day's run. Here Polars (Rust) does every per-value conversion:
 
-- **PostgreSQL writes** are one `COPY … FROM STDIN` in text format, streamed in chunks that Polars
-  renders with `write_csv` (tab separated, `\\N` for NULL, backslash, tab, newline and carriage return
-  escaped as COPY's text format requires). The COPY runs on the DBAPI connection of the caller's
-  SQLAlchemy connection, so it is inside the transaction that holds the scope's advisory lock and
-  has just deleted the scope.
+- **PostgreSQL writes** are one `COPY … FROM STDIN` in CSV format, streamed in chunks that Polars
+  renders with `write_csv`: every text is quoted (quotes doubled; tabs, newlines, backslashes and
+  `\\.` need nothing more inside quotes) and a NULL is an unquoted empty field, so NULL and `""` stay
+  apart. CSV rather than COPY's text format because text needs a backslash-escaping pass over every
+  string (it cost more than the CSV rendering itself on ~1 KB bodies). The COPY runs on the DBAPI
+  connection of the caller's SQLAlchemy connection, so it is inside the transaction that holds the
+  scope's advisory lock and has just deleted the scope.
 - **SQLite writes** are one prepared `INSERT` run by sqlite3's `executemany` over tuples zipped
   from Polars columns already in their stored form (ISO text dates and timestamps, 0/1 booleans,
   decimal text), on the same connection and transaction (`BEGIN IMMEDIATE`). ADBC's ingest would
   be a second connection, which can neither join that transaction nor write while it holds the
-  database's write lock.
+  database's write lock (and its driver carries a second copy of SQLite: see `_read_sqlite`).
 - **PostgreSQL reads** are `COPY (SELECT …) TO STDOUT` in CSV, parsed by Polars' CSV reader: in CSV
   a NULL is an unquoted empty field and an empty text is `""`, so the two stay apart. Dates and
   timestamps are rendered by `to_char` in a fixed format, independent of the session's DateStyle.
@@ -48,9 +50,6 @@ DATETIME_PARSE = "%Y-%m-%d %H:%M:%S%.f"
 DATE_TEXT = "%Y-%m-%d"
 PG_DATETIME = "YYYY-MM-DD HH24:MI:SS.US"
 PG_DATE = "YYYY-MM-DD"
-#: COPY text format: the characters that must be written as escapes (backslash first).
-COPY_SPECIAL = ["\\", "\t", "\n", "\r"]
-COPY_ESCAPED = ["\\\\", "\\t", "\\n", "\\r"]
 #: Name of the constant first column of PostgreSQL reads (see `_read_postgres`).
 LEAD = "__lead"
 
@@ -118,15 +117,6 @@ def _chunks(frame: pl.DataFrame) -> Iterator[pl.DataFrame]:
         yield frame.slice(offset, step)
 
 
-def _copy_text(frame: pl.DataFrame) -> pl.DataFrame:
-    """Escape text columns for COPY's text format (one pass per column, replacements not rescanned)."""
-    return frame.with_columns(
-        pl.col(name).str.replace_many(COPY_SPECIAL, COPY_ESCAPED)
-        for name, dtype in frame.schema.items()
-        if dtype == pl.String()
-    )
-
-
 def _dbapi_error(conn: sa.Connection, statement: str, exc: Exception) -> Exception:
     """The SQLAlchemy exception SQLAlchemy itself would raise for a driver error (IntegrityError, …)."""
     return sa.exc.DBAPIError.instance(statement, None, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect)
@@ -137,19 +127,17 @@ def copy_into_postgres(conn: sa.Connection, table: sa.Table, rows: pl.DataFrame)
     from psycopg import sql
 
     raw = conn.connection.dbapi_connection
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in rows.columns)
     )
     utf8 = raw.info.encoding == "utf-8"
     try:
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            for chunk in _chunks(_copy_text(rows)):
+            for chunk in _chunks(rows):
                 buffer = io.BytesIO()
                 chunk.write_csv(
                     buffer,
-                    separator="\t",
-                    quote_style="never",
-                    null_value="\\N",
+                    quote_style="non_numeric",
                     include_header=False,
                     datetime_format=DATETIME_TEXT,
                     date_format=DATE_TEXT,
