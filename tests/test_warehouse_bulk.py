@@ -185,13 +185,14 @@ def test_a_missing_required_column_is_refused_in_one_line(warehouse_url: str) ->
 def test_large_writes_go_in_several_chunks(warehouse_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from loyalty_assets.warehouse import bulk
 
-    monkeypatch.setattr(bulk, "CHUNK_BYTES", 1)  # 1,000-row chunks
+    monkeypatch.setattr(bulk, "CHUNK_BYTES", 1)  # chunks of 1,000 (the minimum), 1,000 and 503 rows; on
+    # SQLite five 200-row statements per full chunk, then two and a remainder statement of 103 rows
     wh = Warehouse(warehouse_url)
-    bodies = [f"тело\t{i}\n" for i in range(2_500)]
-    wh.replace("message_outbox", outbox(bodies, [None] * 2_500), SCOPE)
+    bodies = [f"тело\t{i}\n" for i in range(2_503)]
+    wh.replace("message_outbox", outbox(bodies, [None] * 2_503), SCOPE)
     back = wh.read("message_outbox", SCOPE).sort("customer_id")
     assert back["body"].to_list() == bodies
-    assert back["batch_no"].to_list() == list(range(2_500))
+    assert back["batch_no"].to_list() == list(range(2_503))
 
 
 # --- property: whatever a frame holds, reading it back gives the same frame ---------------------------

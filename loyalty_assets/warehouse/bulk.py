@@ -10,8 +10,8 @@ the warehouse writes most of a heavy day's run. Here Polars (Rust) does every pe
   string (it cost more than the CSV rendering itself on ~1 KB bodies). The COPY runs on the DBAPI
   connection of the caller's SQLAlchemy connection, so it is inside the transaction that holds the
   scope's advisory lock and has just deleted the scope.
-- **SQLite writes** are one prepared `INSERT` run by sqlite3's `executemany` over tuples zipped
-  from Polars columns already in their stored form (ISO text dates and timestamps, 0/1 booleans,
+- **SQLite writes** are one prepared multi-row `INSERT` run by sqlite3's `executemany` over tuples
+  zipped from Polars columns already in their stored form (ISO text dates and timestamps, 0/1 booleans,
   decimal text), on the same connection and transaction (`BEGIN IMMEDIATE`). ADBC's ingest would
   be a second connection, which can neither join that transaction nor write while it holds the
   database's write lock (and its driver carries a second copy of SQLite: see `_read_sqlite`).
@@ -35,6 +35,7 @@ import io
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import chain, islice
 from typing import Any
 
 import polars as pl
@@ -42,6 +43,8 @@ import sqlalchemy as sa
 
 #: Rough size of one chunk handed to COPY or executemany: bounds memory on million-row writes.
 CHUNK_BYTES = 32 * 1024 * 1024
+#: Rows per SQLite INSERT statement (capped by the database's limit on bound variables).
+ROWS_PER_STATEMENT = 200
 #: How timestamps are stored on SQLite (SQLAlchemy's own format, so older rows compare as text).
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S%.6f"
 #: What COPY text input and `to_char(…, PG_DATETIME)` produce; `%.f` also accepts no fraction.
@@ -164,17 +167,31 @@ def _sqlite_stored(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def insert_into_sqlite(conn: sa.Connection, table: sa.Table, rows: pl.DataFrame) -> None:
-    """executemany prepared rows into `table` inside `conn`'s transaction."""
+    """executemany prepared rows into `table` inside `conn`'s transaction, many rows per statement.
+
+    One `INSERT … VALUES (…), (…), …` of ROWS_PER_STATEMENT rows per execution cut the insert's CPU
+    by about a third against one row per execution (fewer statement steps and Python iterations for
+    the same bindings), within SQLite's limit on bound variables.
+    """
+    import sqlite3
+
     quote = conn.dialect.identifier_preparer.quote
-    statement = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in rows.columns)}) "
-        f"VALUES ({', '.join('?' for _ in rows.columns)})"
-    )
-    cursor = conn.connection.dbapi_connection.cursor()
+    raw = conn.connection.dbapi_connection
+    width = rows.width
+    per = max(1, min(ROWS_PER_STATEMENT, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in rows.columns)}) VALUES "
+    one = "(" + ", ".join("?" for _ in rows.columns) + ")"
+    statement = head + ", ".join([one] * per)
+    cursor = raw.cursor()
     try:
         for chunk in _chunks(_sqlite_stored(rows)):
-            cursor.executemany(statement, zip(*(s.to_list() for s in chunk.iter_columns()), strict=True))
-    except conn.dialect.loaded_dbapi.Error as exc:
+            values = chain.from_iterable(zip(*(s.to_list() for s in chunk.iter_columns()), strict=True))
+            full, rest = divmod(chunk.height, per)
+            if full:
+                cursor.executemany(statement, (tuple(islice(values, per * width)) for _ in range(full)))
+            if rest:
+                cursor.execute(head + ", ".join([one] * rest), tuple(values))
+    except sqlite3.Error as exc:
         raise _dbapi_error(conn, statement, exc) from exc
     finally:
         cursor.close()
@@ -344,7 +361,13 @@ def _read_sqlite(conn: sa.Connection, table: sa.Table, condition: str, params: l
     Tried here, it ended in `disk I/O error` right after a rolled-back write.
     """
     query, raw_schema = _sqlite_select(table, conn.dialect)
-    rows = conn.exec_driver_sql(query + condition, tuple(params)).fetchall()
+    cursor = conn.connection.dbapi_connection.cursor()  # plain tuples: SQLAlchemy's Row objects cost a third more
+    try:
+        rows = cursor.execute(query + condition, params).fetchall()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _dbapi_error(conn, query + condition, exc) from exc
+    finally:
+        cursor.close()
     raw = pl.DataFrame(rows, schema=raw_schema, orient="row")
     return _decode(raw, schema_of(table), text_booleans=False)
 
