@@ -279,7 +279,7 @@ def child(warehouse: str, table: str, rows: int, path: str, postgres_url: str) -
             pid = None
             if warehouse == "postgres":  # the pool's one connection, which replace and read reuse
                 with wh.engine.connect() as conn:
-                    pid = conn.connection.dbapi_connection.info.backend_pid
+                    pid = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
             with measured(write, pid):
                 wh.replace(table, frame.drop(*scope), scope)
             with measured(read, pid):

@@ -114,10 +114,18 @@ def _chunks(frame: pl.DataFrame) -> Iterator[pl.DataFrame]:
     """Slices of about CHUNK_BYTES each (at least 1,000 rows)."""
     if frame.height == 0:
         return
-    per_row = max(1, frame.estimated_size() // frame.height)
+    per_row = max(1, int(frame.estimated_size()) // frame.height)
     step = max(1_000, CHUNK_BYTES // per_row)
     for offset in range(0, frame.height, step):
         yield frame.slice(offset, step)
+
+
+def _driver(conn: sa.Connection) -> Any:
+    """The driver's connection (psycopg or sqlite3) under `conn`: the same session and transaction."""
+    raw = conn.connection.dbapi_connection
+    if raw is None:
+        raise RuntimeError("the warehouse connection is closed")
+    return raw
 
 
 def _dbapi_error(conn: sa.Connection, statement: str, exc: Exception) -> Exception:
@@ -129,7 +137,7 @@ def copy_into_postgres(conn: sa.Connection, table: sa.Table, rows: pl.DataFrame)
     """COPY prepared rows into `table` inside `conn`'s transaction."""
     from psycopg import sql
 
-    raw = conn.connection.dbapi_connection
+    raw = _driver(conn)
     statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in rows.columns)
     )
@@ -176,7 +184,7 @@ def insert_into_sqlite(conn: sa.Connection, table: sa.Table, rows: pl.DataFrame)
     import sqlite3
 
     quote = conn.dialect.identifier_preparer.quote
-    raw = conn.connection.dbapi_connection
+    raw = _driver(conn)
     width = rows.width
     per = max(1, min(ROWS_PER_STATEMENT, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in rows.columns)}) VALUES "
@@ -317,7 +325,7 @@ def _read_postgres(conn: sa.Connection, table: sa.Table, condition: str, params:
             columns.append(column)
     select = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(columns), sql.Identifier(table.name))
     statement = sql.SQL("COPY ({}{}) TO STDOUT WITH (FORMAT csv)").format(select, sql.SQL(condition))
-    raw = conn.connection.dbapi_connection
+    raw = _driver(conn)
     try:
         with raw.cursor() as cursor, cursor.copy(statement, params or None) as copy:
             data = b"".join(copy)
@@ -361,7 +369,7 @@ def _read_sqlite(conn: sa.Connection, table: sa.Table, condition: str, params: l
     Tried here, it ended in `disk I/O error` right after a rolled-back write.
     """
     query, raw_schema = _sqlite_select(table, conn.dialect)
-    cursor = conn.connection.dbapi_connection.cursor()  # plain tuples: SQLAlchemy's Row objects cost a third more
+    cursor = _driver(conn).cursor()  # plain tuples: SQLAlchemy's Row objects cost a third more
     try:
         rows = cursor.execute(query + condition, params).fetchall()
     except conn.dialect.loaded_dbapi.Error as exc:
