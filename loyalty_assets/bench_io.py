@@ -340,6 +340,7 @@ COLUMNS = (
     "path",
     "step",
     "rows/s",
+    "rows per CPU s",
     "wall s",
     "CPU s",
     "server CPU s",
@@ -360,11 +361,17 @@ def report(results: list[dict[str, Any]], notes: str) -> str:
         for step in ("write", "read"):
             m = r[step]
             rate = r["rows"] / m["wall_s"] if m["wall_s"] else float("inf")
+            cpu = m["cpu_s"] + (m["server_cpu_s"] or 0.0)
+            per_cpu = r["rows"] / cpu if cpu else float("inf")
             target = ""
             if step == "write" and r["path"] == "project":
                 goal = TARGETS[r["table"]]
-                target = f"≥ {goal // 1000}k: {'met' if rate >= goal else 'MISSED'}"
-            cells = [r["warehouse"], r["table"], f"{r['rows']:,}", r["path"], step, f"{rate:,.0f}"]
+                verdicts = [
+                    f"wall {'met' if rate >= goal else 'missed'}",
+                    f"CPU {'met' if per_cpu >= goal else 'missed'}",
+                ]
+                target = f"≥ {goal // 1000}k: " + ", ".join(verdicts)
+            cells = [r["warehouse"], r["table"], f"{r['rows']:,}", r["path"], step, f"{rate:,.0f}", f"{per_cpu:,.0f}"]
             server = "–" if m["server_cpu_s"] is None else f"{m['server_cpu_s']:.2f}"
             cells += [
                 f"{m['wall_s']:.2f}",
@@ -426,12 +433,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python "
         f"{platform.python_version()}, Polars {pl.__version__}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"load average at the start {load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}. One run per row (its own "
-        "process, fresh database); CPU s = the client process, server CPU s = the PostgreSQL backend serving it."
+        "process, fresh database); CPU s = the client process, server CPU s = the PostgreSQL backend serving it; "
+        "rows per CPU s = rows / (CPU s + server CPU s), the rate one otherwise idle core would sustain."
     )
     text = report(results, notes)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf8")
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1), encoding="utf8")
     return 1 if failures else 0
 
 
