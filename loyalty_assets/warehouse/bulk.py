@@ -43,6 +43,8 @@ import sqlalchemy as sa
 
 #: Rough size of one chunk handed to COPY or executemany: bounds memory on million-row writes.
 CHUNK_BYTES = 32 * 1024 * 1024
+#: Rows fetched per batch in SQLite reads: a million 1 KB bodies fetched at once peaked at 6.7 GB.
+FETCH_ROWS = 20_000
 #: Rows per SQLite INSERT statement (capped by the database's limit on bound variables).
 ROWS_PER_STATEMENT = 200
 #: How timestamps are stored on SQLite (SQLAlchemy's own format, so older rows compare as text).
@@ -370,13 +372,16 @@ def _read_sqlite(conn: sa.Connection, table: sa.Table, condition: str, params: l
     """
     query, raw_schema = _sqlite_select(table, conn.dialect)
     cursor = _driver(conn).cursor()  # plain tuples: SQLAlchemy's Row objects cost a third more
+    parts = []
     try:
-        rows = cursor.execute(query + condition, params).fetchall()
+        cursor.execute(query + condition, params)
+        while batch := cursor.fetchmany(FETCH_ROWS):  # Python objects for one batch at a time only
+            parts.append(pl.DataFrame(batch, schema=raw_schema, orient="row"))
     except conn.dialect.loaded_dbapi.Error as exc:
         raise _dbapi_error(conn, query + condition, exc) from exc
     finally:
         cursor.close()
-    raw = pl.DataFrame(rows, schema=raw_schema, orient="row")
+    raw = pl.concat(parts, rechunk=False) if parts else pl.DataFrame(schema=raw_schema)
     return _decode(raw, schema_of(table), text_booleans=False)
 
 
