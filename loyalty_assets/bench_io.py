@@ -389,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=",".join(str(n) for n in DEFAULT_ROWS), help="row counts, comma separated")
     parser.add_argument("--warehouses", default=",".join(WAREHOUSES), help="sqlite,postgres")
     parser.add_argument("--tables", default=",".join(TABLES), help="triggered_customers,message_outbox")
+    parser.add_argument("--paths", default=",".join(PATHS), help="project,peer")
     parser.add_argument("--postgres-url", default=os.environ.get("LOYALTY_TEST_POSTGRES_URL", DEFAULT_PG_URL))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"Markdown report (default {DEFAULT_OUT})")
     parser.add_argument("--child", nargs=4, metavar=("WAREHOUSE", "TABLE", "ROWS", "PATH"), help=argparse.SUPPRESS)
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     for rows in counts:
         for warehouse in warehouses:
             for table in tables:
-                for path in PATHS:
+                for path in [p for p in args.paths.split(",") if p in PATHS]:
                     try:
                         r = run_child(warehouse, table, rows, path, args.postgres_url)
                     except RuntimeError as exc:
