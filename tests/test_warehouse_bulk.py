@@ -130,6 +130,10 @@ def test_filters_in_lists_before_and_since(warehouse_url: str) -> None:
     assert sorted(wh.read("segment_members", {"customer_id": [24, 126, 999]})["customer_id"]) == [24, 126]
     assert sorted(wh.read("segment_members", {"customer_id": (25,)})["customer_id"]) == [25]
     assert wh.read("segment_members", {"customer_id": []}).height == 0
+    many = [24, *range(1_000, 41_000), 126]  # beyond SQLite's 32,766 bound variables
+    assert sorted(wh.read("segment_members", {"customer_id": many})["customer_id"]) == [24, 126]
+    texts = {"s", *(f"x{i}" for i in range(600))}
+    assert wh.read("segment_members", {"segment_id": texts}).height == 6
     quote = "s' OR '1'='1"  # a value, never SQL
     assert wh.read("segment_members", {"segment_id": quote}).height == 0
     assert wh.read("segment_members", {"segment_id": [quote, "s"]}).height == 6

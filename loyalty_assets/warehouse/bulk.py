@@ -32,6 +32,7 @@ formatted by this module. Identifiers come from the reflected table and are quot
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -45,6 +46,8 @@ import sqlalchemy as sa
 CHUNK_BYTES = 32 * 1024 * 1024
 #: Rows fetched per batch in SQLite reads: a million 1 KB bodies fetched at once peaked at 6.7 GB.
 FETCH_ROWS = 20_000
+#: Longer IN lists go to SQLite as one JSON array (its limit on bound variables is 32,766).
+SQLITE_MAX_LISTED = 500
 #: Rows per SQLite INSERT statement (capped by the database's limit on bound variables).
 ROWS_PER_STATEMENT = 200
 #: How timestamps are stored on SQLite (SQLAlchemy's own format, so older rows compare as text).
@@ -269,6 +272,9 @@ def where_clause(
             elif postgres:
                 terms.append(f"{column} = ANY({mark})")
                 params.append(values)
+            elif len(values) > SQLITE_MAX_LISTED:  # one JSON parameter instead of one variable per value
+                terms.append(f"{column} IN (SELECT value FROM json_each({mark}))")
+                params.append(json.dumps(values))
             else:
                 terms.append(f"{column} IN ({', '.join(mark for _ in values)})")
                 params.extend(values)
