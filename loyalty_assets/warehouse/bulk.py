@@ -46,13 +46,13 @@ import sqlalchemy as sa
 CHUNK_BYTES = 32 * 1024 * 1024
 #: Rows fetched per batch in SQLite reads: a million 1 KB bodies fetched at once peaked at 6.7 GB.
 FETCH_ROWS = 20_000
-#: Longer IN lists go to SQLite as one JSON array (its limit on bound variables is 32,766).
+#: Longer IN lists go to SQLite as one JSON array (its limit on bound variables: 32,766 by default).
 SQLITE_MAX_LISTED = 500
 #: Rows per SQLite INSERT statement (capped by the database's limit on bound variables).
 ROWS_PER_STATEMENT = 200
 #: How timestamps are stored on SQLite (SQLAlchemy's own format, so older rows compare as text).
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S%.6f"
-#: What COPY text input and `to_char(…, PG_DATETIME)` produce; `%.f` also accepts no fraction.
+#: Timestamps as COPY input is written, and as parsed back (`%.f` also accepts no fraction).
 DATETIME_TEXT = "%Y-%m-%d %H:%M:%S%.6f"
 DATETIME_PARSE = "%Y-%m-%d %H:%M:%S%.f"
 DATE_TEXT = "%Y-%m-%d"
