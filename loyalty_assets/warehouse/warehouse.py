@@ -4,6 +4,10 @@ Every write replaces one scope (e.g. one campaign's rows for one date) inside on
 first takes a lock on that scope, deletes it and inserts the new rows. A crash mid-write rolls the
 transaction back, so the previous state stands; two runs of the same scope at once serialise on the
 lock, and the second leaves exactly what the first left. Values are always bound parameters.
+
+Rows move in bulk (`warehouse/bulk.py`): COPY on PostgreSQL and one prepared executemany on SQLite,
+both on the transaction's own connection after the lock and the delete; reads land in Polars
+through COPY TO (PostgreSQL) or ADBC (SQLite) without a Python object per value.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 from sqlalchemy import event
+
+from loyalty_assets.warehouse import bulk
+from loyalty_assets.warehouse.bulk import schema_of
+
+__all__ = ["DEFAULT_URL", "SQL_DIR", "Warehouse", "ddl_statements", "make_engine", "open_existing", "schema_of"]
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 DEFAULT_URL = "sqlite:///.loyalty/warehouse.db"
@@ -123,10 +132,7 @@ class Warehouse:
         table = self.table(table_name)
         self.lock(conn, table_name, *(f"{k}={v}" for k, v in sorted(scope.items())))
         conn.execute(sa.delete(table).where(*(table.c[k] == v for k, v in scope.items())))
-        rows = to_rows(frame.with_columns(*(pl.lit(v).alias(k) for k, v in scope.items())), table)
-        if rows:
-            conn.execute(sa.insert(table), rows)
-        return len(rows)
+        return bulk.write(conn, table, frame.with_columns(*(pl.lit(v).alias(k) for k, v in scope.items())))
 
     def read(
         self,
@@ -137,21 +143,12 @@ class Warehouse:
         since: tuple[str, date] | None = None,
         conn: sa.Connection | None = None,
     ) -> pl.DataFrame:
-        """Rows of a table matching equality filters (`column < value` for `before`, `>=` for `since`), typed."""
-        table = self.table(table_name)
-        query = sa.select(table)
-        for k, v in (where or {}).items():
-            query = query.where(table.c[k].in_(v) if isinstance(v, list | tuple | set) else table.c[k] == v)
-        if before is not None:
-            query = query.where(table.c[before[0]] < before[1])
-        if since is not None:
-            query = query.where(table.c[since[0]] >= since[1])
-        if conn is None:
-            with self.engine.connect() as own:
-                result = own.execute(query).fetchall()
-        else:
-            result = conn.execute(query).fetchall()
-        return from_rows(result, table)
+        """Rows of a table matching equality filters (`column < value` for `before`, `>=` for `since`), typed.
+
+        A list, tuple or set value means IN. Decimals arrive exact, timestamps in UTC. With `conn`, the
+        read runs inside that transaction and sees its uncommitted writes.
+        """
+        return bulk.read(self.engine, conn, self.table(table_name), where, before, since)
 
     def count(self, table_name: str, where: Mapping[str, Any] | None = None) -> int:
         table = self.table(table_name)
@@ -169,74 +166,6 @@ class Warehouse:
         if self.dialect == "postgresql":
             key = int.from_bytes(hashlib.sha256("|".join(parts).encode()).digest()[:8], "big", signed=True)
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-
-
-def _python_type(column: sa.Column) -> pl.DataType:
-    kind = column.type
-    if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Integer | sa.Float):
-        return pl.Decimal(14, kind.scale if kind.scale is not None else 2)
-    if isinstance(kind, sa.BigInteger | sa.Integer):
-        return pl.Int64()
-    if isinstance(kind, sa.Boolean):
-        return pl.Boolean()
-    if isinstance(kind, sa.DateTime):
-        return pl.Datetime("us", "UTC")
-    if isinstance(kind, sa.Date):
-        return pl.Date()
-    return pl.String()
-
-
-def schema_of(table: sa.Table) -> dict[str, pl.DataType]:
-    """The Polars schema matching a warehouse table."""
-    return {c.name: _python_type(c) for c in table.columns}
-
-
-def to_rows(frame: pl.DataFrame, table: sa.Table) -> list[dict[str, Any]]:
-    """Frame → parameter dicts: only the table's columns, UTC timestamps made naive (stored as UTC)."""
-    missing = [c.name for c in table.columns if c.name not in frame.columns and not c.nullable]
-    if missing:
-        raise ValueError(f"warehouse table '{table.name}': frame lacks required columns {missing}")
-    target = schema_of(table)
-    select = []
-    for name, dtype in target.items():
-        if name not in frame.columns:
-            continue
-        expr = pl.col(name)
-        if isinstance(dtype, pl.Datetime):
-            source = frame.schema[name]
-            if isinstance(source, pl.Datetime) and source.time_zone is not None:
-                expr = expr.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        select.append(expr)
-    rows = frame.select(select).to_dicts()
-    return rows
-
-
-def from_rows(rows: list[Any], table: sa.Table) -> pl.DataFrame:
-    """Fetched rows → frame typed per `schema_of` (SQLite returns loose types; this fixes them).
-
-    Decimals go through their text form, so SQLite's numeric affinity (500.00 stored as 500) and
-    PostgreSQL's `Decimal` both arrive as exact 2-place decimals, never via binary floats.
-    """
-    target = schema_of(table)
-    if not rows:
-        return pl.DataFrame(schema=target)
-    by_column = list(zip(*rows, strict=True))
-    columns = []
-    for (name, dtype), values in zip(target.items(), by_column, strict=True):
-        if isinstance(dtype, pl.Decimal):
-            text = [None if v is None else str(v) for v in values]
-            columns.append(pl.Series(name, text, dtype=pl.String()).cast(dtype))
-        elif isinstance(dtype, pl.Datetime):
-            series = pl.Series(name, values)
-            if series.dtype == pl.String():
-                series = series.str.to_datetime(time_unit="us")
-            columns.append(series.cast(pl.Datetime("us")).dt.replace_time_zone("UTC"))
-        elif dtype == pl.Date():
-            series = pl.Series(name, values)
-            columns.append(series.str.to_date() if series.dtype == pl.String() else series.cast(pl.Date()))
-        else:
-            columns.append(pl.Series(name, values).cast(dtype))
-    return pl.DataFrame(columns)
 
 
 def open_existing(url: str) -> Warehouse | None:
