@@ -111,7 +111,7 @@ def _load_state(work: Path, day: date) -> Any:
     daily, settled, meta = _state_paths(work, day)
     info = json.loads(meta.read_text(encoding="utf8"))
     keys = tuple(tuple(k) for k in info["keys"])
-    return PurchaseState(day, keys, info["fingerprint"], pl.read_parquet(daily), pl.read_parquet(settled))  # type: ignore[arg-type]
+    return PurchaseState(day, keys, info["fingerprint"], pl.read_parquet(daily), pl.read_parquet(settled))
 
 
 def _save_events(work: Path, states: dict[str, Any]) -> None:

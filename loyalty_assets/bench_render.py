@@ -156,7 +156,7 @@ def worker(engine: str, n: int, rows: int) -> dict[str, Any]:
     parts = frame.with_columns(index.alias("__step")).partition_by("__step", as_dict=True, include_key=False)
     slices = []
     for (k,), part in sorted(parts.items()):
-        cid, cname, body, subject = steps[int(k)]  # type: ignore[call-overload]
+        cid, cname, body, subject = steps[int(k)]
         slices.append(
             (part.with_columns(pl.lit(cid).alias("campaign.id"), pl.lit(cname).alias("campaign.name")), body, subject)
         )
@@ -167,7 +167,7 @@ def worker(engine: str, n: int, rows: int) -> dict[str, Any]:
         for template in templates:
             if engine == "compiled":
                 out = template.render(part)  # Series stay in Polars, as `build_messages` keeps them
-                outputs.append((out.get_column("text"), out.get_column("error")))  # type: ignore[arg-type]
+                outputs.append((out.get_column("text"), out.get_column("error")))
             else:
                 texts: list[str | None] = []
                 errors: list[str | None] = []

@@ -331,7 +331,8 @@ def _cumsum_before(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
         return values.copy()
     cs = np.cumsum(values)
     gs = _group_starts(keys)
-    return cs - values - (cs[gs] - values[gs])
+    before: np.ndarray = cs - values - (cs[gs] - values[gs])
+    return before
 
 
 def _bad_count(n: int) -> int:
@@ -363,7 +364,8 @@ class _Calendar:
     def to_utc_us(self, day: np.ndarray, seconds: np.ndarray, zone: np.ndarray) -> np.ndarray:
         """UTC microseconds of local `day` (day number) + `seconds` in zone index `zone`."""
         offset = self.offsets[zone, day - self.first_day]
-        return (day * _DAY_S + seconds - offset) * _US
+        utc_us: np.ndarray = (day * _DAY_S + seconds - offset) * _US
+        return utc_us
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -427,7 +429,8 @@ def _draw_leaves(rng: np.random.Generator, cat: _Catalog, pref: np.ndarray, shar
     n = pref.shape[0]
     preferred = pref[np.arange(n), rng.integers(0, pref.shape[1], n)]
     anything = np.minimum(np.searchsorted(cat.leaf_cum, rng.random(n), side="right"), cat.leaf_cum.size - 1)
-    return np.where(rng.random(n) < share_pref, preferred, anything)
+    leaves: np.ndarray = np.where(rng.random(n) < share_pref, preferred, anything)
+    return leaves
 
 
 @dataclass(frozen=True)

@@ -463,6 +463,7 @@ class Condition(_Strict):
             if not isinstance(v, list | tuple) or not v:
                 raise ValueError(f"{op.value} needs a non-empty list of values, got {v!r}")
             return tuple(_coerce_scalar(x, vtype) for x in v)
+        assert op is not None  # only random_sample (returned above) has no operator
         if isinstance(v, list | tuple | dict):
             raise ValueError(f"operator {op.value!r} needs a single value, got {v!r}")
         value = _coerce_scalar(v, vtype)

@@ -14,7 +14,7 @@ the work. Business logic is `transforms.campaign_day.run_day`; this module only 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
@@ -258,13 +258,15 @@ def _campaign_outputs(
     if result.journey is None or result.accruals is None or result.messages is None:
         return  # fail-closed: nothing of this campaign is written for D
     entrants, journey, accruals, batch = result.entered.entrants, result.journey, result.accruals, result.messages
+    segment_events = result.segment_events
+    assert segment_events is not None  # set together with journey (gate passed)
     scope = {"campaign_id": cid, "partition_date": day}
-    stages = {
+    stages: dict[str, tuple[dict[str, pl.DataFrame], pl.DataFrame]] = {
         "triggered": ({"triggered_customers": entrants}, entry_activity(cid, entrants)),
         "journey": (
             {
                 "journey_pending": journey.pending.rename({"at": "due_at"}),
-                "manual_segment_events": result.segment_events,
+                "manual_segment_events": segment_events,
             },
             journey_activity(cid, journey),
         ),
@@ -276,7 +278,7 @@ def _campaign_outputs(
             for table, frame in outputs.items():
                 wh.replace(table, frame, scope, conn=conn)
             wh.replace("activity_log", activity, {**scope, "stage": stage}, conn=conn)
-    entered: dict[str, object] = {k: dg.MetadataValue.int(v) for k, v in result.entered.counts.items()}
+    entered: dict[str, dg.MetadataValue[Any]] = {k: dg.MetadataValue.int(v) for k, v in result.entered.counts.items()}
     if result.entered.decision is not None:
         decision = result.entered.decision
         entered["ab_decision"] = dg.MetadataValue.json(
@@ -317,7 +319,7 @@ def _campaign_outputs(
             "skipped_per_reason": dg.MetadataValue.json(
                 dict(batch.skipped.group_by("reason").len().sort("reason").iter_rows())
             ),
-            "batches": dg.MetadataValue.int(int(outbox.get_column("batch_no").max() or 0)),
+            "batches": dg.MetadataValue.int(int(cast(int | None, outbox.get_column("batch_no").max()) or 0)),
             "dagster/row_count": dg.MetadataValue.int(outbox.height),
         },
     )

@@ -52,7 +52,7 @@ def _empty(fig: Any, text: str) -> Any:
 
 def _charts(r: CampaignResults) -> list[tuple[str, Any]]:
     """Uplift (conversion, revenue per customer), funnel, cumulative revenue, A/B: always drawn."""
-    import plotly.graph_objects as go  # type: ignore[import-untyped]
+    import plotly.graph_objects as go
 
     charts: list[tuple[str, Any]] = []
     for metric in ("conversion", "revenue_per_customer"):
@@ -110,7 +110,7 @@ def _charts(r: CampaignResults) -> list[tuple[str, Any]]:
 
 def render_report(r: CampaignResults, *, campaign_name: str, generated_for: date | None = None) -> str:
     """The whole page as one string (plotly.js included)."""
-    from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
+    from plotly.offline import get_plotlyjs
 
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",

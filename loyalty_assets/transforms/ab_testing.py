@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import polars as pl
+from polars.expr.whenthen import ChainedThen, Then
 
 from loyalty_assets.config.campaigns import ABSplit
 from loyalty_assets.transforms.hashing import BUCKETS, stable_bucket
@@ -37,7 +38,7 @@ def assign_variants(
         running += w
         bounds.append(int(running * BUCKETS / total))
     buckets = stable_bucket(customer_ids, f"ab:{campaign_id}:{split.id}")
-    expr = pl.when(pl.col("b") < bounds[0]).then(pl.lit(split.variants[0].name))
+    expr: Then | ChainedThen = pl.when(pl.col("b") < bounds[0]).then(pl.lit(split.variants[0].name))
     for bound, variant in zip(bounds[1:], split.variants[1:], strict=True):
         expr = expr.when(pl.col("b") < bound).then(pl.lit(variant.name))
     return pl.DataFrame({"b": buckets}).select(expr.otherwise(pl.lit(split.variants[-1].name)).alias("variant"))[

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import reduce
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
@@ -462,9 +463,9 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
     converted.
     """
     dated = {"first_check_date", "last_check_date", "days_since_first_check", "days_since_last_check"}
-    earliest = ctx.frames.checks.get_column("ts").min()
+    earliest = cast(datetime | None, ctx.frames.checks.get_column("ts").min())  # "ts" is a Datetime column
     instants = earliest is None or not any(s.field in dated for s in specs)
-    if not instants:
+    if not instants and earliest is not None:  # `not instants` already implies a non-None earliest
         instants = ctx.monotone(earliest.date() - timedelta(days=2), ctx.day + timedelta(days=2))
     checks, days = ctx.local_days(
         ctx.table("checks", ctx.frames.checks, "ts").select("check_id", "customer_id", "ts", "total"),
@@ -525,13 +526,13 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
     for s in specs:
         # masks that keep every row are left out: filtering in an aggregation is not free
         w = ctx.window_mask(s.window, ts) if ctx.narrows(s.window) else None
-        i = key_index.get((s.category, s.product))
-        has = None if i is None else pl.col(f"_has{i}")
+        ki = key_index.get((s.category, s.product))
+        has = None if ki is None else pl.col(f"_has{ki}")
         m = _and(w, has)
         n = (pl.len() if m is None else m.sum()).cast(pl.Int64)
         n_or_null = pl.when(n > 0).then(n)  # Decimal division by zero raises, by null gives null
-        total = pl.col("total") if i is None else pl.col(f"_amt{i}")
-        lines = pl.col("_lines") if i is None else pl.col(f"_n{i}")
+        total = pl.col("total") if ki is None else pl.col(f"_amt{ki}")
+        lines = pl.col("_lines") if ki is None else pl.col(f"_n{ki}")
         col = s.column
         if s.field == "purchase_count":
             aggs.append(n.alias(col))
@@ -540,7 +541,7 @@ def _purchases(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, l
             aggs.append(_where(total, m).sum().cast(AMOUNT).alias(col))
             post.append(pl.col(col).fill_null(pl.lit(Decimal(0), AMOUNT)))
         elif s.field == "purchase_quantity":
-            aggs.append(_where(pl.col(f"_qty{i}"), m).sum().cast(QUANTITY_SUM).alias(col))
+            aggs.append(_where(pl.col(f"_qty{ki}"), m).sum().cast(QUANTITY_SUM).alias(col))
             post.append(pl.col(col).fill_null(pl.lit(Decimal(0), QUANTITY_SUM)))
         elif s.field == "average_check":
             # Not rounded to cents: filters compare the exact mean (see AVERAGE_AMOUNT).
@@ -728,7 +729,7 @@ def _site_visits(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame,
 def _customer_columns(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
     """Extra `customers` columns (`customer.<column>`), as text so conditions parse them like attributes."""
     columns = ctx.frames.customers.columns
-    missing = sorted(s.name for s in specs if s.name not in columns)
+    missing = sorted(s.name for s in specs if s.name is not None and s.name not in columns)
     if missing:
         raise ValueError(f"customers has no column(s) {', '.join(missing)} (used as customer.<column>)")
     exprs = [pl.col(s.name).cast(pl.String).alias(s.column) for s in specs if s.name]

@@ -46,7 +46,7 @@ def proportion_difference(
     """p_a − p_b with Newcombe's (Wilson-score) interval; None when a group is empty."""
     if n_a == 0 or n_b == 0:
         return None
-    from statsmodels.stats.proportion import confint_proportions_2indep  # type: ignore[import-untyped]
+    from statsmodels.stats.proportion import confint_proportions_2indep
 
     low, high = confint_proportions_2indep(
         successes_a, n_a, successes_b, n_b, method="newcomb", compare="diff", alpha=1 - confidence
@@ -59,7 +59,7 @@ def mean_difference(a: Sequence[float], b: Sequence[float], confidence: float = 
     both groups have no spread (the interval is undefined, not zero-width)."""
     if len(a) < 2 or len(b) < 2 or _no_spread(a, b):
         return None
-    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW  # type: ignore[import-untyped]
+    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
     compare = CompareMeans(DescrStatsW(list(a)), DescrStatsW(list(b)))
     low, high = compare.tconfint_diff(alpha=1 - confidence, usevar="unequal")
@@ -73,7 +73,7 @@ def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float | None:
     """Two-sided p-value of Welch's t-test (None when undefined)."""
     if len(a) < 2 or len(b) < 2 or _no_spread(a, b):
         return None
-    from statsmodels.stats.weightstats import ttest_ind  # type: ignore[import-untyped]
+    from statsmodels.stats.weightstats import ttest_ind
 
     _, p, _ = ttest_ind(list(a), list(b), usevar="unequal")
     return float(p) if math.isfinite(p) else None
@@ -102,7 +102,7 @@ def sample_ratio_check(test: int, control: int, control_percent: Decimal) -> Sam
     if total == 0 or expected <= 0 or expected >= 1:
         observed = control / total if total else None
         return SampleRatio(test, control, expected, observed, None, None, False)
-    from scipy.stats import chisquare  # type: ignore[import-untyped]
+    from scipy.stats import chisquare
 
     statistic, p = chisquare([test, control], f_exp=[total * (1 - expected), total * expected])
     return SampleRatio(test, control, expected, control / total, float(statistic), float(p), bool(p < SRM_P_THRESHOLD))
