@@ -44,10 +44,9 @@ def _specs() -> list[Any]:
     purchases = [FeatureSpec(f, window=w, category=c) for f in fields for w in windows for c in (None, "dairy")]
     return [
         *purchases,
-        FeatureSpec("bonus_balance"),
+        # bonus_balance / bonuses_expiring are FIFO lots (transforms.ledger.advance_lots), not sums
         FeatureSpec("bonuses_accrued", window=Window(last_days=30)),
         FeatureSpec("bonuses_redeemed", window=Window(last_days=90)),
-        FeatureSpec("bonuses_expiring", within_days=7),
         FeatureSpec("message_events", window=Window(last_days=30), event="opened"),
         FeatureSpec("message_events", window=Window(last_days=90), channel="email", event="clicked"),
         FeatureSpec("site_visits", window=Window(last_days=30)),

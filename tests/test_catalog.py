@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
 import yaml
 
@@ -295,9 +294,11 @@ def test_a_saved_segment_reading_a_manual_segment_gets_its_members(
         },
     )
     run_days(make_settings(data, catalog_dir, warehouse_url, tmp_path / "s"), [date(2025, 6, 10), date(2025, 6, 11)])
-    members = Warehouse(warehouse_url).read("segment_members", {"segment_id": "fish_owners_subscribed"})
+    from loyalty_assets.warehouse.membership import members_on
+
+    wh = Warehouse(warehouse_url)
     by_day = {
-        d: sorted(members.filter(pl.col("partition_date") == d)["customer_id"])
+        d: sorted(members_on(wh, "fish_owners_subscribed", d)["customer_id"])
         for d in (date(2025, 6, 10), date(2025, 6, 11))
     }
     assert by_day == {date(2025, 6, 10): [], date(2025, 6, 11): [1, 2]}

@@ -34,7 +34,7 @@ from decimal import Decimal
 import polars as pl
 
 from loyalty_assets.config.filters import Window
-from loyalty_assets.transforms.features import AMOUNT, QUANTITY_SUM, FeatureSpec
+from loyalty_assets.transforms.features import AMOUNT, AVERAGE_AMOUNT, QUANTITY_SUM, FeatureSpec
 
 _DAY = "_day"
 _TZ = "_tz"
@@ -360,7 +360,8 @@ def purchase_features(state: PurchaseState, customer_ids: pl.Series, specs: Iter
         elif s.field == "purchase_quantity":
             finals.append(total("qty").cast(QUANTITY_SUM).fill_null(zero_qty).alias(col))
         elif s.field == "average_check":
-            finals.append((total("amt").cast(AMOUNT) / n_or_null).cast(AMOUNT).alias(col))
+            # exact mean, as compute_features keeps it (filters compare it unrounded)
+            finals.append((total("amt").cast(AVERAGE_AMOUNT) / n_or_null).cast(AVERAGE_AMOUNT).alias(col))
         elif s.field == "average_items_per_check":
             finals.append((total("ln") / n_or_null).cast(pl.Float64).alias(col))
         elif s.field in ("first_check_date", "last_check_date"):
@@ -383,9 +384,11 @@ def purchase_features(state: PurchaseState, customer_ids: pl.Series, specs: Iter
 
 # ---------------------------------------------------------------- bonuses, communications, site visits
 
-#: Feature fields of the event families kept as windowed per-day sums, by family.
+#: Feature fields of the event families kept as windowed per-day sums, by family. `bonus_balance` and
+#: `bonuses_expiring` are not sums: they are what remains of FIFO lots, carried day to day by
+#: `transforms.ledger.advance_lots` (property-tested against a full build there).
 EVENT_FIELDS: dict[str, frozenset[str]] = {
-    "bonuses": frozenset({"bonus_balance", "bonuses_accrued", "bonuses_redeemed", "bonuses_expiring"}),
+    "bonuses": frozenset({"bonuses_accrued", "bonuses_redeemed"}),
     "communications": frozenset({"message_events"}),
     "site_visits": frozenset({"site_visits"}),
 }
