@@ -22,6 +22,7 @@ import polars as pl
 from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.defs.campaigns import campaign_key, used_segments
 from loyalty_assets.defs.features import FEATURES_KEY
+from loyalty_assets.defs.metadata import OWNERS, column_schema, counts_table, daily_freshness, table_metadata, tags
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import STATE_KEY, WarehouseResource
 from loyalty_assets.defs.segments import segment_key
@@ -144,10 +145,26 @@ class DayConfig(dg.Config):
     them). Off by default: a gap usually means a backfill that has not finished yet."""
 
 
+def _sample_table(sample: list[dict[str, object]]) -> dict[str, dg.MetadataValue[Any]]:
+    """A masked sample (already masked by `masked_sample`) as a table, not a JSON blob."""
+    return table_metadata("sample_masked", pl.DataFrame(sample)) if sample else {}
+
+
+def _tags(key: dg.AssetKey) -> dict[str, str]:
+    """The UI's filters: the layer of each output, and the campaign or segment it belongs to."""
+    head = key.path[0]
+    if head == "campaign":
+        return tags("campaign", campaign=key.path[1])
+    if head == "segment":
+        return tags("segment", segment=key.path[1])
+    return tags("state" if key == STATE_KEY else "features")
+
+
 def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, storage_dir: Path) -> dg.AssetsDefinition:
     program = catalog.program
     renderer = catalog.renderer()
     specs = _specs(catalog)
+    freshness = daily_freshness(program)
 
     @dg.multi_asset(
         name="loyalty_day",
@@ -159,6 +176,9 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
                 description=spec.description,
                 dagster_type=Any,
                 is_required=spec.key == STATE_KEY,
+                owners=OWNERS,
+                tags=_tags(spec.key),
+                freshness_policy=freshness,
             )
             for spec in specs
         },
@@ -235,7 +255,7 @@ def _segment_output(
             "left": dg.MetadataValue.int(previous.join(members, on="customer_id", how="anti").height),
             "previous_day_known": dg.MetadataValue.bool(previous.height > 0),
             "target_audiences": dg.MetadataValue.json(exports),
-            "sample_masked": dg.MetadataValue.json(masked_sample(members, features)),
+            **_sample_table(masked_sample(members, features)),
             "dagster/row_count": dg.MetadataValue.int(written),
         },
     )
@@ -289,7 +309,8 @@ def _campaign_outputs(
         output_name=output_name(key("triggered_customers")),
         metadata={
             **entered,
-            "sample_masked": dg.MetadataValue.json(masked_sample(entrants, features)),
+            **_sample_table(masked_sample(entrants, features)),
+            **column_schema(entrants.schema),
             "dagster/row_count": dg.MetadataValue.int(entrants.height),
         },
     )
@@ -301,8 +322,11 @@ def _campaign_outputs(
             **{f"journey_{k}": dg.MetadataValue.int(v) for k, v in journey.counts.items()},
             "resumed_from_earlier_days": dg.MetadataValue.int(result.resumed),
             "left_waiting": dg.MetadataValue.int(journey.pending.height),
-            "exits": dg.MetadataValue.json(dict(journey.exits.group_by("reason").len().sort("reason").iter_rows())),
+            "exits": counts_table(
+                dict(journey.exits.group_by("reason").len().sort("reason").iter_rows()), key="reason"
+            ),
             "accrued_total": dg.MetadataValue.text(str(total)),
+            **column_schema(accruals.schema),
             "dagster/row_count": dg.MetadataValue.int(accruals.height),
         },
     )
@@ -312,13 +336,16 @@ def _campaign_outputs(
         output_name=output_name(key("message_outbox")),
         metadata={
             "messages": dg.MetadataValue.int(outbox.height),
-            "per_channel": dg.MetadataValue.json(dict(outbox.group_by("channel").len().sort("channel").iter_rows())),
-            "per_variant": dg.MetadataValue.json(
-                {str(k): v for k, v in outbox.group_by("variant").len().sort("variant").iter_rows()}
+            "per_channel": counts_table(
+                dict(outbox.group_by("channel").len().sort("channel").iter_rows()), key="channel"
             ),
-            "skipped_per_reason": dg.MetadataValue.json(
-                dict(batch.skipped.group_by("reason").len().sort("reason").iter_rows())
+            "per_variant": counts_table(
+                {str(k): v for k, v in outbox.group_by("variant").len().sort("variant").iter_rows()}, key="variant"
             ),
+            "skipped_per_reason": counts_table(
+                dict(batch.skipped.group_by("reason").len().sort("reason").iter_rows()), key="reason"
+            ),
+            **column_schema(outbox.drop("body", "recipient").schema),
             "batches": dg.MetadataValue.int(int(cast(int | None, outbox.get_column("batch_no").max()) or 0)),
             "dagster/row_count": dg.MetadataValue.int(outbox.height),
         },
