@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SAMPLE_CUSTOMERS ?= 5000
+# pytest-xdist workers for `make test`: one per core (`auto`); `TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= auto
 SAMPLE_DAYS ?= 400
 SAMPLE_END ?= 2025-06-30
 DATE ?= $(shell $(BIN)/python -c "from loyalty_assets.settings import Settings; from loyalty_assets.config.catalog import load_program; print(load_program(Settings.from_env().campaigns_dir).sample_date)" 2>/dev/null)
@@ -44,8 +46,8 @@ run: install $(DAGSTER_HOME)/dagster.yaml ## sample data (if absent) + the whole
 	@$(BIN)/loyalty summary --date $(DATE)
 	@echo "Next: make dev (the UI, these runs included), .venv/bin/loyalty --help"
 
-test: install $(DAGSTER_HOME)/dagster.yaml ## the test suite (PostgreSQL tests run when PostgreSQL is reachable; mandatory with LOYALTY_REQUIRE_POSTGRES=1)
-	$(BIN)/python -m pytest
+test: install $(DAGSTER_HOME)/dagster.yaml ## the test suite on TEST_WORKERS processes (PostgreSQL tests run when PostgreSQL is reachable; mandatory with LOYALTY_REQUIRE_POSTGRES=1)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 test-fast: install ## the inner loop: pure transforms, filters, config, warehouse primitives (SQLite only), < 60 s
 	$(BIN)/python -m pytest -q -m "not postgres" $(FAST_TESTS)
