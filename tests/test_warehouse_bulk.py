@@ -119,14 +119,14 @@ def test_filters_in_lists_before_and_since(warehouse_url: str) -> None:
     wh = Warehouse(warehouse_url)
     for day in (date(2025, 6, 24), date(2025, 6, 25), date(2025, 6, 26)):
         frame = pl.DataFrame({"customer_id": [day.day, 100 + day.day]})
-        wh.replace("segment_members", frame, {"segment_id": "s", "partition_date": day})
-    assert sorted(wh.read("segment_members", since=("partition_date", date(2025, 6, 25)))["customer_id"]) == [
+        wh.replace("segment_members", frame, {"segment_id": "s", "entered_on": day})
+    assert sorted(wh.read("segment_members", since=("entered_on", date(2025, 6, 25)))["customer_id"]) == [
         25,
         26,
         125,
         126,
     ]
-    assert sorted(wh.read("segment_members", before=("partition_date", date(2025, 6, 25)))["customer_id"]) == [24, 124]
+    assert sorted(wh.read("segment_members", before=("entered_on", date(2025, 6, 25)))["customer_id"]) == [24, 124]
     assert sorted(wh.read("segment_members", {"customer_id": [24, 126, 999]})["customer_id"]) == [24, 126]
     assert sorted(wh.read("segment_members", {"customer_id": (25,)})["customer_id"]) == [25]
     assert wh.read("segment_members", {"customer_id": []}).height == 0
@@ -143,9 +143,9 @@ def test_filters_in_lists_before_and_since(warehouse_url: str) -> None:
 
 def test_an_empty_frame_empties_the_scope(warehouse_url: str) -> None:
     wh = Warehouse(warehouse_url)
-    wh.replace("segment_members", pl.DataFrame({"customer_id": [1, 2]}), {"segment_id": "s", "partition_date": DAY})
+    wh.replace("segment_members", pl.DataFrame({"customer_id": [1, 2]}), {"segment_id": "s", "entered_on": DAY})
     written = wh.replace(
-        "segment_members", pl.DataFrame(schema={"customer_id": pl.Int64}), {"segment_id": "s", "partition_date": DAY}
+        "segment_members", pl.DataFrame(schema={"customer_id": pl.Int64}), {"segment_id": "s", "entered_on": DAY}
     )
     assert written == 0
     assert wh.count("segment_members") == 0
@@ -153,7 +153,7 @@ def test_an_empty_frame_empties_the_scope(warehouse_url: str) -> None:
 
 def test_reads_inside_a_transaction_see_its_own_writes_and_a_failure_undoes_all_of_it(warehouse_url: str) -> None:
     wh = Warehouse(warehouse_url)
-    scope = {"segment_id": "s", "partition_date": DAY}
+    scope = {"segment_id": "s", "entered_on": DAY}
     wh.replace("segment_members", pl.DataFrame({"customer_id": [1]}), scope)
     with pytest.raises(RuntimeError, match="after the writes"), wh.transaction() as conn:
         wh.replace("segment_members", pl.DataFrame({"customer_id": [2, 3]}), scope, conn=conn)
@@ -174,7 +174,7 @@ def test_a_duplicate_key_is_the_same_integrity_error_as_before(warehouse_url: st
     wh = Warehouse(warehouse_url)
     frame = pl.DataFrame({"customer_id": [1, 1]})
     with pytest.raises(sa.exc.IntegrityError, match=r"(?i)unique|duplicate"):
-        wh.replace("segment_members", frame, {"segment_id": "s", "partition_date": DAY})
+        wh.replace("segment_members", frame, {"segment_id": "s", "entered_on": DAY})
     assert wh.count("segment_members") == 0
 
 
@@ -183,7 +183,7 @@ def test_a_missing_required_column_is_refused_in_one_line(warehouse_url: str) ->
     with pytest.raises(
         ValueError, match=r"^warehouse table 'segment_members': frame lacks required columns \['customer_id'\]$"
     ):
-        wh.replace("segment_members", pl.DataFrame({"other": [1]}), {"segment_id": "s", "partition_date": DAY})
+        wh.replace("segment_members", pl.DataFrame({"other": [1]}), {"segment_id": "s", "entered_on": DAY})
 
 
 def test_large_writes_go_in_several_chunks(warehouse_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

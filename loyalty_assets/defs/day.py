@@ -147,7 +147,12 @@ class DayConfig(dg.Config):
 
 def _sample_table(sample: list[dict[str, object]]) -> dict[str, dg.MetadataValue[Any]]:
     """A masked sample (already masked by `masked_sample`) as a table, not a JSON blob."""
-    return table_metadata("sample_masked", pl.DataFrame(sample)) if sample else {}
+    if not sample:
+        return {}
+    frame = pl.DataFrame(sample)
+    # a column that is null on every sampled row has no type: shown as (empty) text
+    frame = frame.with_columns(pl.col(c).cast(pl.String()) for c, t in frame.schema.items() if t == pl.Null())
+    return table_metadata("sample_masked", frame)
 
 
 def _tags(key: dg.AssetKey) -> dict[str, str]:
