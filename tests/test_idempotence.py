@@ -43,15 +43,21 @@ def test_running_a_date_again_changes_nothing(
         assert_frame_equal(first[table], again[table], check_row_order=True)
 
 
-def test_backfill_of_30_days_equals_30_daily_runs(
+def test_backfill_of_a_month_equals_daily_runs(
     birthday_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path
 ) -> None:
     from loyalty_assets.cli import run_dates
 
     daily_url = f"sqlite:///{tmp_path / 'daily.db'}"
     daily = make_settings(birthday_data, catalog_dir, daily_url, tmp_path / "daily-storage")
-    month = days(date(2025, 2, 5), date(2025, 3, 6))  # 30 days around the fixture's birthdays
-    assert len(month) == 30
+    # 30 days around the fixture's birthdays on SQLite; on PostgreSQL the 15 of them that hold every
+    # occasion (20 Feb – 6 Mar): the same comparison, half the daily jobs (the suite's longest test)
+    if warehouse_url.startswith("sqlite"):
+        month = days(date(2025, 2, 5), date(2025, 3, 6))
+        assert len(month) == 30
+    else:
+        month = days(date(2025, 2, 20), date(2025, 3, 6))
+        assert len(month) == 15
     for day in month:
         run_days(daily, [day])
 
