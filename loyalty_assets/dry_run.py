@@ -138,7 +138,6 @@ def dry_run(
     if mine.journey is None or mine.accruals is None or mine.messages is None:
         return DryRun(campaign_id=campaign_id, day=day, counts=dict(sorted(counts.items())), sample=pl.DataFrame())
     journey, accruals, batch = mine.journey, mine.accruals, mine.messages
-    counts = {f"entry:{k}": v for k, v in entered.counts.items()}
     counts |= {f"journey:{k}": v for k, v in journey.counts.items()}
     counts["journey:left_waiting"] = journey.pending.height
     counts["accruals"] = accruals.height
