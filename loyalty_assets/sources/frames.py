@@ -7,7 +7,8 @@ past date see exactly what a run on that day saw.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -83,12 +84,22 @@ class SourceFrames:
     communications: pl.DataFrame
     site_visits: pl.DataFrame
     own_accruals: pl.DataFrame
+    # what is derived from these frames once per day and read by several steps (e.g. the bonus lots)
+    _derived: dict[object, pl.DataFrame] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def derived(self, key: object, build: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+        """`build()` the first time `key` is asked for on these frames, the same frame afterwards."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     @classmethod
     def from_tables(cls, tables: dict[str, pl.DataFrame]) -> SourceFrames:
         """Build from a dict; tables not given are empty with their contract schema."""
         values: dict[str, pl.DataFrame] = {}
         for f in fields(cls):
+            if not f.init:
+                continue
             if f.name == "own_accruals":
                 values[f.name] = tables.get(f.name, pl.DataFrame(schema=OWN_ACCRUALS_SCHEMA))
             else:

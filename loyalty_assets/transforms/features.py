@@ -43,7 +43,7 @@ from loyalty_assets.config.filters import (
 )
 from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.sources.schemas import SCHEMAS
-from loyalty_assets.transforms.ledger import build_lots, ledger_entries
+from loyalty_assets.transforms.ledger import lots_as_of
 
 #: Money and bonus amounts in the features frame (sums of Decimal(14, 2) widen to 38 digits).
 AMOUNT = pl.Decimal(38, 2)
@@ -590,7 +590,7 @@ def _bonuses(ctx: _Context, specs: list[FeatureSpec]) -> tuple[pl.LazyFrame, lis
 def _bonus_lots(ctx: _Context, specs: list[FeatureSpec]) -> pl.LazyFrame:
     """`bonus_balance` (sum of what remains of every lot, overdrafts included) and `bonuses_expiring`
     (what remains of the lots whose local expiry day is in (D, D+N]), from the lots as of the cutoff."""
-    lots = build_lots(ledger_entries(ctx.frames.bonus_transactions, ctx.frames.own_accruals), ctx.as_of.cutoff)
+    lots = lots_as_of(ctx.frames, ctx.as_of.cutoff)
     tomorrow = ctx.day + timedelta(days=1)
     expiring = [s for s in specs if s.field == "bonuses_expiring"]
     bounds = {"expires_at": {tomorrow, *(tomorrow + timedelta(days=s.within_days or 0) for s in expiring)}}

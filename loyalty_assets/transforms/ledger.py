@@ -37,10 +37,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from loyalty_assets.sources.schemas import MONEY, UTC_TS
+
+if TYPE_CHECKING:
+    from loyalty_assets.sources.frames import SourceFrames
 
 #: One row per lot and customer: the ledger's state, the warehouse table `bonus_lots` (+ as_of_date).
 LOT_SCHEMA: dict[str, pl.DataType] = {
@@ -306,3 +310,14 @@ __all__ = [
     "expiry_mismatches",
     "ledger_entries",
 ]
+
+
+def lots_as_of(frames: SourceFrames, cutoff: datetime) -> pl.DataFrame:
+    """The lots at `cutoff` from a day's frames (ledger + own accruals), built once per frames.
+
+    The features and every expiry trigger of the day read the same lots: one FIFO build, not one each.
+    """
+    return frames.derived(
+        ("bonus_lots", cutoff),
+        lambda: build_lots(ledger_entries(frames.bonus_transactions, frames.own_accruals), cutoff),
+    )

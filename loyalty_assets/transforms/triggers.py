@@ -23,7 +23,7 @@ from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.sources.schemas import MONEY
 from loyalty_assets.transforms.anniversaries import anniversary_hits
 from loyalty_assets.transforms.cashback import favourite_cashback
-from loyalty_assets.transforms.ledger import build_lots, ledger_entries
+from loyalty_assets.transforms.ledger import lots_as_of
 from loyalty_assets.transforms.local_time import (
     ZONE,
     add_local_date,
@@ -296,7 +296,7 @@ def _bonus_expiry(trigger: EventTrigger, frames: SourceFrames, as_of: AsOf) -> p
       day never moves it earlier. With an explicit `at`, it fires at the first such local time at or
       after that instant (e.g. `at: "10:00"`: the next morning for bonuses expiring at 23:30).
     """
-    lots = build_lots(ledger_entries(frames.bonus_transactions, frames.own_accruals), as_of.cutoff)
+    lots = lots_as_of(frames, as_of.cutoff)
     people = frames.customers.select("customer_id", "timezone")
     delay = pl.lit(trigger.delay.timedelta)
     if trigger.event == "bonus_expiring":
