@@ -15,8 +15,6 @@ campaign. A broken `program.yaml` raises its `DefinitionError`: nothing can run 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -40,41 +38,6 @@ from loyalty_assets.config.template_samples import sample_shapes
 from loyalty_assets.transforms.templates import TemplateError, TemplateRenderer, error_line
 
 DEFAULT_CATALOG = Path(__file__).resolve().parents[1] / "catalog"
-
-#: Variables every message template may use, all present (validation renders every shape: see
-#: `config.template_samples`).
-SAMPLE_TEMPLATE_VARIABLES: dict[str, Any] = {
-    "customer": {
-        "customer_id": 1,
-        "first_name": "Анна",
-        "email": "anna@example.com",
-        "phone": "+70000000000",
-        "city": "Москва",
-        "gender": "F",
-        "birth_date": date(1990, 1, 1),
-    },
-    "bonus": {
-        "amount": Decimal("500.00"),
-        "expires_at": datetime(2025, 1, 31, 10, 0),
-        "expires_on": date(2025, 1, 31),
-        "legal_entity": "X",
-    },
-    "check": {"check_id": "C1", "total": Decimal("1500.00")},
-    "event": {"amount": Decimal("120.00"), "date": date(2025, 1, 8)},
-    "favourite_categories": ["Молочные продукты"],
-    "favourite": {
-        "earned": Decimal("11.50"),
-        "percent": Decimal("5.00"),
-        "period_end": date(2025, 1, 31),
-        "days_left": 5,
-        "could_earn_per_1000": Decimal("50.00"),
-    },
-    "variant": "a",
-    "campaign": {"id": "sample", "name": "Sample"},
-    "occasion": "birthday:2025-01-08",
-    "event_date": date(2025, 1, 8),
-    "send_date": date(2025, 1, 1),
-}
 
 
 @dataclass
