@@ -56,6 +56,9 @@ Conventions a reader of the data needs:
   customers registered by then, on a channel they are subscribed to; events follow the message (sent,
   then delivered or bounced, opened, clicked). An `unsubscribed` event is the last email of a customer
   who is no longer `email_subscribed`; nobody still subscribed has one.
+- 1% of the customers registered in a sign-up drive 1 year and 4 days before `end_date` (26 June 2024 for
+  the default end) and started shopping later, so the sample date has enough membership anniversaries
+  to show a control group.
 - Check ids `C000000001…` increase with time within each chunk of customers, not across chunks.
 
 Bad rows (`bad_rows=True`, the default): about 0.05% of each kind, at least one of each, every one easy to
@@ -121,6 +124,15 @@ _STAGING = ".sample_data_staging"
 # Random streams: one per table so adding draws to one table never shifts another's data.
 _S_CATALOG, _S_POPULATION, _S_CHECKS, _S_BONUS, _S_VISITS = 0, 1, 2, 3, 4
 _S_ATTRIBUTES, _S_FAVOURITES, _S_COMMS, _S_BAD = 5, 6, 7, 8
+_S_DRIVE = 9
+
+#: A sign-up drive (a store opening's promotion) 1 year and 4 days before `end_date` — 26 June 2024 for
+#: the default end 2025-06-30 — registered this share of the customers. The sample date 2025-06-26 is then
+#: their first membership anniversary, so the A/B channel campaign (contract scenario 8, triggered on the
+#: registration anniversary, 10% control) shows its control group in `make run`: ~15 customers a day
+#: have an anniversary otherwise, too few for a 10% control group to be seen reliably on one date.
+_DRIVE_SHARE = 0.01
+_DRIVE_DAYS_BEFORE_END = 365 + 4
 
 # ---------------------------------------------------------------------------------------------------
 # Reference data
@@ -487,6 +499,14 @@ def _make_population(seed: int, n: int, days: int, cal: _Calendar, cat: _Catalog
 
     # Registration over the three years before the end, in local daytime.
     reg_day = end_day - rng.integers(0, 3 * 365 + 1, n)
+    # Shopping starts after the drawn registration day; the sign-up drive only moves the registration of
+    # some later joiners back to the drive day (they signed up then and started shopping later). It draws
+    # from its own stream, so every other draw, the checks of everyone included, is the same without it.
+    shop_from_day = reg_day.copy()
+    drive_day = end_day - _DRIVE_DAYS_BEFORE_END
+    later = np.flatnonzero(reg_day > drive_day)
+    drive_rng = np.random.default_rng((seed, _S_DRIVE))
+    reg_day[drive_rng.choice(later, size=min(later.size, int(np.ceil(n * _DRIVE_SHARE))), replace=False)] = drive_day
     reg_us = cal.to_utc_us(reg_day, _daytime_seconds(rng, n), zone)
 
     # Birth dates for ages 18-80, ~1% unknown, plus a guaranteed share of 29 February birthdays.
@@ -536,7 +556,7 @@ def _make_population(seed: int, n: int, days: int, cal: _Calendar, cat: _Catalog
     )
     basket = np.minimum(1.0 + rng.gamma(2.0, 1.5, n), 15.0)
     window_start = end_day - days + 1
-    start_day = np.maximum(window_start, reg_day + 1)
+    start_day = np.maximum(window_start, shop_from_day + 1)
     visit_days = np.maximum(end_day - start_day + 1, 0)
     lapsed = rng.random(n) < 0.15  # stopped buying at some point: their last check is in the past
     stop_day = np.where(lapsed, start_day + (rng.random(n) * visit_days).astype(np.int64), end_day)
