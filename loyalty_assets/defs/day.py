@@ -29,12 +29,12 @@ from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
 from loyalty_assets.sources.frames import SourceFrames
 from loyalty_assets.sources.schemas import SCHEMAS
-from loyalty_assets.transforms.activity import accrual_activity, entry_activity, journey_activity, message_activity
 from loyalty_assets.transforms.audience import closure, masked_sample
 from loyalty_assets.transforms.campaign_day import CampaignDay, by_priority, catalog_filters, run_day
 from loyalty_assets.transforms.day_state import DayState
 from loyalty_assets.transforms.features import required_features
 from loyalty_assets.warehouse.audiences import export_audiences
+from loyalty_assets.warehouse.campaign_rows import write_campaign_day
 from loyalty_assets.warehouse.history import read_state, state_partitions
 from loyalty_assets.warehouse.membership import write_membership
 from loyalty_assets.warehouse.warehouse import Warehouse
@@ -280,29 +280,11 @@ def _campaign_outputs(
         description=gate.description,
         metadata={k: str(v) for k, v in gate.metadata.items()},
     )
-    if result.journey is None or result.accruals is None or result.messages is None:
+    if write_campaign_day(wh, day, result) is None:
         return  # fail-closed: nothing of this campaign is written for D
-    entrants, journey, accruals, batch = result.entered.entrants, result.journey, result.accruals, result.messages
-    segment_events = result.segment_events
-    assert segment_events is not None  # set together with journey (gate passed)
-    scope = {"campaign_id": cid, "partition_date": day}
-    stages: dict[str, tuple[dict[str, pl.DataFrame], pl.DataFrame]] = {
-        "triggered": ({"triggered_customers": entrants}, entry_activity(cid, entrants)),
-        "journey": (
-            {
-                "journey_pending": journey.pending.rename({"at": "due_at"}),
-                "manual_segment_events": segment_events,
-            },
-            journey_activity(cid, journey),
-        ),
-        "accruals": ({"bonus_accruals": accruals}, accrual_activity(cid, accruals)),
-        "messages": ({"message_outbox": batch.outbox}, message_activity(cid, batch.outbox, batch.skipped)),
-    }
-    with wh.transaction() as conn:
-        for stage, (outputs, activity) in stages.items():
-            for table, frame in outputs.items():
-                wh.replace(table, frame, scope, conn=conn)
-            wh.replace("activity_log", activity, {**scope, "stage": stage}, conn=conn)
+    entrants, journey, accruals = result.entered.entrants, result.journey, result.accruals
+    assert journey is not None and accruals is not None and result.messages is not None
+    batch = result.messages
     entered: dict[str, dg.MetadataValue[Any]] = {k: dg.MetadataValue.int(v) for k, v in result.entered.counts.items()}
     if result.entered.decision is not None:
         decision = result.entered.decision
