@@ -47,7 +47,7 @@ run: install $(DAGSTER_HOME)/dagster.yaml ## sample data (if absent) + the whole
 	@echo "Next: make dev (the UI, these runs included), .venv/bin/loyalty --help"
 
 test: install $(DAGSTER_HOME)/dagster.yaml ## the test suite on TEST_WORKERS processes (PostgreSQL tests run when PostgreSQL is reachable; mandatory with LOYALTY_REQUIRE_POSTGRES=1)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: install ## the inner loop: pure transforms, filters, config, warehouse primitives (SQLite only), < 60 s
 	$(BIN)/python -m pytest -q -m "not postgres" $(FAST_TESTS)

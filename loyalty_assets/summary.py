@@ -20,10 +20,17 @@ if TYPE_CHECKING:
     from loyalty_assets.config.campaigns import Campaign
 from loyalty_assets.warehouse.warehouse import Warehouse
 
-#: The warehouse tables the summary reads, each for the date only (segments also the day before).
-INPUT_TABLES = ("triggered_customers", "bonus_accruals", "message_outbox", "activity_log", "target_audiences")
+#: The warehouse tables the summary reads, each for the date only (segments also the day before), and
+#: the columns it needs of each (never the message bodies).
+INPUT_TABLES: dict[str, tuple[str, ...]] = {
+    "triggered_customers": ("campaign_id", "is_control", "variant"),
+    "bonus_accruals": ("campaign_id", "amount"),
+    "message_outbox": ("campaign_id", "channel", "batch_no"),
+    "activity_events": ("campaign_id", "kind", "details"),
+    "target_audiences": ("audience", "customer_id"),
+}
 
-#: `activity_log.details` of a skipped message reads "<channel> <step>: <reason> (<occasion>)".
+#: `activity_events.details` of a skipped message reads "<channel> <step>: <reason> (<occasion>)".
 _SKIP_REASON = r"^\S+ \S+: (\w+)"
 
 CAMPAIGN_COLUMNS = (
@@ -89,7 +96,7 @@ def compute_summary(
     triggered = tables["triggered_customers"]
     accruals = tables["bonus_accruals"]
     outbox = tables["message_outbox"]
-    log = tables["activity_log"]
+    log = tables["activity_events"]
     skipped = log.filter(pl.col("kind") == "message_skipped").with_columns(
         pl.col("details").str.extract(_SKIP_REASON, 1).fill_null("other").alias("reason")
     )
@@ -171,7 +178,9 @@ def read_summary(
     gate_failed: Collection[str] = (),
 ) -> DailySummary:
     """Read the day's rows from the warehouse and summarise them (`compute_summary`)."""
-    tables = {name: warehouse.read(name, {"partition_date": day}) for name in INPUT_TABLES}
+    tables = {
+        name: warehouse.read(name, {"partition_date": day}, columns=columns) for name, columns in INPUT_TABLES.items()
+    }
     from loyalty_assets.warehouse.membership import members_by_date
 
     members_today = members_by_date(warehouse, day)

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 import yaml
 
+from loyalty_assets.warehouse.activity import customer_activity
 from loyalty_assets.warehouse.membership import members_on
 from loyalty_assets.warehouse.warehouse import Warehouse
 from tests.conftest import make_settings, run_days
@@ -79,7 +80,7 @@ def test_week_early_birthday_on_22_february_2025(run) -> None:
     assert "&lt;i&gt;Zoya&lt;/i&gt;, happy birthday" in zoya["body"]  # HTML body: escaped
     assert zoya["subject"].startswith("<i>Zoya</i>, 500.00")  # plain-text subject: as written
 
-    log = wh.read("activity_log", scope)
+    log = wh.read("activity_events", scope)
     skipped = log.filter(pl.col("kind") == "message_skipped").sort("customer_id")
     assert skipped["customer_id"].to_list() == [9, 10, 11]
     assert [d.split(": ")[1].split(" ")[0] for d in skipped["details"]] == [
@@ -87,6 +88,41 @@ def test_week_early_birthday_on_22_february_2025(run) -> None:
         "email_unsubscribed",
         "email_invalid",
     ]
+
+
+def test_activity_log_is_lean_and_the_history_complete(run) -> None:
+    """The log stores only skips, waits and ends; entries, accruals and messages come from their tables."""
+    wh = run(date(2025, 2, 22))
+    scope = {"campaign_id": WEEK_EARLY, "partition_date": date(2025, 2, 22)}
+    assert set(wh.read("activity_events", scope)["kind"]) == {"message_skipped", "journey_ended"}
+
+    anna = customer_activity(wh, {**scope, "customer_id": 7})
+    assert anna.select("kind", "details", "stage").rows() == [
+        ("entered", "birthday:2025-03-01", "triggered"),
+        (
+            "bonus_accrued",
+            "500.00 bonuses, expires 2025-03-24T07:00Z, legal entity X (birthday:2025-03-01)",
+            "accruals",
+        ),
+        ("message_queued", "email invite_email (birthday:2025-03-01)", "messages"),
+        ("journey_ended", "completed at end (birthday:2025-03-01)", "journey"),
+    ]
+    assert anna["event_id"].to_list() == [
+        "triggered:birthday_week_early:7:birthday:2025-03-01",
+        "accruals:birthday_week_early:birthday_week_early:birthday_bonus:7:birthday:2025-03-01",
+        f"messages:birthday_week_early:{wh.read('message_outbox', {**scope, 'customer_id': 7})['message_id'][0]}",
+        "journey:birthday_week_early:7:birthday:2025-03-01:end",
+    ]
+    assert set(anna["ts"]) == {utc(2025, 2, 22, 7, 0)} and set(anna["partition_date"]) == {date(2025, 2, 22)}
+    kinds = customer_activity(wh, scope).group_by("kind").len().sort("kind").rows()
+    assert kinds == [
+        ("bonus_accrued", 7),
+        ("entered", 7),
+        ("journey_ended", 7),
+        ("message_queued", 4),
+        ("message_skipped", 3),
+    ]
+    assert customer_activity(wh, scope, kinds=("message_skipped",))["customer_id"].sort().to_list() == [9, 10, 11]
 
 
 def test_28_february_birthday_fires_a_day_earlier(run) -> None:
@@ -136,6 +172,6 @@ def test_birthday_bonus_for_members_over_a_year_on_the_day(run) -> None:
     assert expires[7] == utc(2025, 3, 15, 6, 0)  # 14 days
     assert wh.read("message_outbox", scope).is_empty()  # this campaign only accrues
 
-    log = wh.read("activity_log", {**scope, "kind": "bonus_accrued"}).sort("customer_id")
+    log = customer_activity(wh, scope, kinds=("bonus_accrued",)).sort("customer_id")
     assert log["customer_id"].to_list() == [7, 8, 9, 10, 11, 16]
     assert log["details"][0].startswith("300.00 bonuses, expires 2025-03-15T06:00Z, legal entity X")

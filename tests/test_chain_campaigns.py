@@ -38,7 +38,7 @@ OUTPUT_TABLES: dict[str, list[str]] = {
     "journey_pending": ["campaign_id", "partition_date", "customer_id", "occasion", "node"],
     "manual_segment_events": ["event_id"],
     "segment_members": ["segment_id", "customer_id", "entered_on"],
-    "activity_log": ["event_id"],
+    "activity_events": ["event_id"],
 }
 
 
@@ -299,7 +299,7 @@ def test_warning_three_days_before_with_the_amount_summed(run_expiry: Runner) ->
     assert outbox["body"][0] == (
         "Anna, 150.50 bonuses on your card expire on 04.07.2025. Spend them before they are gone!"
     )
-    skipped = wh.read("activity_log", {"campaign_id": WARNING, "kind": "message_skipped"})
+    skipped = wh.read("activity_events", {"campaign_id": WARNING, "kind": "message_skipped"})
     assert skipped["customer_id"].to_list() == [3]
 
 

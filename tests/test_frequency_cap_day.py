@@ -47,7 +47,7 @@ def test_cap_across_campaigns_and_days(birthday_data: Path, catalog_dir: Path, t
 
     def capped(campaign: str, day: int) -> list[int]:
         scope = {"campaign_id": campaign, "partition_date": date(2025, 2, day), "kind": "message_skipped"}
-        rows = wh.read("activity_log", scope).filter(pl.col("details").str.contains("frequency_cap"))
+        rows = wh.read("activity_events", scope).filter(pl.col("details").str.contains("frequency_cap"))
         return sorted(rows["customer_id"])
 
     assert sent("birthday_week_early", 22) == [7, 8, 13, 16]

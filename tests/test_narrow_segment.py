@@ -53,7 +53,7 @@ OUTPUT_TABLES = (
     "message_outbox",
     "segment_members",
     "target_audiences",
-    "activity_log",
+    "activity_events",
 )
 
 Metadata = dict[str, Any]

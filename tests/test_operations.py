@@ -19,7 +19,7 @@ from loyalty_assets.warehouse.warehouse import Warehouse
 from tests.conftest import make_settings, run_days
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ("triggered_customers", "bonus_accruals", "message_outbox", "segment_members", "activity_log")
+TABLES = ("triggered_customers", "bonus_accruals", "message_outbox", "segment_members", "activity_events")
 
 
 def dump(url: str) -> dict[str, pl.DataFrame]:
@@ -67,7 +67,7 @@ def test_dry_run_counts_equal_the_real_run(birthday_data: Path, catalog_dir: Pat
     run_days(settings, [date(2025, 2, 22)])
     wh = Warehouse(url)
     scope = {"campaign_id": "birthday_week_early", "partition_date": date(2025, 2, 22)}
-    skipped = wh.read("activity_log", {**scope, "kind": "message_skipped"}).height
+    skipped = wh.read("activity_events", {**scope, "kind": "message_skipped"}).height
     assert planned.counts["entry:entered"] == wh.count("triggered_customers", scope) == 7
     assert planned.counts["accruals"] == wh.count("bonus_accruals", scope) == 7
     assert planned.counts["messages"] == wh.count("message_outbox", scope) == 4

@@ -219,7 +219,7 @@ def histories(draw: st.DrawFn) -> dict[str, list[dict[str, object]]]:
     }
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories())
 def test_daily_ingests_scanned_as_of_d_equal_validate(tmp_path_factory: pytest.TempPathFactory, history) -> None:
     read = raw_tables(history)

@@ -43,7 +43,7 @@ def tables() -> dict[str, pl.DataFrame]:
             schema={"campaign_id": pl.String, "amount": pl.Decimal(14, 2)},
         ),
         "message_outbox": pl.DataFrame({"campaign_id": ["a", "a"], "channel": ["sms", "email"], "batch_no": [1, 2]}),
-        "activity_log": pl.DataFrame(
+        "activity_events": pl.DataFrame(
             {
                 "campaign_id": ["a", "a", "a"],
                 "kind": ["entered", "message_skipped", "message_skipped"],

@@ -1,7 +1,14 @@
-"""Activity-log rows: the customer's history as campaigns saw it (seed 002: «Активности»).
+"""Activity rows: the customer's history as campaigns saw it (seed 002: «Активности»).
 
 Event ids are built from stage, campaign, customer, occasion and step, so a re-run writes the same
 ids and the log never double-counts.
+
+Lean by design: the `activity_events` table stores only the decisions no other table records — messages
+skipped (with the reason), waits and journey ends (`LOGGED_KINDS`). Entries (`entered`,
+`entered_control_group`), accruals and queued messages are rows of `triggered_customers`,
+`bonus_accruals` and `message_outbox` already; `warehouse.activity.customer_activity` rebuilds their
+activity rows from those tables with the functions below (and the SQL view `activity_log`, the contract's
+table, does the same in SQL), so the complete history costs no second copy.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ ACTIVITY_SCHEMA: dict[str, pl.DataType] = {
     "kind": pl.String(),
     "details": pl.String(),
 }
+
+#: The kinds stored in `activity_events`; the others are derived from the tables that hold them.
+LOGGED_KINDS = ("message_skipped", "waiting", "journey_ended")
 
 
 def _event_id(stage: str, campaign_id: str, *parts: pl.Expr) -> pl.Expr:
@@ -55,17 +65,21 @@ def accrual_activity(campaign_id: str, accruals: pl.DataFrame) -> pl.DataFrame:
     ).cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
 
 
-def message_activity(campaign_id: str, outbox: pl.DataFrame, skipped: pl.DataFrame) -> pl.DataFrame:
-    """`message_queued` per message and `message_skipped` (with the reason) per customer left out."""
-    queued = outbox.select(
+def queued_activity(campaign_id: str, outbox: pl.DataFrame) -> pl.DataFrame:
+    """`message_queued` per message (channel, step, occasion; never the body)."""
+    return outbox.select(
         _event_id("messages", campaign_id, pl.col("message_id")),
         "customer_id",
         pl.col("send_at").alias("ts"),
         pl.lit(campaign_id).alias("campaign_id"),
         pl.lit("message_queued").alias("kind"),
         pl.format("{} {} ({})", "channel", "step_id", "occasion").alias("details"),
-    )
-    left_out = skipped.select(
+    ).cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
+
+
+def skipped_activity(campaign_id: str, skipped: pl.DataFrame) -> pl.DataFrame:
+    """`message_skipped` (with the reason) per customer left out of a message step."""
+    return skipped.select(
         _event_id(
             "messages",
             campaign_id,
@@ -79,8 +93,12 @@ def message_activity(campaign_id: str, outbox: pl.DataFrame, skipped: pl.DataFra
         pl.lit(campaign_id).alias("campaign_id"),
         pl.lit("message_skipped").alias("kind"),
         pl.format("{} {}: {} ({})", "channel", "step_id", "reason", "occasion").alias("details"),
-    )
-    return pl.concat([queued.cast(ACTIVITY_SCHEMA), left_out.cast(ACTIVITY_SCHEMA)])  # type: ignore[arg-type]
+    ).cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
+
+
+def message_activity(campaign_id: str, outbox: pl.DataFrame, skipped: pl.DataFrame) -> pl.DataFrame:
+    """`message_queued` per message and `message_skipped` (with the reason) per customer left out."""
+    return pl.concat([queued_activity(campaign_id, outbox), skipped_activity(campaign_id, skipped)])
 
 
 def journey_activity(campaign_id: str, day: object) -> pl.DataFrame:

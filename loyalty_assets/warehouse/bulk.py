@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import chain, islice
@@ -406,9 +406,18 @@ def read(
     where: Mapping[str, Any] | None,
     before: tuple[str, date] | None,
     since: tuple[str, date] | None,
+    columns: Sequence[str] | None = None,
 ) -> pl.DataFrame:
-    """Rows of `table` matching the filters, typed per `schema_of`; inside `conn` when given."""
+    """Rows of `table` matching the filters, typed per `schema_of`; inside `conn` when given.
+
+    `columns` limits the columns fetched (a history read never needs the message bodies).
+    """
     condition, params = where_clause(table, engine.dialect, where, before, since)
+    if columns is not None:
+        unknown = sorted(set(columns) - set(table.c.keys()))
+        if unknown:
+            raise KeyError(f"table {table.name} has no column(s) {unknown}")
+        table = sa.Table(table.name, sa.MetaData(), *(sa.Column(c, table.c[c].type) for c in columns))
     reader = _read_postgres if engine.dialect.name == "postgresql" else _read_sqlite
     if conn is not None:
         return reader(conn, table, condition, params)

@@ -2,8 +2,10 @@
 
 The daily asset and the pipeline benchmark both call `write_campaign_day`, so the benchmark measures the
 writes the run does. Each stage's tables are replaced in the scope (campaign, date), and the stage's
-activity-log rows in (campaign, date, stage), all in one transaction: a crash leaves the previous run's
-rows or this run's, never a mix.
+`activity_events` rows in (campaign, date, stage), all in one transaction: a crash leaves the previous
+run's rows or this run's, never a mix. `activity_events` holds only what no other table records (skips
+with their reason, waits, journey ends; the view `activity_log` adds the rest, see
+`transforms.activity`): the stages `triggered` and `accruals` replace their scope with no rows.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from datetime import date
 
 import polars as pl
 
-from loyalty_assets.transforms.activity import accrual_activity, entry_activity, journey_activity, message_activity
+from loyalty_assets.transforms.activity import ACTIVITY_SCHEMA, journey_activity, skipped_activity
 from loyalty_assets.transforms.campaign_day import CampaignDay
 from loyalty_assets.warehouse.warehouse import Warehouse
 
@@ -27,8 +29,9 @@ def campaign_rows(result: CampaignDay) -> CampaignRows | None:
     cid = result.campaign.id
     entrants, journey, accruals, batch = result.entered.entrants, result.journey, result.accruals, result.messages
     assert result.segment_events is not None  # set together with journey (gate passed)
+    no_activity = pl.DataFrame(schema=ACTIVITY_SCHEMA)
     return {
-        "triggered": ({"triggered_customers": entrants}, entry_activity(cid, entrants)),
+        "triggered": ({"triggered_customers": entrants}, no_activity),
         "journey": (
             {
                 "journey_pending": journey.pending.rename({"at": "due_at"}),
@@ -36,8 +39,8 @@ def campaign_rows(result: CampaignDay) -> CampaignRows | None:
             },
             journey_activity(cid, journey),
         ),
-        "accruals": ({"bonus_accruals": accruals}, accrual_activity(cid, accruals)),
-        "messages": ({"message_outbox": batch.outbox}, message_activity(cid, batch.outbox, batch.skipped)),
+        "accruals": ({"bonus_accruals": accruals}, no_activity),
+        "messages": ({"message_outbox": batch.outbox}, skipped_activity(cid, batch.skipped)),
     }
 
 
@@ -53,6 +56,6 @@ def write_campaign_day(wh: Warehouse, day: date, result: CampaignDay) -> dict[st
             for table, frame in outputs.items():
                 wh.replace(table, frame, scope, conn=conn)
                 written[table] = written.get(table, 0) + frame.height
-            wh.replace("activity_log", activity, {**scope, "stage": stage}, conn=conn)
-            written["activity_log"] = written.get("activity_log", 0) + activity.height
+            wh.replace("activity_events", activity, {**scope, "stage": stage}, conn=conn)
+            written["activity_events"] = written.get("activity_events", 0) + activity.height
     return written

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 import polars as pl
 import sqlalchemy as sa
 
+from loyalty_assets.warehouse import bulk
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 INTERVAL_SCHEMA: dict[str, pl.DataType] = {
@@ -85,16 +86,18 @@ def write_membership(wh: Warehouse, segment_id: str, day: date, members: pl.Data
         later = conn.execute(
             sa.select(sa.func.count()).where(runs.c.segment_id == segment_id, runs.c.partition_date > day)
         ).scalar_one()
-        touching = sa.select(c.customer_id, c.entered_on, c.left_on).where(
-            c.segment_id == segment_id,
-            sa.or_(
-                sa.and_(c.entered_on <= day, sa.or_(c.left_on.is_(None), c.left_on >= day)),
-                c.entered_on == day + timedelta(days=1),
-            ),
+        # The intervals touching D (holding it, ending on it, or starting on D+1), read in bulk as the
+        # open ones plus the closed ones ending on D or later, then narrowed in Polars.
+        columns = list(INTERVAL_SCHEMA)
+        open_rows = wh.read("segment_members", {"segment_id": segment_id, "left_on": None}, conn=conn, columns=columns)
+        closed = wh.read(
+            "segment_members", {"segment_id": segment_id}, since=("left_on", day), conn=conn, columns=columns
         )
-        current = pl.DataFrame([tuple(r) for r in conn.execute(touching)], schema=INTERVAL_SCHEMA, orient="row")
+        current = pl.concat([open_rows, closed]).filter(
+            (pl.col("entered_on") <= day) | (pl.col("entered_on") == day + timedelta(days=1))
+        )
         deleted, inserted = membership_changes(current, members.get_column("customer_id"), day, newest=later == 0)
-        if deleted.height:
+        if deleted.height:  # the day's turnover only
             conn.execute(
                 sa.delete(table).where(
                     c.segment_id == segment_id,
@@ -103,14 +106,7 @@ def write_membership(wh: Warehouse, segment_id: str, day: date, members: pl.Data
                 ),
                 [{"cid": cid, "eon": eon} for cid, eon in deleted.iter_rows()],
             )
-        if inserted.height:
-            conn.execute(
-                sa.insert(table),
-                [
-                    {"segment_id": segment_id, "customer_id": cid, "entered_on": eon, "left_on": lon}
-                    for cid, eon, lon in inserted.iter_rows()
-                ],
-            )
+        bulk.write(conn, table, inserted.select(pl.lit(segment_id).alias("segment_id"), *INTERVAL_SCHEMA))
         conn.execute(sa.delete(runs).where(runs.c.segment_id == segment_id, runs.c.partition_date == day))
         conn.execute(sa.insert(runs), [{"segment_id": segment_id, "partition_date": day, "members": members.height}])
     return members.height

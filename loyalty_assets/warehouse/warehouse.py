@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -24,6 +24,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from loyalty_assets.transforms.activity import LOGGED_KINDS
 from loyalty_assets.warehouse import bulk
 from loyalty_assets.warehouse.bulk import schema_of
 
@@ -61,13 +62,35 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-def ddl_statements(sql_dir: Path = SQL_DIR) -> list[str]:
-    """The statements of `sql/ddl/*.sql` in file order, comments removed."""
+def ddl_statements(sql_dir: Path = SQL_DIR, dialect: str | None = None) -> list[str]:
+    """The statements of `sql/ddl/*.sql` in file order, comments removed.
+
+    `NAME.<dialect>.sql` files (e.g. `061_activity_log.postgresql.sql`) hold what the two dialects
+    spell differently; they apply to that dialect only (and to none when `dialect` is None).
+    """
     statements: list[str] = []
     for path in sorted((sql_dir / "ddl").glob("*.sql")):
+        only = path.name.split(".")[1] if path.name.count(".") == 2 else None
+        if only is not None and only != dialect:
+            continue
         text = re.sub(r"--[^\n]*", "", path.read_text(encoding="utf8"))
         statements.extend(s.strip() for s in text.split(";") if s.strip())
     return statements
+
+
+def _migrate_activity_log(conn: sa.Connection) -> None:
+    """An `activity_log` TABLE of an earlier release becomes the lean `activity_events` (in place).
+
+    The rows the view now derives from other tables (entries, accruals, queued messages) are dropped
+    from it; its old indexes go too, the DDL creates the new ones.
+    """
+    if "activity_log" not in sa.inspect(conn).get_table_names():
+        return  # a fresh warehouse, or already the view
+    conn.execute(sa.text("ALTER TABLE activity_log RENAME TO activity_events"))
+    kinds: sa.BindParameter[list[str]] = sa.bindparam("kinds", list(LOGGED_KINDS), expanding=True)
+    conn.execute(sa.text("DELETE FROM activity_events WHERE kind NOT IN :kinds").bindparams(kinds))
+    for index in ("ix_activity_log_customer", "ix_activity_log_partition"):
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
 
 
 class Warehouse:
@@ -90,7 +113,8 @@ class Warehouse:
             return
         with self._write() as conn:
             self.lock(conn, "ddl")
-            for statement in ddl_statements(self.sql_dir):
+            _migrate_activity_log(conn)
+            for statement in ddl_statements(self.sql_dir, self.dialect):
                 conn.execute(sa.text(statement))
             metadata = sa.MetaData()
             metadata.reflect(conn)
@@ -142,13 +166,14 @@ class Warehouse:
         before: tuple[str, date] | None = None,
         since: tuple[str, date] | None = None,
         conn: sa.Connection | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
         """Rows of a table matching equality filters (`column < value` for `before`, `>=` for `since`), typed.
 
         A list, tuple or set value means IN. Decimals arrive exact, timestamps in UTC. With `conn`, the
-        read runs inside that transaction and sees its uncommitted writes.
+        read runs inside that transaction and sees its uncommitted writes. `columns` fetches only those.
         """
-        return bulk.read(self.engine, conn, self.table(table_name), where, before, since)
+        return bulk.read(self.engine, conn, self.table(table_name), where, before, since, columns)
 
     def count(self, table_name: str, where: Mapping[str, Any] | None = None) -> int:
         table = self.table(table_name)

@@ -1,0 +1,22 @@
+-- The customer's complete activity history (the data contract's activity_log): the decisions stored in
+-- activity_events plus one row per entry, accrual and queued message derived from the tables that hold
+-- them. Event ids and details are those `warehouse.activity.customer_activity` builds in Polars (a test
+-- compares the two on both dialects); message bodies are never read.
+CREATE OR REPLACE VIEW activity_log AS
+SELECT event_id, customer_id, ts, campaign_id, kind, details, stage, partition_date
+FROM activity_events
+UNION ALL
+SELECT 'triggered:' || campaign_id || ':' || customer_id || ':' || occasion, customer_id, triggered_at, campaign_id,
+       CASE WHEN is_control THEN 'entered_control_group' ELSE 'entered' END, occasion, 'triggered', partition_date
+FROM triggered_customers
+UNION ALL
+SELECT 'accruals:' || campaign_id || ':' || accrual_id, customer_id, accrued_at, campaign_id, 'bonus_accrued',
+       amount::text || ' bonuses, expires '
+       || COALESCE(to_char(expires_at, 'YYYY-MM-DD"T"HH24' || ':' || 'MI"Z"'), 'never')
+       || ', legal entity ' || legal_entity || ' (' || occasion || ')',
+       'accruals', partition_date
+FROM bonus_accruals
+UNION ALL
+SELECT 'messages:' || campaign_id || ':' || message_id, customer_id, send_at, campaign_id, 'message_queued',
+       channel || ' ' || step_id || ' (' || occasion || ')', 'messages', partition_date
+FROM message_outbox;
