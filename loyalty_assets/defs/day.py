@@ -27,6 +27,7 @@ from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import STATE_KEY, WarehouseResource
 from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
+from loyalty_assets.defs.warehouse_io import WAREHOUSE_IO
 from loyalty_assets.sources.frames import SourceFrames
 from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.transforms.audience import closure, masked_sample
@@ -181,6 +182,8 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
                 description=spec.description,
                 dagster_type=Any,
                 is_required=spec.key == STATE_KEY,
+                # campaign rows and segment members: the warehouse table is the storage
+                io_manager_key=WAREHOUSE_IO if spec.key.path[0] in ("campaign", "segment") else None,
                 owners=OWNERS,
                 tags=_tags(spec.key),
                 freshness_policy=freshness,

@@ -16,6 +16,7 @@ from loyalty_assets.defs.results import build_results_assets
 from loyalty_assets.defs.schedules import closing_schedule, daily_job, daily_schedule, sources_job
 from loyalty_assets.defs.sources import build_source_assets
 from loyalty_assets.defs.summary import build_summary_asset
+from loyalty_assets.defs.warehouse_io import WAREHOUSE_IO, WarehouseTableIOManager
 from loyalty_assets.settings import Settings
 
 # Partitioned asset checks are "preview" in Dagster 1.13; without them a check of a daily asset
@@ -47,6 +48,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             "warehouse": WarehouseResource(url=settings.database_url),
             "sources": SourceResource(data_dir=str(settings.data_dir), database_url=settings.source_database_url),
             "io_manager": ParquetIOManager(base_dir=str(settings.storage_dir)),
+            WAREHOUSE_IO: WarehouseTableIOManager(url=settings.database_url),
         },
         # One process for the whole run: orchestration, not compute, dominates a daily run's time.
         executor=dg.in_process_executor,
