@@ -25,7 +25,7 @@ from loyalty_assets.transforms.accruals import build_accruals
 from loyalty_assets.transforms.audience import audience_ids, manual_members
 from loyalty_assets.transforms.cashback import favourite_period_summary
 from loyalty_assets.transforms.control_groups import global_control_members
-from loyalty_assets.transforms.day_state import MANUAL_EVENT_SCHEMA, DayState, manual_members_at
+from loyalty_assets.transforms.day_state import MANUAL_EVENT_SCHEMA, DayState, EntrantRetention, manual_members_at
 from loyalty_assets.transforms.entry import select_entrants
 from loyalty_assets.transforms.features import compute_features, required_features
 from loyalty_assets.transforms.ids import step_output_id
@@ -319,6 +319,16 @@ def checks_volume_gate(
 # --- the whole day: features → segments → every campaign, in priority order --------------------
 
 
+def entrant_retention(campaign: Campaign) -> EntrantRetention:
+    """What of the campaign's entrants `select_entrants` can use on later dates (see `trim_entrants`)."""
+    split = campaign.ab_split()
+    return EntrantRetention.of(
+        campaign.settings.reentry_days,
+        bool(campaign.settings.once_per_customer),
+        adaptive=split is not None and bool(split.adaptive),
+    )
+
+
 def catalog_filters(catalog: Catalog) -> list[Filter]:
     """Every filter the catalog uses: saved segments and campaigns' inline audiences."""
     filters = [s.filter for s in catalog.segments.values()]
@@ -475,5 +485,6 @@ def run_day(
         manual_events=[r.segment_events for r in written if r.segment_events is not None],
         cap_days=cap.days if cap is not None else None,
         adaptive_campaigns=[c.id for c in catalog.campaigns.values() if (s := c.ab_split()) and s.adaptive],
+        retention={c.id: entrant_retention(c) for c in catalog.campaigns.values()},
     )
     return DayResult(features, members, members_yesterday, results, new_state)

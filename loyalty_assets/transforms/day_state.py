@@ -9,7 +9,9 @@ the warehouse. The state is bounded by what the rules need:
 - `members`: every saved segment's members on D (D+1's enter/leave triggers and `left`/`entered`);
 - `manual_events`: campaign-kept segments' add/remove events, compacted to the latest event per
   customer before the start of D (plus D's own), which is all "members at a cutoff" needs;
-- `triggered`: every campaign's entrants (once per occasion, once per customer, re-entry, A/B);
+- `triggered`: the campaigns' entrants that later dates' entry rules can still use
+  (`EntrantRetention`): re-entry's window, one row per customer for once-per-customer campaigns,
+  every entrant of an adaptive A/B split, and a month of margin for "once per occasion";
 - `outbox`: message facts without bodies: the frequency-cap window for every campaign, all dates
   for campaigns with an adaptive A/B split;
 - `pending`: journey tokens waiting until a moment after D.
@@ -67,6 +69,59 @@ STATE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     # one row: the date this state is "as of" (no row: the empty state before any run)
     "meta": {"as_of": pl.Date()},
 }
+
+
+#: Days of entrants kept for "once per occasion" alone. Every trigger binds an occasion to one run
+#: date (its event date is D − offset, or the event's own day), so an occasion handled on an earlier
+#: date can only come back when its definition changed (e.g. a new `offset_days`): a month of margin.
+OCCASION_MARGIN_DAYS = 31
+
+
+@dataclass(frozen=True)
+class EntrantRetention:
+    """How much of one campaign's entrant history the entry rules of later dates can use.
+
+    Without it the state kept every entrant ever (tens of millions of rows a year at 1M customers),
+    written whole every date; with it the state follows the rules' windows, not the length of history.
+    """
+
+    all_dates: bool = False  # an adaptive A/B split compares every entrant since the start
+    days: int = OCCASION_MARGIN_DAYS  # re-entry window (at least the occasion margin)
+    once_per_customer: bool = False  # keep each customer's first entry forever (one row per customer)
+
+    @classmethod
+    def of(cls, reentry_days: int | None, once_per_customer: bool, adaptive: bool) -> EntrantRetention:
+        return cls(adaptive, max(OCCASION_MARGIN_DAYS, reentry_days or 0), once_per_customer)
+
+
+def trim_entrants(triggered: pl.DataFrame, day: date, retention: Mapping[str, EntrantRetention] | None) -> pl.DataFrame:
+    """The entrants (as of D, D's included) that D+1 and later can still use, in their original order.
+
+    Campaigns without a retention (no longer in the catalog) keep the occasion margin. `None` keeps all.
+    """
+    if retention is None or triggered.is_empty():
+        return triggered
+    default = EntrantRetention()
+    policy = pl.DataFrame(
+        {
+            "campaign_id": [*retention],
+            "__all": [r.all_dates for r in retention.values()],
+            "__days": [r.days for r in retention.values()],
+            "__once": [r.once_per_customer for r in retention.values()],
+        },
+        schema={"campaign_id": pl.String(), "__all": pl.Boolean(), "__days": pl.Int64(), "__once": pl.Boolean()},
+    )
+    rows = triggered.with_row_index("__row").join(policy, on="campaign_id", how="left", maintain_order="left")
+    since = pl.lit(day, pl.Date()) - pl.duration(days=pl.col("__days").fill_null(default.days))
+    first_of_customer = pl.col("__row") == pl.col("__row").sort_by("partition_date", "occasion").first().over(
+        "campaign_id", "customer_id"
+    )
+    keep = (
+        pl.col("__all").fill_null(False)
+        | (pl.col("partition_date") >= since)
+        | (pl.col("__once").fill_null(False) & first_of_customer)
+    )
+    return rows.filter(keep).select(triggered.columns)
 
 
 def _conform(frame: pl.DataFrame, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
@@ -180,6 +235,7 @@ class DayState:
         manual_events: Iterable[pl.DataFrame],
         cap_days: int | None,
         adaptive_campaigns: Iterable[str],
+        retention: Mapping[str, EntrantRetention] | None = None,
     ) -> DayState:
         """D's state: D−1's (dates before D only) plus D's results, trimmed to what later dates use."""
         day = point.date
@@ -213,7 +269,7 @@ class DayState:
             accruals=pl.concat([self.accruals.filter(before), new_accruals]),
             members=member_rows.sort("segment_id", "customer_id"),
             manual_events=compact_manual_events(events, point),
-            triggered=pl.concat([self.triggered.filter(before), new_triggered]),
+            triggered=trim_entrants(pl.concat([self.triggered.filter(before), new_triggered]), day, retention),
             outbox=outbox_all.filter(keep_outbox),
             pending=waiting.unique(
                 ["campaign_id", "customer_id", "occasion", "node"], keep="last", maintain_order=True
