@@ -18,6 +18,19 @@ from loyalty_assets.sources.frames import SourceFrames
 from loyalty_assets.transforms.results import CampaignResults, campaign_results, programme_results
 from loyalty_assets.warehouse.warehouse import Warehouse
 
+#: What results need of a message: never its body, subject or recipient.
+MESSAGE_FACTS = (
+    "message_id",
+    "campaign_id",
+    "step_id",
+    "customer_id",
+    "occasion",
+    "channel",
+    "variant",
+    "send_at",
+    "partition_date",
+)
+
 
 def period_start(catalog: Catalog, campaign_id: str) -> date:
     """The first date a campaign's results count entrants from: its start date, else the partitions'."""
@@ -33,7 +46,9 @@ def results_for(
     after = end + timedelta(days=1)
     mine = {"campaign_id": campaign_id}
     entrants = wh.read("triggered_customers", mine, since=("partition_date", start), before=("partition_date", after))
-    outbox = wh.read("message_outbox", mine, since=("partition_date", start), before=("partition_date", after))
+    outbox = wh.read(
+        "message_outbox", mine, since=("partition_date", start), before=("partition_date", after), columns=MESSAGE_FACTS
+    )
     accruals = wh.read("bonus_accruals", mine, since=("partition_date", start), before=("partition_date", after))
     # other campaigns' messages compete for the last touch: those that can reach a check of the period
     longest = max((c.settings.attribution_days for c in catalog.campaigns.values()), default=0)
@@ -41,7 +56,8 @@ def results_for(
         "message_outbox",
         since=("partition_date", start - timedelta(days=longest + 1)),
         before=("partition_date", after),
-    ).select("message_id", "campaign_id", "customer_id", "channel", "variant", "send_at", "partition_date")
+        columns=MESSAGE_FACTS,
+    )
     days = {cid: c.settings.attribution_days for cid, c in catalog.campaigns.items()}
     rules = {cid: c.settings.attribution_from.as_dict() for cid, c in catalog.campaigns.items()}
     results = campaign_results(
