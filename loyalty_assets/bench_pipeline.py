@@ -54,6 +54,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -378,7 +379,15 @@ def pipeline_child(data_dir: Path, url: str, day: date, work: Path, sandbox_rows
             "accruals": accruals,
             "messages": messages,
         },
-        {"stage": "render", "rows": messages, "rendered_rows": render["rows"], **render, "peak_rss_mb": None},
+        {
+            "stage": "render",
+            "rows": messages,
+            "renders": render["rows"],
+            "calls": render["calls"],
+            "wall_s": render["wall_s"],
+            "cpu_s": render["cpu_s"],
+            "peak_rss_mb": None,
+        },
     ]
 
     per_table: dict[str, dict[str, Any]] = {}
@@ -533,6 +542,8 @@ def whole_day(data_dir: Path, url: str, days: Sequence[date], work: Path) -> lis
         command = [sys.executable, "-m", "loyalty_assets.cli", "run", "--date", d.isoformat()]
         run = run_measured(command, env, work / f"run-{d.isoformat()}.log")
         run["date"] = d.isoformat()
+        reported = re.search(rf"^{d.isoformat()}\s+\S+\s+([0-9.]+) s", run["output"], re.MULTILINE)
+        run["reported_s"] = float(reported.group(1)) if reported else None
         run["counted"] = count_rows(url, d) if run["exit"] == 0 else {}
         runs.append(run)
         print(f"    whole day {d}: exit {run['exit']}, {run['wall_s']:.1f} s wall", file=sys.stderr, flush=True)
@@ -704,12 +715,12 @@ def stage_rows(entry: dict[str, Any], wh: dict[str, Any]) -> list[list[str]]:
     )
     add("run_day total", "project", p["messages"], stages["run_day (features+segments+campaigns)"])
     render = inner["render"]
-    add("render (messages)", "project (compiled)", render["rows"], render)
+    add("render (messages)", f"project (compiled; {render['renders']:,} template renders)", render["rows"], render)
     rp = p["render_peer"]
     label = (
-        f"peer: Jinja2 sandbox, EXTRAPOLATED from {rp['sampled_rows']:,} of {rp['rows']:,} renders"
+        f"peer: Jinja2 sandbox, EXTRAPOLATED from {rp['sampled_rows']:,} of {rp['rows']:,} template renders"
         if rp["extrapolated"]
-        else f"peer: Jinja2 sandbox, all {rp['rows']:,} renders"
+        else f"peer: Jinja2 sandbox, all {rp['rows']:,} template renders"
     )
     add("render (messages)", label, render["rows"], rp)
     for table, m in sorted(p["tables"].items()):
@@ -728,7 +739,8 @@ def stage_rows(entry: dict[str, Any], wh: dict[str, Any]) -> list[list[str]]:
     for run in wh["whole_day"]:
         rows = sum(run["counted"].values()) if run["counted"] else None
         status = "" if run["exit"] == 0 else f" FAILED (exit {run['exit']})"
-        add(f"whole day {run['date']} (`loyalty run`)", f"Dagster, own process{status}", rows, run)
+        inside = f"; {run['reported_s']:.1f} s inside the job" if run.get("reported_s") is not None else ""
+        add(f"whole day {run['date']} (`loyalty run`)", f"Dagster, own process{inside}{status}", rows, run)
     return out
 
 
@@ -737,7 +749,7 @@ def targets(entry: dict[str, Any], wh: dict[str, Any]) -> list[str]:
     scale, name, p = entry["scale"], wh["warehouse"], wh["pipeline"]
     lines = []
     render = next(s for s in p["inner"] if s["stage"] == "render")
-    if render["cpu_s"]:
+    if render["cpu_s"] and render["rows"]:
         rate = render["rows"] / render["cpu_s"]
         lines.append(
             f"render ≥ {RENDER_TARGET:,} messages/s/core: {'met' if rate >= RENDER_TARGET else 'MISSED'} "
@@ -750,7 +762,7 @@ def targets(entry: dict[str, Any], wh: dict[str, Any]) -> list[str]:
         rate = m["rows"] / m["wall_s"]
         lines.append(f"load {table} ≥ {goal:,} rows/s: {'met' if rate >= goal else 'MISSED'} ({rate:,.0f} rows/s)")
     final = wh["whole_day"][-1] if wh["whole_day"] else None
-    limit = HEAVY_DAY_TARGET_S if scale >= 1_000_000 else SMALL_DAY_TARGET_S if scale <= 5_000 else None
+    limit = {1_000_000: HEAVY_DAY_TARGET_S, 5_000: SMALL_DAY_TARGET_S}.get(scale)
     if final is not None and limit is not None:
         ok = final["exit"] == 0 and final["wall_s"] <= limit
         lines.append(
