@@ -66,7 +66,7 @@ typecheck: install ## mypy only
 bench: install ## the segment benchmark: Polars vs DuckDB at several scales (see README)
 	$(BIN)/python -m loyalty_assets.bench
 
-bench-pipeline: install $(DAGSTER_HOME)/dagster.yaml ## the whole daily pipeline per stage beside its peers, 10k/100k/1M, SQLite + PostgreSQL (BENCH_ARGS=...; see README)
+bench-pipeline: install ## the whole daily pipeline per stage beside its peers, 10k/100k/1M, SQLite + PostgreSQL (BENCH_ARGS=...; see README)
 	$(BIN)/python -m loyalty_assets.bench_pipeline $(BENCH_ARGS)
 
 clean: ## remove the local warehouse, stored frames and the Dagster home (not the sample data)
