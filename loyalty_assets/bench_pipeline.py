@@ -97,6 +97,7 @@ LOAD_BODY_TARGET = 50_000  # rows/s, message_outbox (bodies)
 HEAVY_DAY_TARGET_S = 60.0  # 1M customers, whole run, wall
 SMALL_DAY_TARGET_S = 5.0  # 5,000 customers, whole run, wall
 BODY_TABLES = ("message_outbox",)
+BULK_ROWS = 50_000  # load targets are judged on tables of at least this many rows for the date
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -684,8 +685,11 @@ def _row(
     ]
 
 
-def stage_rows(entry: dict[str, Any], wh: dict[str, Any]) -> list[list[str]]:
-    """The table rows of one scale × warehouse, stage by stage, each peer under its stage."""
+def stage_rows(entry: dict[str, Any], wh: dict[str, Any], *, segment_peer: bool = True) -> list[list[str]]:
+    """The table rows of one scale × warehouse, stage by stage, each peer under its stage.
+
+    The seed 004 peer reads no warehouse: it is shown once per scale (`segment_peer`), warehouse `—`.
+    """
     scale, name = entry["scale"], wh["warehouse"]
     p = wh["pipeline"]
     out: list[list[str]] = []
@@ -698,14 +702,20 @@ def stage_rows(entry: dict[str, Any], wh: dict[str, Any]) -> list[list[str]]:
     inner = {s["stage"].split(" ")[0]: s for s in p["inner"]}
     add("features", "project", inner["features"]["rows"], inner["features"])
     add("segments", "project", inner["segments"]["rows"], inner["segments"])
-    peer = entry.get("segment_peer")
+    peer = entry.get("segment_peer") if segment_peer else None
     if peer:
         for engine, r in peer["runs"].items():
             label = "project (Polars)" if engine == "polars" else "peer: DuckDB SQL"
-            for step, key in (("read+validate", "read+validate"), ("features+segment", "features+segment")):
-                m = {"wall_s": r["seconds"][key], "peak_rss_mb": r["peak_rss"][key] / _MB}
-                add(f"seed 004 {step}", label, r["members"] if key != "read+validate" else None, m, None)
-            add("seed 004 total", label, r["members"], {"wall_s": r["seconds"]["total"], "cpu_s": r["cpu_seconds"]})
+            for step in ("read+validate", "features+segment"):
+                m = {"wall_s": r["seconds"][step], "peak_rss_mb": r["peak_rss"][step] / _MB}
+                members = r["members"] if step != "read+validate" else None
+                out.append(_row(scale, "—", f"seed 004 {step}", label, members, m))
+            total = {
+                "wall_s": r["seconds"]["total"],
+                "cpu_s": r["cpu_seconds"],
+                "peak_rss_mb": r["peak_rss"]["total"] / _MB,
+            }
+            out.append(_row(scale, "—", "seed 004 total", label, r["members"], total))
     campaigns = inner["campaigns"]
     add(
         "campaigns (derived, incl. render)",
@@ -744,6 +754,62 @@ def stage_rows(entry: dict[str, Any], wh: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+SUMMARY_COLUMNS = (
+    "scale",
+    "warehouse",
+    "read+validate s",
+    "features s",
+    "segments s",
+    "campaigns s (incl. render)",
+    "messages",
+    "render msgs/CPU s",
+    "Jinja2 msgs/CPU s",
+    "campaign rows written",
+    "write s",
+    "write rows/s",
+    "peer rows/s",
+    "day in process s (CPU s)",
+    "`loyalty run` D−1 s",
+    "`loyalty run` D s (CPU s)",
+    "`loyalty run` D peak RSS (MB)",
+)
+
+
+def summary_row(entry: dict[str, Any], wh: dict[str, Any]) -> list[str]:
+    """One line per scale × warehouse: the stages' wall seconds and the rates the targets are about."""
+    p = wh["pipeline"]
+    inner = {s["stage"].split(" ")[0]: s for s in p["inner"]}
+    stages = {s["stage"]: s for s in p["stages"]}
+    render, peer = inner["render"], p["render_peer"]
+    writes = next(s for s in p["stages"] if s["stage"].startswith("write campaign rows"))
+    peer_tables = [wh["peer_write"][t] for t in p["written"] if t in wh["peer_write"]]
+    peer_rows = sum(m["rows"] for m in peer_tables)
+    peer_wall = sum(m["wall_s"] for m in peer_tables)
+    runs = {r["date"]: r for r in wh["whole_day"]}
+    dates = sorted(runs)
+    first, last = (runs[dates[0]], runs[dates[-1]]) if len(dates) == 2 else (None, None)
+    jinja = _rate(render["rows"], peer["cpu_s"]) + (" (extrapolated)" if peer["extrapolated"] else "")
+    return [
+        f"{entry['scale']:,}",
+        wh["warehouse"],
+        _num(stages["read+validate"]["wall_s"]),
+        _num(inner["features"]["wall_s"]),
+        _num(inner["segments"]["wall_s"]),
+        _num(inner["campaigns"]["wall_s"]),
+        f"{render['rows']:,}",
+        _rate(render["rows"], render["cpu_s"]),
+        jinja,
+        f"{writes['rows']:,}",
+        _num(writes["wall_s"]),
+        _rate(writes["rows"], writes["wall_s"]),
+        _rate(peer_rows, peer_wall),
+        f"{p['day_wall_s']:.2f} ({p['day_cpu_s']:.2f})",
+        _num(first["wall_s"], 1) if first else "—",
+        f"{last['wall_s']:.1f} ({last['cpu_s']:.1f})" if last and last["exit"] == 0 else "FAILED",
+        _num(last["peak_rss_mb"], 0) if last else "—",
+    ]
+
+
 def targets(entry: dict[str, Any], wh: dict[str, Any]) -> list[str]:
     """Issue 9's targets this scale × warehouse can be judged on, met or missed, with the figure."""
     scale, name, p = entry["scale"], wh["warehouse"], wh["pipeline"]
@@ -756,8 +822,8 @@ def targets(entry: dict[str, Any], wh: dict[str, Any]) -> list[str]:
             f"({rate:,.0f} messages per CPU s)"
         )
     for table, m in sorted(p["tables"].items()):
-        if m["rows"] < 1_000 or not m["wall_s"]:
-            continue
+        if m["rows"] < BULK_ROWS or not m["wall_s"]:
+            continue  # a small table's rate is its fixed costs (lock, delete, statement), not throughput
         goal = LOAD_BODY_TARGET if table in BODY_TABLES else LOAD_TARGET
         rate = m["rows"] / m["wall_s"]
         lines.append(f"load {table} ≥ {goal:,} rows/s: {'met' if rate >= goal else 'MISSED'} ({rate:,.0f} rows/s)")
@@ -785,17 +851,27 @@ def render_markdown(results: Sequence[dict[str, Any]], *, day: date, command: st
         f"{version('polars')}, DuckDB {version('duckdb')}, Dagster {version('dagster')}, Jinja2 {version('jinja2')}; "
         f"load average at the end {os.getloadavg()[0]:.1f}.",
         "",
+        "## Summary",
+        "",
+        "| " + " | ".join(SUMMARY_COLUMNS) + " |",
+        "|" + "|".join("---" if c == "warehouse" else "---:" for c in SUMMARY_COLUMNS) + "|",
+        *("| " + " | ".join(summary_row(e, wh)) + " |" for e in results for wh in e["warehouses"]),
+        "",
+        "## Stage by stage",
+        "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---" if c in ("warehouse", "stage", "path") else "---:" for c in COLUMNS) + "|",
     ]
     for entry in results:
-        for wh in entry["warehouses"]:
-            lines += ["| " + " | ".join(row) + " |" for row in stage_rows(entry, wh)]
-    lines += ["", "Targets (issue 9):", ""]
+        for i, wh in enumerate(entry["warehouses"]):
+            lines += ["| " + " | ".join(row) + " |" for row in stage_rows(entry, wh, segment_peer=i == 0)]
+    lines += ["", "## Targets (issue 9)", ""]
     for entry in results:
         for wh in entry["warehouses"]:
             lines += targets(entry, wh)
     lines += [
+        "",
+        "## Reading it",
         "",
         "- CPU s = user + system of the measuring process (all its threads); on PostgreSQL the server's work is "
         "not in it except where a peer row names server CPU s. rows/CPU s is the rate one otherwise idle core "
@@ -804,7 +880,8 @@ def render_markdown(results: Sequence[dict[str, Any]], *, day: date, command: st
         "stages' frames); `—` for render, spread over the campaigns stage. Whole day: largest RSS sum over the "
         "`loyalty run` process tree, polled every 50 ms; its CPU s from `os.wait4`.",
         "- rows: read+validate = source rows kept; features = customers; segments = memberships; campaigns = "
-        "entrants; render and run_day = messages in the outbox; writes = rows written; whole day = "
+        "entrants; render and run_day = messages in the outbox (messages/s = messages ÷ render seconds; an email "
+        "is two template renders, body and subject); writes = rows written; whole day = "
         "`SELECT COUNT(*)` of every dated warehouse table for that date after the run.",
         "- campaigns = run_day − features − segments (derived), render included. Per-table write rows are the time "
         "inside `Warehouse.replace` (lock, delete, bulk insert), commits excluded; the `write … (all tables)` row "

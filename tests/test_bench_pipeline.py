@@ -41,7 +41,10 @@ def _table_rows(markdown: str) -> list[list[str]]:
 def test_report_has_every_stage(run: tuple[list[dict[str, Any]], Path]) -> None:
     results, _ = run
     markdown = bp.render_markdown(results, day=DAY, command="test")
-    rows = _table_rows(markdown)
+    summary, stage_table = markdown.split("## Stage by stage")
+    assert _table_rows(summary)[0] == list(bp.SUMMARY_COLUMNS)
+    assert len(_table_rows(summary)) == 2  # the header and one scale × warehouse
+    rows = _table_rows(stage_table.split("## Targets")[0])
     assert rows[0] == list(bp.COLUMNS)
     stages = {r[2] for r in rows[1:]}
     for stage in (
@@ -63,7 +66,7 @@ def test_report_has_every_stage(run: tuple[list[dict[str, Any]], Path]) -> None:
     assert any(p.startswith("peer: Jinja2 sandbox") for p in paths)
     assert any(p.startswith("peer: sqlite3 executemany") for p in paths)
     assert "peer: DuckDB SQL" in paths
-    assert "Targets (issue 9):" in markdown
+    assert "## Targets (issue 9)" in markdown and "## Summary" in markdown
 
 
 def test_rows_written_are_the_rows_in_the_warehouse(run: tuple[list[dict[str, Any]], Path]) -> None:
