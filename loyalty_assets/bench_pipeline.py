@@ -97,6 +97,7 @@ LOAD_BODY_TARGET = 50_000  # rows/s, message_outbox (bodies)
 HEAVY_DAY_TARGET_S = 60.0  # 1M customers, whole run, wall
 SMALL_DAY_TARGET_S = 5.0  # 5,000 customers, whole run, wall
 BODY_TABLES = ("message_outbox",)
+STEPS_SHOWN = 5  # a whole-day run's longest Dagster steps shown by name
 BULK_ROWS = 50_000  # load targets are judged on tables of at least this many rows for the date
 
 
@@ -527,6 +528,24 @@ def run_measured(command: Sequence[str], env: dict[str, str], log: Path) -> dict
     }
 
 
+def dagster_steps_child(home: Path) -> dict[str, Any]:
+    """Each recorded run's partition → its steps' wall seconds, longest first (from the run storage).
+
+    Why: `loyalty run` materialises the whole daily job, not only `loyalty_day` (the chain measured
+    in process): the results, ledger and summary assets and the source steps show here by name.
+    """
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(home)
+    out: dict[str, Any] = {}
+    with dg.DagsterInstance.get() as instance:
+        for run in instance.get_runs():
+            stats = instance.get_run_step_stats(run.run_id)
+            steps = [(s.step_key, (s.end_time or s.start_time or 0) - (s.start_time or 0)) for s in stats]
+            out[run.tags.get("dagster/partition", run.run_id)] = sorted(steps, key=lambda x: -x[1])
+    return out
+
+
 def whole_day(data_dir: Path, url: str, days: Sequence[date], work: Path) -> list[dict[str, Any]]:
     """`loyalty run --date d` for each of `days` in order, on fresh storage and Dagster home."""
     work.mkdir(parents=True, exist_ok=True)
@@ -550,7 +569,19 @@ def whole_day(data_dir: Path, url: str, days: Sequence[date], work: Path) -> lis
         print(f"    whole day {d}: exit {run['exit']}, {run['wall_s']:.1f} s wall", file=sys.stderr, flush=True)
         if run["exit"] != 0:
             break
+    add_steps(runs, work / "dagster")
     return runs
+
+
+def add_steps(runs: list[dict[str, Any]], home: Path) -> None:
+    """Put each run's Dagster step seconds into it (read in a child: this process stays without Dagster)."""
+    try:
+        steps = _child(["--child", "dagster-steps", str(home)])
+    except RuntimeError as exc:  # the breakdown is extra: a failure to read it must not lose the run
+        print(f"    no step breakdown: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return
+    for run in runs:
+        run["steps"] = steps.get(run["date"], [])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -751,6 +782,13 @@ def stage_rows(entry: dict[str, Any], wh: dict[str, Any], *, segment_peer: bool 
         status = "" if run["exit"] == 0 else f" FAILED (exit {run['exit']})"
         inside = f"; {run['reported_s']:.1f} s inside the job" if run.get("reported_s") is not None else ""
         add(f"whole day {run['date']} (`loyalty run`)", f"Dagster, own process{inside}{status}", rows, run)
+        steps = run.get("steps") or []
+        shown = steps[:STEPS_SHOWN]
+        for step, seconds in shown:
+            add(f"  step {step} ({run['date']})", "Dagster step (wall only)", None, {"wall_s": seconds})
+        if len(steps) > len(shown):
+            rest = {"wall_s": sum(sec for _, sec in steps[STEPS_SHOWN:])}
+            add(f"  {len(steps) - len(shown)} other steps ({run['date']})", "Dagster steps, summed", None, rest)
     return out
 
 
@@ -934,6 +972,8 @@ def _child_main(child: list[str], pg_url: str) -> int:
     elif kind == "peer-write":
         warehouse, frames, url = rest
         result = peer_write_child(warehouse, Path(frames), url)
+    elif kind == "dagster-steps":
+        result = dagster_steps_child(Path(rest[0]))
     else:
         raise SystemExit(f"unknown child {kind!r}")
     print(MARK + json.dumps(result, default=str), flush=True)

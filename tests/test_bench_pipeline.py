@@ -89,6 +89,7 @@ def test_whole_day_rows_are_counted_in_its_warehouse(run: tuple[list[dict[str, A
     for r in runs:
         assert r["counted"]["message_outbox"] == _count(folder / "whole" / "warehouse.db", "message_outbox", r["date"])
         assert sum(r["counted"].values()) > 0
+        assert "loyalty_day" in {step for step, _ in r["steps"]}  # the Dagster step breakdown was read
     # the Dagster run and the in-process chain compute the same day
     pipeline = results[0]["warehouses"][0]["pipeline"]
     assert runs[-1]["counted"]["message_outbox"] == pipeline["tables"]["message_outbox"]["rows"]
