@@ -38,7 +38,9 @@ Per scale and warehouse, with the run date D (default the heavy sample day 2025-
    pointed at fresh places. CPU s come from `os.wait4` on the process (user + system of it and of
    any descendants it waited for); peak RSS is the largest sum of RSS over the process tree, polled
    with psutil every 50 ms (a peak shorter than that can be missed). Rows = an independent
-   `SELECT COUNT(*)` per warehouse table for that date after the run.
+   `SELECT COUNT(*)` per warehouse table for that date after the run. Each step's wall seconds are
+   read back from the run's Dagster storage: the daily job is more than `loyalty_day` (results,
+   ledger, summary and source-check assets), and this says where a whole day's time goes.
 
 Once per scale, the features + segment peer of `bench`: the seed 004 segment through the project's
 Polars path and through the hand-written DuckDB SQL, each in its own process (`bench.run_scale`).
