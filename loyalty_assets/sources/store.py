@@ -78,6 +78,7 @@ class IngestResult:
     table: str
     day: date
     counts: dict[str, int]
+    history: bool = False
 
 
 class SourceStore:
@@ -299,7 +300,7 @@ class SourceStore:
         for stale in folder.glob(f"{day.isoformat()}.*.parquet"):
             if token not in stale.name:
                 stale.unlink()
-        return IngestResult(table=table, day=day, counts=counts)
+        return IngestResult(table=table, day=day, counts=counts, history=history)
 
     # ---------------------------------------------------------------- scans
 
