@@ -103,7 +103,8 @@ def _record(
         **{k: dg.MetadataValue.int(v) for k, v in counts.items()},
         "quarantined_by_rule": counts_table(by_rule, key="rule (column)", value="rows"),
         "ingested_days": dg.MetadataValue.text(
-            ", ".join(f"{r.day.isoformat()}{' (history)' if r.history else ''}" for r in ingests) or "none (held by history)"
+            ", ".join(f"{r.day.isoformat()}{' (history)' if r.history else ''}" for r in ingests)
+            or "none (held by history)"
         ),
         "rows_ingested": dg.MetadataValue.int(sum(r.counts.get("rows_stored", 0) for r in ingests)),
         "dagster/row_count": dg.MetadataValue.int(kept_rows),
@@ -175,7 +176,9 @@ def build_source_assets(
         done: dict[str, list[IngestResult]] = {"checks": [], "check_items": []}
         try:
             for day, history in source.ingest_plan("checks", point.date):  # a line goes with its check
-                done["checks"].append(source.ingest_day("checks", day, read_checks(day, history), now=now, history=history))
+                done["checks"].append(
+                    source.ingest_day("checks", day, read_checks(day, history), now=now, history=history)
+                )
                 done["check_items"].append(
                     source.ingest_day("check_items", day, read_items(day, history), now=now, history=history)
                 )

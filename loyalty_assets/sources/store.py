@@ -120,9 +120,7 @@ class SourceStore:
         if history:  # each row keeps its own visibility day: a scan as of an earlier day sees it then
             day_rows = day_rows.with_columns(_local_day(at, self.program_tz).alias(VDAY))
             carry = (VDAY,)
-        result = validate(
-            _without_duplicate_rule(schema), _numbered(day_rows, raw.origin), as_of, now=now, carry=carry
-        )
+        result = validate(_without_duplicate_rule(schema), _numbered(day_rows, raw.origin), as_of, now=now, carry=carry)
         # rows without a visibility instant (and lines of a CSV that never became rows) are never
         # visible; every read holds them again, so each ingest records them apart and a scan counts
         # only the latest ingest's
@@ -368,7 +366,9 @@ class SourceStore:
             return [(day, False)]
         return [(last + timedelta(days=i), False) for i in range(1, (day - last).days + 1)]
 
-    def _scan_manifests(self, table: str, manifests: list[dict[str, object]], day: date, kind: str = "data") -> pl.LazyFrame:
+    def _scan_manifests(
+        self, table: str, manifests: list[dict[str, object]], day: date, kind: str = "data"
+    ) -> pl.LazyFrame:
         """The `kind` files of `manifests` as of `day`: a history part of a later day only with the
         rows of days <= `day` (its rows are sorted by day: the filter skips whole row groups)."""
         whole = [self.root / table / str(m[kind]) for m in manifests if date.fromisoformat(str(m["day"])) <= day]
