@@ -230,7 +230,6 @@ def _standalone_table_asset(
         owners=OWNERS,
         tags=tags("source"),
         io_manager_key=SOURCE_IO_MANAGER,
-        dagster_type=Any,
     )
     def _asset(
         context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource, **_before: Any
@@ -259,7 +258,6 @@ def _customer_table_asset(
         owners=OWNERS,
         tags=tags("source"),
         io_manager_key=SOURCE_IO_MANAGER,
-        dagster_type=Any,
     )
     def _asset(
         context: dg.AssetExecutionContext,
