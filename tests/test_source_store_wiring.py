@@ -216,3 +216,24 @@ def test_a_backfill_of_older_dates_after_newer_ones_equals_day_by_day_runs(
             pl.read_parquet(backfilled.storage_dir / "customer_features" / key),
             pl.read_parquet(daily.storage_dir / "customer_features" / key),
         )
+
+
+def test_sql_sources_fill_the_store_as_files_do(birthday_data: Path, catalog_dir: Path, tmp_path: Path) -> None:
+    """From `LOYALTY_SOURCE_DATABASE_URL` the query is read as today and the store picks each day's rows."""
+    from dataclasses import replace
+
+    from tests.test_sql_source import csv_folder_to_sqlite
+
+    database = tmp_path / "source.db"
+    csv_folder_to_sqlite(birthday_data, database)
+    days = [date(2025, 2, 22), date(2025, 2, 20), date(2025, 2, 25)]  # first run, a date it holds, a gap
+    files = settings_for(birthday_data, catalog_dir, tmp_path, "files")
+    sql = replace(
+        settings_for(birthday_data, catalog_dir, tmp_path, "sql"), source_database_url=f"sqlite:///{database}"
+    )
+    ingest(files, days)
+    ingest(sql, days)
+    for day in [date(2025, 2, 20) + timedelta(days=i) for i in range(6)]:
+        want, got = view(files, day), view(sql, day)
+        for name, frame in want.items():
+            same(got[name].select(frame.columns), frame, (name, day))

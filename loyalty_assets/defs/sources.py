@@ -175,13 +175,14 @@ def build_source_assets(
         now = datetime.now(UTC)
         done: dict[str, list[IngestResult]] = {"checks": [], "check_items": []}
         try:
-            for day, history in source.ingest_plan("checks", point.date):  # a line goes with its check
-                done["checks"].append(
-                    source.ingest_day("checks", day, read_checks(day, history), now=now, history=history)
-                )
-                done["check_items"].append(
-                    source.ingest_day("check_items", day, read_items(day, history), now=now, history=history)
-                )
+            # a line goes with its check: each day's checks, then its lines (each table's own plan,
+            # so a store where one of them is behind, e.g. after a crash between the two, catches up)
+            plans = {t: dict(source.ingest_plan(t, point.date)) for t in ("checks", "check_items")}
+            for day in sorted(plans["checks"].keys() | plans["check_items"].keys()):
+                for table, read in (("checks", read_checks), ("check_items", read_items)):
+                    if day in plans[table]:
+                        history = plans[table][day]
+                        done[table].append(source.ingest_day(table, day, read(day, history), now=now, history=history))
         except StoreError as exc:
             raise _store_failure(exc) from exc
         return (
