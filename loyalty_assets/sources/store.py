@@ -1,16 +1,20 @@
 """A durable, validated store of the source tables, partitioned by the day a row first becomes visible.
 
-Today a run for D re-reads and re-validates all history. The store validates each row once, on the
-day it first becomes visible, and a run for D scans the store lazily instead:
+The source assets (`defs/sources.py`) ingest into it and downstream assets read it as of D
+(`defs/resources.py: SourceStoreIOManager`), so a run for D validates only D's rows:
 
 - `ingest_day(table, D, raw)` takes the rows of `raw` that first become visible on D (their
   visibility instant — `loaded_at` when given and later, else the contract's own timestamp — lies in
   [cutoff(D-1), cutoff(D)); customers by `registered_at`), applies the contract rules of
   `sources/validation.py` to those rows only, and writes one Parquet part for D. `history=True`
-  takes every row visible at D instead (the first run on an empty store). Categories have no history:
+  takes every row visible at D instead (the first run on an empty store), each row stored with its
+  own visible day, so the store answers for every earlier day too. Categories have no history:
   each ingest stores the whole table as read that day.
+- `ingest_plan(table, D)`: the ingests that make the store answer for D (first run, catch-up of the
+  days since the last stored one, or D again).
 - `scan_as_of(table, D)` is a LazyFrame over the parts of days <= D (projection and predicate push-down
-  into the Parquet files) with exactly the rows `validate` keeps for D.
+  into the Parquet files) with exactly the rows `validate` keeps for D; `quarantine_at(table, D)` the
+  rows set aside as of D.
 
 Two rules depend on D and are therefore applied when scanning, not when ingesting:
 - *unknown customer*: a row is kept only when its customer is kept as of D (a check ingested before its
