@@ -60,7 +60,10 @@ class SourceResource(dg.ConfigurableResource):
         if path is None or path.suffix == ".csv":
             return None
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        return int(pl.scan_parquet(files).select(pl.len()).collect().item())
+        try:
+            return int(pl.scan_parquet(files).select(pl.len()).collect().item())
+        except Exception:  # unreadable: the read itself fails naming table and file
+            return None
 
     def _read(self, table: str, cutoff: object) -> RawTable:
         if self.database_url:

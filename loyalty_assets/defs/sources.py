@@ -50,9 +50,12 @@ class _Reader:
     def __init__(self, sources: SourceResource, table: str, point: AsOf) -> None:
         self.sources, self.table, self.point = sources, table, point
         self._cache: dict[tuple[date, bool], RawTable] = {}
+        self._counted = sources.rows_in_files(table)
+        # read whole (SQL, CSV): one read serves every day of a catch-up
+        self._whole = bool(sources.database_url) or self._counted is None
 
     def __call__(self, day: date, history: bool) -> RawTable:
-        key = (self.point.date, False) if self.sources.database_url else (day, history)
+        key = (self.point.date, False) if self._whole else (day, history)
         if key not in self._cache:
             if self.sources.database_url:
                 self._cache[key] = self.sources.read(self.table, self.point.cutoff)
@@ -64,9 +67,8 @@ class _Reader:
 
     def rows_read(self) -> int:
         """Rows of the whole source table (kept + quarantined + not yet visible add up to it)."""
-        counted = self.sources.rows_in_files(self.table)
-        if counted is not None:
-            return counted
+        if self._counted is not None:
+            return self._counted
         raw = self(self.point.date, False)  # CSV and SQL sources are read whole
         return raw.frame.height + raw.rejected.height
 
