@@ -290,3 +290,29 @@ def test_day_reader_on_sample_data_equals_the_full_path(tmp_path: Path) -> None:
             expected = want[table].select(got.columns)
             assert got.height > 0 or table in ("communications", "favourite_categories"), table
             assert sort_by_key(got, table).equals(sort_by_key(expected, table)), (table, day)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories())
+def test_a_history_ingest_answers_for_every_earlier_day(tmp_path_factory: pytest.TempPathFactory, history) -> None:
+    """The first run on an empty store stores each row on its own visible day: a store first run for
+    the last day answers for every earlier day as `validate` and day-by-day ingests do."""
+    read = raw_tables(history)
+    first_run_last = SourceStore(tmp_path_factory.mktemp("last"), TZ)
+    ingest_all(first_run_last, read, DAYS[-1], now=NOW, history=True)
+    daily = SourceStore(tmp_path_factory.mktemp("daily"), TZ)
+    run_days(daily, read, DAYS)
+    for day in [DAYS[0] - timedelta(days=1), *DAYS]:
+        want = expected_kept(read, day)
+        for table in ("customers", "checks", "check_items"):
+            got = first_run_last.scan_as_of(table, day).collect()
+            assert sort_by_key(got, table).equals(sort_by_key(want[table], table)), (table, day)
+            if day < DAYS[0]:
+                continue
+            assert (
+                first_run_last.quarantine_at(table, day)
+                .sort(pl.all())
+                .equals(daily.quarantine_at(table, day).sort(pl.all()))
+            ), ("quarantine", table, day)
+            rows = len(history.get(table, []))
+            assert first_run_last.counts_as_of(table, day, rows) == daily.counts_as_of(table, day, rows), (table, day)

@@ -33,10 +33,11 @@ def build_global_control_asset(program: Program, partitions: dg.PartitionsDefini
         ),
     )
     def global_control_group(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, customers: pl.DataFrame
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, customers: pl.LazyFrame
     ) -> dg.MaterializeResult:
         point = as_of(context, program)
-        members = global_control_members(customers.get_column("customer_id"), group, point.date)
+        ids = customers.select("customer_id").collect().get_column("customer_id")  # the one column it needs
+        members = global_control_members(ids, group, point.date)
         start = members.get_column("period_start")[0] if members.height else None
         wh = warehouse.warehouse
         if start is not None:
@@ -54,7 +55,7 @@ def build_global_control_asset(program: Program, partitions: dg.PartitionsDefini
             metadata={
                 "held_out": dg.MetadataValue.int(members.height),
                 "period_start": dg.MetadataValue.text(str(start)),
-                "base": dg.MetadataValue.int(customers.height),
+                "base": dg.MetadataValue.int(ids.len()),
                 "dagster/row_count": dg.MetadataValue.int(members.height),
                 **column_schema(members.schema),
             }

@@ -11,7 +11,14 @@ from loyalty_assets.defs.control_groups import build_global_control_asset
 from loyalty_assets.defs.day import build_day_asset
 from loyalty_assets.defs.ledger import build_ledger_asset
 from loyalty_assets.defs.partitions import daily_partitions
-from loyalty_assets.defs.resources import ParquetIOManager, SourceResource, WarehouseResource
+from loyalty_assets.defs.resources import (
+    SOURCE_IO_MANAGER,
+    SOURCE_STORE_DIR,
+    ParquetIOManager,
+    SourceResource,
+    SourceStoreIOManager,
+    WarehouseResource,
+)
 from loyalty_assets.defs.results import build_results_assets
 from loyalty_assets.defs.schedules import closing_schedule, daily_job, daily_schedule, sources_job
 from loyalty_assets.defs.sources import build_source_assets
@@ -31,7 +38,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     partitions = daily_partitions(catalog.program)
     job = daily_job()
     assets = [
-        *build_source_assets(catalog.program, partitions),
+        *build_source_assets(catalog.program, partitions, settings.storage_dir / SOURCE_STORE_DIR),
         build_day_asset(catalog, partitions, settings.storage_dir),
         *build_global_control_asset(catalog.program, partitions),
         *invalid_definition_assets(catalog, partitions),
@@ -49,6 +56,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             "sources": SourceResource(data_dir=str(settings.data_dir), database_url=settings.source_database_url),
             "io_manager": ParquetIOManager(base_dir=str(settings.storage_dir)),
             WAREHOUSE_IO: WarehouseTableIOManager(url=settings.database_url),
+            SOURCE_IO_MANAGER: SourceStoreIOManager(
+                base_dir=str(settings.storage_dir / SOURCE_STORE_DIR), program_tz=catalog.program.timezone
+            ),
         },
         # One process for the whole run: orchestration, not compute, dominates a daily run's time.
         executor=dg.in_process_executor,

@@ -1,6 +1,7 @@
-"""Dagster resources: the warehouse, the source reader and the Parquet store between assets."""
+"""Dagster resources: the warehouse, the source reader, the source store and the Parquet store between assets."""
 
 import uuid
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import dagster as dg
 import polars as pl
 import sqlalchemy as sa
 
-from loyalty_assets.sources.readers import RawTable, SourceError, read_file_table, read_sql_table
+from loyalty_assets.sources.readers import RawTable, SourceError, locate, read_file_table, read_sql_table
+from loyalty_assets.sources.store import SourceStore, StoreError, read_visible
 from loyalty_assets.warehouse.history import STATE_PATH, read_folder, write_folder
 from loyalty_assets.warehouse.warehouse import SQL_DIR, Warehouse
 
@@ -40,6 +42,28 @@ class SourceResource(dg.ConfigurableResource):
                 description=str(exc),
                 metadata={"table": exc.table, "file": exc.file, "column": exc.column or ""},
             ) from exc
+
+    def read_day(self, table: str, day: date, *, program_tz: str, history: bool) -> RawTable:
+        """From files: the rows of `table` that can first become visible on `day` (every row visible
+        then when `history`), the filter pushed into the Parquet scan (`store.read_visible`)."""
+        try:
+            return read_visible(Path(self.data_dir), table, day, program_tz=program_tz, history=history)
+        except SourceError as exc:
+            raise dg.Failure(
+                description=str(exc),
+                metadata={"table": exc.table, "file": exc.file, "column": exc.column or ""},
+            ) from exc
+
+    def rows_in_files(self, table: str) -> int | None:
+        """The row count of a Parquet source from its files' metadata (no rows read); None otherwise."""
+        path = None if self.database_url else locate(Path(self.data_dir), table)
+        if path is None or path.suffix == ".csv":
+            return None
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        try:
+            return int(pl.scan_parquet(files).select(pl.len()).collect().item())
+        except Exception:  # unreadable: the read itself fails naming table and file
+            return None
 
     def _read(self, table: str, cutoff: object) -> RawTable:
         if self.database_url:
@@ -98,6 +122,41 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return pl.read_parquet(path)
 
 
+class SourceStoreIOManager(dg.ConfigurableIOManager):
+    """The source assets' IO manager: their rows live in the validated source store under `base_dir`.
+
+    A source asset ingests the day's rows into the store itself (`defs.sources`), so `handle_output`
+    writes nothing: no copy of a table per date. `load_input` answers a downstream partition D with
+    the table as of D (`SourceStore.scan_as_of`): a LazyFrame when the input is annotated
+    `pl.LazyFrame` (the consumer then reads only the columns and rows it asks for), else collected.
+    An input mapped to another partition than the run's (a source asset's own previous day, declared
+    so the lineage shows that D's store builds on D-1's) loads as None: the store itself is the state.
+    """
+
+    base_dir: str
+    program_tz: str = "Europe/Moscow"
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if obj is not None:
+            raise TypeError(f"{'/'.join(context.asset_key.path)}: a source asset stores its rows in the source store")
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame | None:
+        keys = context.asset_partition_keys if context.has_asset_partitions else []
+        if len(keys) != 1 or (context.has_partition_key and keys[0] != context.partition_key):
+            return None
+        table = context.asset_key.path[-1]
+        try:
+            scan = SourceStore(Path(self.base_dir), self.program_tz).scan_as_of(table, date.fromisoformat(keys[0]))
+        except StoreError as exc:
+            raise dg.Failure(description=f"{exc}: materialise source/{table} for {keys[0]} first") from exc
+        if context.dagster_type.typing_type is pl.LazyFrame:
+            return scan
+        return scan.collect()
+
+
+#: The source store's folder under the storage dir (one folder per table).
+SOURCE_STORE_DIR = "source_store"
+SOURCE_IO_MANAGER = "source_io_manager"
 STATE_KEY = dg.AssetKey(list(STATE_PATH))
 #: Self-dependent assets whose previous day's frame may be absent (the asset then rebuilds).
 PREVIOUS_DAY_FRAMES = frozenset({dg.AssetKey(["bonus_ledger"])})

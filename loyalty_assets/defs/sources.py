@@ -1,10 +1,21 @@
-"""One asset per source table: read, type, validate, quarantine, and cut at the run's cutoff.
+"""One asset per source table: ingest the day's rows into the validated source store.
+
+For a date D each asset types and validates only the rows that first become visible on D and stores
+them as D's part of the store (`sources/store.py`, under `<LOYALTY_STORAGE_DIR>/source_store/`);
+downstream assets read the table as of D from the store through `SourceStoreIOManager`. The first
+run on an empty store ingests the history once (each row on its own visible day, so an earlier date
+run later sees what it saw then); a date after the last stored day first ingests the days in between
+(catch-up); a stored date run again replaces its day. Each table's store of D builds on D-1's: a
+declared dependency on its own previous partition (loaded as None, see the IO manager).
 
 Checks and their lines are one multi-asset because a line is visible exactly when its check is.
 Every other customer table depends on `customers` for the unknown-customer rule.
 """
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -12,56 +23,127 @@ import polars as pl
 from loyalty_assets.config.campaigns import Program
 from loyalty_assets.defs.metadata import OWNERS, column_schema, counts_table, table_metadata, tags
 from loyalty_assets.defs.partitions import as_of
-from loyalty_assets.defs.resources import SourceResource, WarehouseResource
-from loyalty_assets.sources.schemas import SCHEMAS
-from loyalty_assets.sources.snapshot import CUSTOMER_TABLES, validate_checks
-from loyalty_assets.sources.validation import ValidationResult, quarantine_summary, validate
+from loyalty_assets.defs.resources import SOURCE_IO_MANAGER, SourceResource, WarehouseResource
+from loyalty_assets.sources.frames import AsOf
+from loyalty_assets.sources.readers import RawTable
+from loyalty_assets.sources.snapshot import CUSTOMER_TABLES
+from loyalty_assets.sources.store import IngestResult, SourceStore, StoreError
+from loyalty_assets.sources.validation import quarantine_summary
 
 GROUP = "sources"
+PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 
 def source_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["source", table])
 
 
-def _record(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, table: str, result: ValidationResult
-) -> dict[str, dg.MetadataValue]:
-    """Store the quarantine (replacing this table's rows for the date) and describe the split."""
-    warehouse.warehouse.replace(
-        "source_quarantine",
-        result.quarantine,
-        {"source_table": table, "partition_date": as_of_date(context)},
-    )
-    by_rule = quarantine_summary(result.quarantine)
-    if by_rule:
-        context.log.warning(f"{table}: {result.counts['rows_quarantined']} rows quarantined: {by_rule}")
-    metadata: dict[str, dg.MetadataValue] = {
-        **{k: dg.MetadataValue.int(v) for k, v in result.counts.items()},
-        "quarantined_by_rule": counts_table(by_rule, key="rule (column)", value="rows"),
-        "dagster/row_count": dg.MetadataValue.int(result.kept.height),
-        **column_schema(result.kept.schema),  # type: ignore[dict-item]
-    }
-    if result.quarantine.height:  # masked: the offending row itself (`row`) is left out
-        metadata.update(table_metadata("quarantine_sample", result.quarantine, sample=5))
-    return metadata
-
-
 def as_of_date(context: dg.AssetExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
 
 
-def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+class _Reader:
+    """The raw rows of one table for each day an ingest needs: from files, the day's candidate rows
+    (filter pushed into the Parquet scan); from SQL, the query as of D's cutoff, read once (the store
+    picks each day's rows)."""
+
+    def __init__(self, sources: SourceResource, table: str, point: AsOf) -> None:
+        self.sources, self.table, self.point = sources, table, point
+        self._cache: dict[tuple[date, bool], RawTable] = {}
+        self._counted = sources.rows_in_files(table)
+        # read whole (SQL, CSV): one read serves every day of a catch-up
+        self._whole = bool(sources.database_url) or self._counted is None
+
+    def __call__(self, day: date, history: bool) -> RawTable:
+        key = (self.point.date, False) if self._whole else (day, history)
+        if key not in self._cache:
+            if self.sources.database_url:
+                self._cache[key] = self.sources.read(self.table, self.point.cutoff)
+            else:
+                self._cache[key] = self.sources.read_day(
+                    self.table, day, program_tz=self.point.program_tz, history=history
+                )
+        return self._cache[key]
+
+    def rows_read(self) -> int:
+        """Rows of the whole source table (kept + quarantined + not yet visible add up to it)."""
+        if self._counted is not None:
+            return self._counted
+        raw = self(self.point.date, False)  # CSV and SQL sources are read whole
+        return raw.frame.height + raw.rejected.height
+
+
+def _store_failure(exc: StoreError) -> dg.Failure:
+    return dg.Failure(description=str(exc), allow_retries=False)
+
+
+def _record(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    store: SourceStore,
+    table: str,
+    day: date,
+    rows_read: int,
+    ingests: list[IngestResult],
+) -> dict[str, dg.MetadataValue]:
+    """Store D's quarantine (every row set aside as of D, replacing this table's rows for the date)
+    and describe the split as of D and what this run ingested."""
+    quarantine = store.quarantine_at(table, day)
+    kept = store.scan_as_of(table, day)
+    kept_rows = int(kept.select(pl.len()).collect().item())
+    warehouse.warehouse.replace("source_quarantine", quarantine, {"source_table": table, "partition_date": day})
+    by_rule = quarantine_summary(quarantine)
+    if by_rule:
+        context.log.warning(f"{table}: {quarantine.height} rows quarantined: {by_rule}")
+    counts = {
+        "rows_read": rows_read,
+        "rows_kept": kept_rows,
+        "rows_quarantined": quarantine.height,
+        "rows_not_yet_visible": rows_read - kept_rows - quarantine.height,
+    }
+    metadata: dict[str, dg.MetadataValue] = {
+        **{k: dg.MetadataValue.int(v) for k, v in counts.items()},
+        "quarantined_by_rule": counts_table(by_rule, key="rule (column)", value="rows"),
+        "ingested_days": dg.MetadataValue.text(
+            ", ".join(f"{r.day.isoformat()}{' (history)' if r.history else ''}" for r in ingests)
+            or "none (held by history)"
+        ),
+        "rows_ingested": dg.MetadataValue.int(sum(r.counts.get("rows_stored", 0) for r in ingests)),
+        "dagster/row_count": dg.MetadataValue.int(kept_rows),
+        **column_schema(kept.collect_schema()),  # type: ignore[dict-item]
+    }
+    if quarantine.height:  # masked: the offending row itself (`row`) is left out
+        metadata.update(table_metadata("quarantine_sample", quarantine, sample=5))
+    return metadata
+
+
+def _ingest(store: SourceStore, table: str, day: date, read: Callable[[date, bool], RawTable]) -> list[IngestResult]:
+    """Make the store answer for `day` (first run, catch-up, or `day` replaced; see `ingest_plan`)."""
+    now = datetime.now(UTC)
+    try:
+        return [store.ingest_day(table, d, read(d, h), now=now, history=h) for d, h in store.ingest_plan(table, day)]
+    except StoreError as exc:
+        raise _store_failure(exc) from exc
+
+
+def build_source_assets(
+    program: Program, partitions: dg.PartitionsDefinition, store_root: Path
+) -> list[dg.AssetsDefinition]:
     """The nine source assets of the contract."""
+
+    def store() -> SourceStore:
+        return SourceStore(store_root, program.timezone)
 
     @dg.multi_asset(
         outs={
             "checks": dg.AssetOut(
                 key=source_key("checks"),
                 kinds={"polars"},
-                description="Checks up to the end of D.",
+                description="Checks up to the end of D (ingested into the source store day by day).",
                 owners=OWNERS,
                 tags=tags("source"),
+                io_manager_key=SOURCE_IO_MANAGER,
+                dagster_type=Any,
             ),
             "check_items": dg.AssetOut(
                 key=source_key("check_items"),
@@ -69,9 +151,15 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
                 description="Lines of the visible checks.",
                 owners=OWNERS,
                 tags=tags("source"),
+                io_manager_key=SOURCE_IO_MANAGER,
+                dagster_type=Any,
             ),
         },
-        ins={"customers": dg.AssetIn(source_key("customers"))},
+        ins={
+            "customers": dg.AssetIn(source_key("customers")),
+            "checks_before": dg.AssetIn(source_key("checks"), partition_mapping=PREVIOUS_DAY),
+            "check_items_before": dg.AssetIn(source_key("check_items"), partition_mapping=PREVIOUS_DAY),
+        },
         group_name=GROUP,
         partitions_def=partitions,
     )
@@ -79,85 +167,111 @@ def build_source_assets(program: Program, partitions: dg.PartitionsDefinition) -
         context: dg.AssetExecutionContext,
         sources: SourceResource,
         warehouse: WarehouseResource,
-        customers: pl.DataFrame,
-    ) -> tuple[dg.Output[pl.DataFrame], dg.Output[pl.DataFrame]]:
+        customers: pl.LazyFrame,  # the store's rules read the customers as of each ingested day
+        checks_before: Any,  # None: declared so the lineage shows D's store builds on D-1's
+        check_items_before: Any,
+    ) -> tuple[dg.Output[Any], dg.Output[Any]]:
         point = as_of(context, program)
-        checks_result, items_result = validate_checks(
-            lambda table: sources.read(table, point.cutoff),
-            point,
-            now=datetime.now(UTC),
-            known_customers=customers.get_column("customer_id"),
-        )
+        source = store()
+        read_checks, read_items = _Reader(sources, "checks", point), _Reader(sources, "check_items", point)
+        now = datetime.now(UTC)
+        done: dict[str, list[IngestResult]] = {"checks": [], "check_items": []}
+        try:
+            # a line goes with its check: each day's checks, then its lines (each table's own plan,
+            # so a store where one of them is behind, e.g. after a crash between the two, catches up)
+            plans = {t: dict(source.ingest_plan(t, point.date)) for t in ("checks", "check_items")}
+            for day in sorted(plans["checks"].keys() | plans["check_items"].keys()):
+                for table, read in (("checks", read_checks), ("check_items", read_items)):
+                    if day in plans[table]:
+                        history = plans[table][day]
+                        done[table].append(source.ingest_day(table, day, read(day, history), now=now, history=history))
+        except StoreError as exc:
+            raise _store_failure(exc) from exc
         return (
             dg.Output(
-                checks_result.kept,
+                None,
                 output_name="checks",
-                metadata=_record(context, warehouse, "checks", checks_result),
+                metadata=_record(
+                    context, warehouse, source, "checks", point.date, read_checks.rows_read(), done["checks"]
+                ),
             ),
             dg.Output(
-                items_result.kept,
+                None,
                 output_name="check_items",
-                metadata=_record(context, warehouse, "check_items", items_result),
+                metadata=_record(
+                    context, warehouse, source, "check_items", point.date, read_items.rows_read(), done["check_items"]
+                ),
             ),
         )
 
     return [
-        _standalone_table_asset("customers", "Customers registered by the end of D", program, partitions),
-        _standalone_table_asset("categories", "The category tree (no history)", program, partitions),
+        _standalone_table_asset("customers", "Customers registered by the end of D", program, partitions, store),
+        _standalone_table_asset("categories", "The category tree (no history)", program, partitions, store),
         checks,
-        *(_customer_table_asset(t, program, partitions) for t in CUSTOMER_TABLES),
+        *(_customer_table_asset(t, program, partitions, store) for t in CUSTOMER_TABLES),
     ]
 
 
 def _standalone_table_asset(
-    table: str, description: str, program: Program, partitions: dg.PartitionsDefinition
+    table: str,
+    description: str,
+    program: Program,
+    partitions: dg.PartitionsDefinition,
+    store: Callable[[], SourceStore],
 ) -> dg.AssetsDefinition:
     """A source table validated on its own (no other table's keys to check against)."""
+    # categories have no history (each ingest stores the table as read): no previous day to build on
+    ins = {} if table == "categories" else {"before": dg.AssetIn(source_key(table), partition_mapping=PREVIOUS_DAY)}
 
     @dg.asset(
         key=source_key(table),
+        ins=ins,
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"polars"},
         description=f"{description}, validated (quarantine: source_quarantine).",
         owners=OWNERS,
         tags=tags("source"),
+        io_manager_key=SOURCE_IO_MANAGER,
     )
     def _asset(
-        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
-    ) -> dg.Output[pl.DataFrame]:
+        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource, **_before: Any
+    ) -> dg.Output[Any]:
         point = as_of(context, program)
-        result = validate(SCHEMAS[table], sources.read(table, point.cutoff), point, now=datetime.now(UTC))
-        return dg.Output(result.kept, metadata=_record(context, warehouse, table, result))
+        source, read = store(), _Reader(sources, table, point)
+        done = _ingest(source, table, point.date, read)
+        return dg.Output(None, metadata=_record(context, warehouse, source, table, point.date, read.rows_read(), done))
 
     return _asset
 
 
-def _customer_table_asset(table: str, program: Program, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def _customer_table_asset(
+    table: str, program: Program, partitions: dg.PartitionsDefinition, store: Callable[[], SourceStore]
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_key(table),
-        ins={"customers": dg.AssetIn(source_key("customers"))},
+        ins={
+            "customers": dg.AssetIn(source_key("customers")),
+            "before": dg.AssetIn(source_key(table), partition_mapping=PREVIOUS_DAY),
+        },
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"polars"},
         description=f"{table} as of the end of D, validated (quarantine: source_quarantine).",
         owners=OWNERS,
         tags=tags("source"),
+        io_manager_key=SOURCE_IO_MANAGER,
     )
     def _asset(
         context: dg.AssetExecutionContext,
         sources: SourceResource,
         warehouse: WarehouseResource,
-        customers: pl.DataFrame,
-    ) -> dg.Output[pl.DataFrame]:
+        customers: pl.LazyFrame,  # the store's rules read the customers as of each ingested day
+        before: Any,  # None: declared so the lineage shows D's store builds on D-1's
+    ) -> dg.Output[Any]:
         point = as_of(context, program)
-        result = validate(
-            SCHEMAS[table],
-            sources.read(table, point.cutoff),
-            point,
-            now=datetime.now(UTC),
-            known_customers=customers.get_column("customer_id"),
-        )
-        return dg.Output(result.kept, metadata=_record(context, warehouse, table, result))
+        source, read = store(), _Reader(sources, table, point)
+        done = _ingest(source, table, point.date, read)
+        return dg.Output(None, metadata=_record(context, warehouse, source, table, point.date, read.rows_read(), done))
 
     return _asset

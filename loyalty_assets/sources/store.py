@@ -1,16 +1,20 @@
 """A durable, validated store of the source tables, partitioned by the day a row first becomes visible.
 
-Today a run for D re-reads and re-validates all history. The store validates each row once, on the
-day it first becomes visible, and a run for D scans the store lazily instead:
+The source assets (`defs/sources.py`) ingest into it and downstream assets read it as of D
+(`defs/resources.py: SourceStoreIOManager`), so a run for D validates only D's rows:
 
 - `ingest_day(table, D, raw)` takes the rows of `raw` that first become visible on D (their
   visibility instant — `loaded_at` when given and later, else the contract's own timestamp — lies in
   [cutoff(D-1), cutoff(D)); customers by `registered_at`), applies the contract rules of
   `sources/validation.py` to those rows only, and writes one Parquet part for D. `history=True`
-  takes every row visible at D instead (the first run on an empty store). Categories have no history:
+  takes every row visible at D instead (the first run on an empty store), each row stored with its
+  own visible day, so the store answers for every earlier day too. Categories have no history:
   each ingest stores the whole table as read that day.
+- `ingest_plan(table, D)`: the ingests that make the store answer for D (first run, catch-up of the
+  days since the last stored one, or D again).
 - `scan_as_of(table, D)` is a LazyFrame over the parts of days <= D (projection and predicate push-down
-  into the Parquet files) with exactly the rows `validate` keeps for D.
+  into the Parquet files) with exactly the rows `validate` keeps for D; `quarantine_at(table, D)` the
+  rows set aside as of D.
 
 Two rules depend on D and are therefore applied when scanning, not when ingesting:
 - *unknown customer*: a row is kept only when its customer is kept as of D (a check ingested before its
@@ -45,7 +49,7 @@ import polars as pl
 from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.readers import UNPARSABLE_PREFIX, RawTable, coerce, locate, read_file_table
 from loyalty_assets.sources.schemas import SCHEMAS, TableSchema
-from loyalty_assets.sources.validation import QUARANTINE_SCHEMA, validate
+from loyalty_assets.sources.validation import QUARANTINE_SCHEMA, _row_json, validate
 
 #: Columns the store adds to every stored row (dropped by `scan_as_of`).
 VDAY, SEQ, REPEAT, PENDING, KHASH = "__vday", "__seq", "__repeat", "__pending", "__khash"
@@ -78,6 +82,7 @@ class IngestResult:
     table: str
     day: date
     counts: dict[str, int]
+    history: bool = False
 
 
 class SourceStore:
@@ -97,9 +102,16 @@ class SourceStore:
         frame = raw.frame
         if table == "categories":
             result = validate(schema, raw, as_of, now=now)
-            return self._commit(table, day, result.kept, result.quarantine, history=True, counts=result.counts)
+            return self._commit(
+                table, day, result.kept, result.quarantine, history=True, counts=result.counts, origin=raw.origin
+            )
         if not history:
             self._manifests_up_to(table, day - timedelta(days=1))  # the day before must be stored: no gaps
+            held = [d for d in self.history_days(table) if d >= day]
+            if held:
+                raise StoreError(
+                    f"source store: {table} holds {day.isoformat()} in its history ingest of {held[0].isoformat()}"
+                )
         if table == "check_items":
             return self._ingest_items(day, raw, as_of, now=now)
 
@@ -108,11 +120,17 @@ class SourceStore:
         in_day = at < as_of.cutoff_literal if history else (at >= start) & (at < as_of.cutoff_literal)
         undated = frame.filter(at.is_null())
         day_rows = frame.filter(in_day.fill_null(False))
-        result = validate(_without_duplicate_rule(schema), _numbered(day_rows, raw.origin), as_of, now=now)
-        # rows without a visibility instant are never visible; every read holds them again, so each
-        # ingest records them apart and a scan counts only the latest ingest's
-        dated = validate(schema, RawTable(undated, raw.origin), as_of, now=now)
+        carry: tuple[str, ...] = ()
+        if history:  # each row keeps its own visibility day: a scan as of an earlier day sees it then
+            day_rows = day_rows.with_columns(_local_day(at, self.program_tz).alias(VDAY))
+            carry = (VDAY,)
+        result = validate(_without_duplicate_rule(schema), _numbered(day_rows, raw.origin), as_of, now=now, carry=carry)
+        # rows without a visibility instant (and lines of a CSV that never became rows) are never
+        # visible; every read holds them again, so each ingest records them apart and a scan counts
+        # only the latest ingest's
+        dated = validate(schema, RawTable(undated, raw.origin, raw.rejected), as_of, now=now)
         stored = self._flag(table, day, result.kept, history=history)
+        quarantine = result.quarantine if history else result.quarantine.with_columns(pl.lit(day).alias(VDAY))
         counts = {
             "rows_read": frame.height,
             "rows_stored": stored.height,
@@ -122,7 +140,14 @@ class SourceStore:
             "rows_other_days": frame.height - day_rows.height - undated.height,
         }
         return self._commit(
-            table, day, stored, result.quarantine, history=history, counts=counts, undated=dated.quarantine
+            table,
+            day,
+            stored,
+            quarantine,
+            history=history,
+            counts=counts,
+            undated=dated.quarantine,
+            origin=raw.origin,
         )
 
     def _ingest_items(self, day: date, raw: RawTable, as_of: AsOf, *, now: datetime) -> IngestResult:
@@ -130,26 +155,45 @@ class SourceStore:
         of a key arrive together and the duplicate rule is `validate`'s own)."""
         schema = SCHEMAS["check_items"]
         history = bool(self.manifest("checks", day)["history"])
-        new_ids = self._part("checks", day, columns=["check_id"]).unique().collect()
-        if not history:
+        carry: tuple[str, ...] = ()
+        if history:
+            # every line of a stored check, on the visibility day of its check's first stored row
+            first = self._part("checks", day, columns=["check_id", VDAY]).group_by("check_id").agg(pl.col(VDAY).min())
+            rows = raw.frame.join(first.collect(), on="check_id", how="inner", maintain_order="left")
+            carry = (VDAY,)
+        else:
+            new_ids = self._part("checks", day, columns=["check_id"]).unique().collect()
             seen = self._seen_before("checks", day, new_ids)
             new_ids = new_ids.join(seen, on="check_id", how="anti", nulls_equal=True)
-        rows = raw.frame.join(new_ids, on="check_id", how="semi", nulls_equal=True, maintain_order="left")
-        result = validate(schema, RawTable(rows, raw.origin), as_of, now=now)
-        kept = result.kept.with_columns(
-            pl.lit(day).alias(VDAY),
+            rows = raw.frame.join(new_ids, on="check_id", how="semi", nulls_equal=True, maintain_order="left")
+        result = validate(schema, RawTable(rows, raw.origin), as_of, now=now, carry=carry)
+        kept = result.kept if history else result.kept.with_columns(pl.lit(day).alias(VDAY))
+        kept = kept.with_columns(
             pl.int_range(pl.len(), dtype=pl.Int64).alias(SEQ),
             pl.lit(False).alias(REPEAT),
             pl.lit(False).alias(PENDING),
             _key_hash(list(schema.key)).alias(KHASH),
         )
+        if history:
+            kept = kept.sort(VDAY, SEQ)
+        quarantine = result.quarantine if history else result.quarantine.with_columns(pl.lit(day).alias(VDAY))
+        rejected = validate(schema, RawTable(raw.frame.clear(), raw.origin, raw.rejected), as_of, now=now)
         counts = {
             "rows_read": raw.frame.height,
             "rows_stored": kept.height,
             "rows_quarantined": result.quarantine.height,
             "rows_other_days": raw.frame.height - rows.height,
         }
-        return self._commit("check_items", day, kept, result.quarantine, history=history, counts=counts)
+        return self._commit(
+            "check_items",
+            day,
+            kept,
+            quarantine,
+            history=history,
+            counts=counts,
+            undated=rejected.quarantine,
+            origin=raw.origin,
+        )
 
     def _flag(self, table: str, day: date, kept: pl.DataFrame, *, history: bool) -> pl.DataFrame:
         """Add the store's columns: visible day, file order, whether the key was seen before
@@ -158,7 +202,28 @@ class SourceStore:
         schema = SCHEMAS[table]
         key = list(schema.key)
         repeat = pl.struct(key).is_first_distinct().not_()
-        if not history and kept.height:
+        if history:
+            # rows carry their own visible day: a customer is known from the first day one of her
+            # rows is stored (`validate` keeps exactly those ids as of each day)
+            pending = pl.lit(False)
+            if schema.customer_column is not None and kept.height:
+                first = (
+                    self.stored("customers", day)
+                    .group_by("customer_id")
+                    .agg(pl.col(VDAY).min().alias("__first"))
+                    .rename({"customer_id": schema.customer_column})
+                    .collect()
+                )
+                kept = kept.join(first, on=schema.customer_column, how="left", maintain_order="left")
+                pending = pl.col("__first").is_null() | (pl.col("__first") > pl.col(VDAY))
+            flagged = kept.with_columns(
+                pl.int_range(pl.len(), dtype=pl.Int64).alias(SEQ),
+                repeat.alias(REPEAT),
+                pending.fill_null(True).alias(PENDING),
+                _key_hash(key).alias(KHASH),
+            ).drop("__first", strict=False)
+            return flagged.sort(VDAY, SEQ)  # by day, so a scan as of an earlier day skips row groups
+        if kept.height:
             seen = self._seen_before(table, day, kept.select(key).unique()).with_columns(pl.lit(True).alias("__seen"))
             kept = kept.join(seen, on=key, how="left", nulls_equal=True, maintain_order="left")
             repeat = repeat | pl.col("__seen").fill_null(False)
@@ -188,8 +253,7 @@ class SourceStore:
             manifests = self._manifests_up_to(table, day - timedelta(days=1))
         except StoreError:
             return keys.clear()
-        files = [self.root / table / str(m["data"]) for m in manifests]
-        earlier = pl.scan_parquet(files)
+        earlier = self._scan_manifests(table, manifests, day - timedelta(days=1))
         if all(m.get("hash_probe") == _hash_probe() for m in manifests):
             hashes = keys.select(_key_hash(key).alias(KHASH)).get_column(KHASH)
             earlier = earlier.filter(pl.col(KHASH).is_in(hashes.implode()))
@@ -206,6 +270,7 @@ class SourceStore:
         history: bool,
         counts: dict[str, int],
         undated: pl.DataFrame | None = None,
+        origin: str = "",
     ) -> IngestResult:
         """Write the day's files under fresh names, then switch the manifest to them atomically."""
         folder = self.root / table
@@ -229,6 +294,7 @@ class SourceStore:
             "repeats": int(data.get_column(REPEAT).sum()) if REPEAT in data.columns else 0,
             "pending": int(data.get_column(PENDING).sum()) if PENDING in data.columns else 0,
             "counts": counts,
+            "origin": origin,
         }
         tmp = folder / f".{day.isoformat()}.{token}.json"
         tmp.write_text(json.dumps(manifest, sort_keys=True), encoding="utf8")
@@ -236,7 +302,7 @@ class SourceStore:
         for stale in folder.glob(f"{day.isoformat()}.*.parquet"):
             if token not in stale.name:
                 stale.unlink()
-        return IngestResult(table=table, day=day, counts=counts)
+        return IngestResult(table=table, day=day, counts=counts, history=history)
 
     # ---------------------------------------------------------------- scans
 
@@ -254,11 +320,19 @@ class SourceStore:
 
     def _manifests_up_to(self, table: str, day: date) -> list[dict[str, object]]:
         """The manifests a scan as of `day` reads: from the last history ingest up to `day`, no gaps."""
-        days = [d for d in self._days(table) if d <= day]
-        if not days:
-            raise StoreError(f"source store: {table} has no ingested day on or before {day.isoformat()}")
+        all_days = self._days(table)
+        days = [d for d in all_days if d <= day]
         manifests = [self.manifest(table, d) for d in days]
         starts = [i for i, m in enumerate(manifests) if m["history"]]
+        if not starts and table != "categories":
+            # a history ingest holds every row visible on its day, each with its own visible day:
+            # the first one after `day` answers for `day` too (its scans keep the rows of days <= day)
+            for later in (d for d in all_days if d > day):
+                manifest = self.manifest(table, later)
+                if manifest["history"]:
+                    return [manifest]
+        if not days:
+            raise StoreError(f"source store: {table} has no ingested day on or before {day.isoformat()}")
         if not starts:
             raise StoreError(f"source store: {table} has no first (history) ingest on or before {day.isoformat()}")
         manifests = manifests[starts[-1] :]
@@ -274,15 +348,46 @@ class SourceStore:
             )
         return manifests
 
-    def _files(self, table: str, day: date, kind: str = "data") -> list[Path]:
-        return [self.root / table / str(m[kind]) for m in self._manifests_up_to(table, day)]
+    def history_days(self, table: str) -> list[date]:
+        """The days of the table's history ingests (the first run on an empty store writes one)."""
+        return [d for d in self._days(table) if self.manifest(table, d)["history"]]
+
+    def ingest_plan(self, table: str, day: date) -> list[tuple[date, bool]]:
+        """The ingests, `(day, history)` in order, after which the store answers for `day` as day-by-day
+        ingests would: on an empty store every row visible on the day before as history (each row on
+        its own visible day) and then `day` itself; after the last stored day the days in between
+        (catch-up) and `day`; a stored day again (replaced); nothing for a day a history ingest holds.
+        Categories have no history: the table as read, for `day`."""
+        if table == "categories":
+            return [(day, True)]
+        days = self._days(table)
+        if not days:
+            return [(day - timedelta(days=1), True), (day, False)]
+        if any(h >= day for h in self.history_days(table)):
+            return []
+        last = days[-1]
+        if day <= last:
+            return [(day, False)]
+        return [(last + timedelta(days=i), False) for i in range(1, (day - last).days + 1)]
+
+    def _scan_manifests(
+        self, table: str, manifests: list[dict[str, object]], day: date, kind: str = "data"
+    ) -> pl.LazyFrame:
+        """The `kind` files of `manifests` as of `day`: a history part of a later day only with the
+        rows of days <= `day` (its rows are sorted by day: the filter skips whole row groups)."""
+        whole = [self.root / table / str(m[kind]) for m in manifests if date.fromisoformat(str(m["day"])) <= day]
+        scans = [pl.scan_parquet(whole)] if whole else []
+        for m in manifests:
+            if date.fromisoformat(str(m["day"])) > day:
+                scans.append(pl.scan_parquet(self.root / table / str(m[kind])).filter(pl.col(VDAY) <= day))
+        return scans[0] if len(scans) == 1 else pl.concat(scans, how="vertical")
 
     def _part(self, table: str, day: date, columns: list[str]) -> pl.LazyFrame:
         return pl.scan_parquet(self.root / table / str(self.manifest(table, day)["data"])).select(columns)
 
     def stored(self, table: str, day: date) -> pl.LazyFrame:
         """Every stored row up to `day`, with the store's columns, before the rules that depend on D."""
-        return pl.scan_parquet(self._files(table, day))
+        return self._scan_manifests(table, self._manifests_up_to(table, day), day)
 
     def scan_as_of(self, table: str, day: date) -> pl.LazyFrame:
         """The rows `validate` keeps for `day`, lazily (the store's own columns dropped)."""
@@ -292,7 +397,7 @@ class SourceStore:
         """`scan_as_of` with the store's columns (visible day, order, flags) still on."""
         schema = SCHEMAS[table]
         manifests = self._manifests_up_to(table, day)
-        rows = pl.scan_parquet([self.root / table / str(m["data"]) for m in manifests])
+        rows = self._scan_manifests(table, manifests, day)
         if table == "check_items":
             kept_checks = self.scan_as_of("checks", day).select("check_id")
             return rows.join(kept_checks, on="check_id", how="semi", nulls_equal=True)
@@ -366,18 +471,62 @@ class SourceStore:
         """Rows set aside when ingested (the rules that do not depend on D), up to `day`; rows with no
         visibility timestamp once, from the latest ingest."""
         manifests = self._manifests_up_to(table, day)
-        files = [self.root / table / str(m["quarantine"]) for m in manifests]
-        files.append(self.root / table / str(manifests[-1]["undated"]))
-        return pl.scan_parquet(files)
+        at_ingest = self._scan_manifests(table, manifests, day, "quarantine").drop(VDAY, strict=False)
+        undated = pl.scan_parquet(self.root / table / str(manifests[-1]["undated"]))
+        return pl.concat([at_ingest, undated], how="vertical")
+
+    def quarantine_at(self, table: str, day: date) -> pl.DataFrame:
+        """Every row set aside as of `day`, in `QUARANTINE_SCHEMA`, as `validate` reports it for `day`:
+        the rows quarantined at ingest up to `day` and the stored rows the rules that depend on D drop
+        (`unknown customer`, `duplicate key`; for check lines `check missing or quarantined` when their
+        check is not kept at D). Check lines are read with their check, so lines of a check that never
+        entered the store (absent from the source, or itself quarantined) are not reported, and a bad
+        line is reported from its check's visible day on."""
+        at_ingest = self.quarantine_as_of(table, day).collect()
+        if table == "categories":
+            return at_ingest
+        schema = SCHEMAS[table]
+        manifests = self._manifests_up_to(table, day)
+        origin = str(manifests[-1].get("origin", ""))
+        rows = self._scan_manifests(table, manifests, day)
+        dropped: list[tuple[str, str, pl.LazyFrame]] = []
+        if table == "check_items":
+            parents = self._manifests_up_to("checks", day)
+            if any(int(m["pending"]) or int(m["repeats"]) for m in parents):  # type: ignore[call-overload]
+                kept_checks = self.scan_as_of("checks", day).select("check_id")
+                orphans = rows.join(kept_checks, on="check_id", how="anti", nulls_equal=True)
+                dropped.append(("check missing or quarantined", "check_id", orphans))
+        else:
+            column = schema.customer_column
+            if column is not None and any(int(m["pending"]) for m in manifests):  # type: ignore[call-overload]
+                known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(column))
+                dropped.append(("unknown customer", column, rows.join(known, on=column, how="anti", nulls_equal=True)))
+                rows = rows.join(known, on=column, how="semi", nulls_equal=True)
+            if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
+                winners = _first_of_key(rows, list(schema.key)).select(VDAY, SEQ)
+                dropped.append(("duplicate key", ",".join(schema.key), rows.join(winners, on=[VDAY, SEQ], how="anti")))
+        frames = [at_ingest]
+        for rule, column_name, lazy in dropped:
+            frame = lazy.collect().sort(VDAY, SEQ)
+            if frame.height:
+                data = [c for c in frame.columns if c not in INTERNAL]
+                frames.append(
+                    frame.select(
+                        pl.lit(table).alias("source_table"),
+                        pl.lit(origin).alias("source_file"),
+                        pl.lit(rule).alias("rule"),
+                        pl.lit(column_name).alias("column_name"),
+                        _row_json(frame, data).alias("row_data"),
+                    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+                )
+        return pl.concat(frames, how="vertical")
 
     def counts_as_of(self, table: str, day: date, rows_read: int) -> dict[str, int]:
         """How the `rows_read` rows of the source divide as of `day`: kept, quarantined (at ingest,
         or by the unknown-customer / duplicate / missing-check rules at `day`) and not yet visible."""
         kept = self.scan_as_of(table, day).select(pl.len()).collect().item()
         stored = self.stored(table, day).select(pl.len()).collect().item()
-        manifests = self._manifests_up_to(table, day)
-        at_ingest = sum(_count(m, "rows_quarantined") for m in manifests)
-        at_ingest += _count(manifests[-1], "rows_undated_quarantined")
+        at_ingest = self.quarantine_as_of(table, day).select(pl.len()).collect().item()
         quarantined = at_ingest + (stored - kept)
         return {
             "rows_read": rows_read,
@@ -431,13 +580,6 @@ def read_visible(data_dir: Path, table: str, day: date, *, program_tz: str, hist
     return RawTable(coerce(schema, frame, origin=str(path)), str(path))
 
 
-def _count(manifest: dict[str, object], name: str) -> int:
-    """A row count recorded in a day's manifest (0 when that ingest did not record it)."""
-    counts = manifest["counts"]
-    assert isinstance(counts, dict)
-    return int(counts.get(name, 0))
-
-
 def _key_hash(key: list[str]) -> pl.Expr:
     """A 64-bit hash of a row's key, stored with the row to find repeated keys cheaply."""
     return pl.struct(key).hash(11)
@@ -447,6 +589,11 @@ def _hash_probe() -> int:
     """The hash of a fixed key: equal across runs exactly when `_key_hash` is the same function."""
     probe = pl.DataFrame({"k": ["probe"], "n": [1]}).select(_key_hash(["k", "n"]).alias("h"))
     return int(probe.item())
+
+
+def _local_day(at: pl.Expr, program_tz: str) -> pl.Expr:
+    """The program-local date of a UTC instant: the day D with cutoff(D-1) <= instant < cutoff(D)."""
+    return at.dt.convert_time_zone(program_tz).dt.date()
 
 
 def _visibility(schema: TableSchema, columns: list[str]) -> pl.Expr:

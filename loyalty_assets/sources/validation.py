@@ -134,13 +134,16 @@ def validate(
     known_customers: pl.Series | None = None,
     visible_keys: pl.DataFrame | None = None,
     parent_keys: pl.DataFrame | None = None,
+    carry: tuple[str, ...] = (),
 ) -> ValidationResult:
     """Split `raw` into kept (valid and visible at the cutoff), quarantined and not-yet-visible rows.
 
     `visible_keys` (for child tables such as check lines) makes a valid row visible only when its
     parent's key is among them; `parent_keys` (all valid parents, visible or not) quarantines rows
     whose parent does not exist at all. A duplicate key keeps the first row in file order and quarantines
-    the others.
+    the others. `carry` names extra columns of `raw` that no rule reads and that are appended, as they
+    are, to every output (kept, not yet visible and quarantine rows; null on rejected lines), e.g. the
+    source store's visibility day.
     """
     frame = raw.frame
     known_parents = frame.get_column("category_id") if schema.name == "categories" else None
@@ -170,9 +173,9 @@ def validate(
         .otherwise(pl.col("__reason"))
         .alias("__reason")
     )
-    data_columns = [c for c in frame.columns if not c.startswith(FLAG_PREFIXES)]
+    data_columns = [c for c in frame.columns if not c.startswith(FLAG_PREFIXES) and c not in carry]
     bad = flagged.filter(pl.col("__reason").is_not_null())
-    good = flagged.filter(pl.col("__reason").is_null()).select(data_columns)
+    good = flagged.filter(pl.col("__reason").is_null()).select(*data_columns, *carry)
 
     if visible_keys is not None:
         keyed = good.join(
@@ -183,8 +186,8 @@ def validate(
         good = keyed.with_columns(pl.col("__parent_visible").fill_null(False))
         visible = visible & pl.col("__parent_visible")
     good = good.with_columns(visible.alias("__visible"))
-    kept = good.filter(pl.col("__visible")).select(data_columns)
-    later = good.filter(pl.col("__visible").not_()).select(data_columns)
+    kept = good.filter(pl.col("__visible")).select(*data_columns, *carry)
+    later = good.filter(pl.col("__visible").not_()).select(*data_columns, *carry)
 
     quarantine = bad.select(
         pl.lit(schema.name).alias("source_table"),
@@ -192,6 +195,7 @@ def validate(
         pl.col("__reason").str.split("\x1f").list.get(0).alias("rule"),
         pl.col("__reason").str.split("\x1f").list.get(1).alias("column_name"),
         _row_json(bad, data_columns).alias("row_data"),
+        *carry,
     )
     rejected = raw.rejected.select(
         pl.lit(schema.name).alias("source_table"),
@@ -200,7 +204,10 @@ def validate(
         pl.when(pl.col("column_name") != "").then(pl.col("column_name")).alias("column_name"),
         "row_data",
     )
-    quarantine = pl.concat([quarantine.cast(QUARANTINE_SCHEMA), rejected.cast(QUARANTINE_SCHEMA)])  # type: ignore[arg-type]
+    quarantine = pl.concat(
+        [quarantine.cast(QUARANTINE_SCHEMA), rejected.cast(QUARANTINE_SCHEMA)],  # type: ignore[arg-type]
+        how="diagonal" if carry else "vertical",
+    )
     counts = {
         "rows_read": frame.height + rejected.height,
         "rows_kept": kept.height,
