@@ -36,6 +36,7 @@ ingest of that day.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
@@ -49,7 +50,7 @@ import polars as pl
 from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.readers import UNPARSABLE_PREFIX, RawTable, coerce, locate, read_file_table
 from loyalty_assets.sources.schemas import SCHEMAS, TableSchema
-from loyalty_assets.sources.validation import QUARANTINE_SCHEMA, _row_json, validate
+from loyalty_assets.sources.validation import QUARANTINE_SCHEMA, ValidationResult, _row_json, validate
 
 #: Columns the store adds to every stored row (dropped by `scan_as_of`).
 VDAY, SEQ, REPEAT, PENDING, KHASH = "__vday", "__seq", "__repeat", "__pending", "__khash"
@@ -69,6 +70,28 @@ TABLE_ORDER = (
     "communications",
     "site_visits",
 )
+
+
+_EMPTY_RESULTS: dict[tuple[object, ...], ValidationResult] = {}
+#: Parsed manifests by path, with the (inode, mtime, size) they were read at.
+_MANIFESTS: dict[Path, tuple[tuple[int, int, int], dict[str, object]]] = {}
+
+
+def _validate(
+    schema: TableSchema, raw: RawTable, as_of: AsOf, *, now: datetime, carry: tuple[str, ...] = ()
+) -> ValidationResult:
+    """`validate`, answered from a memo when there is nothing to validate (no rows, no rejected lines).
+
+    A catch-up over a quiet stretch ingests many days without rows; validating zero rows is the same
+    every time (empty frames of fixed types, zero counts), and costs a few dozen small plans each.
+    """
+    if raw.frame.height or raw.rejected.height:
+        return validate(schema, raw, as_of, now=now, carry=carry)
+    key = (repr(schema), tuple((c, str(t)) for c, t in raw.frame.schema.items()), carry)
+    if key not in _EMPTY_RESULTS:
+        _EMPTY_RESULTS[key] = validate(schema, raw, as_of, now=now, carry=carry)
+    cached = _EMPTY_RESULTS[key]
+    return replace(cached, counts=dict(cached.counts))
 
 
 class StoreError(Exception):
@@ -124,11 +147,12 @@ class SourceStore:
         if history:  # each row keeps its own visibility day: a scan as of an earlier day sees it then
             day_rows = day_rows.with_columns(_local_day(at, self.program_tz).alias(VDAY))
             carry = (VDAY,)
-        result = validate(_without_duplicate_rule(schema), _numbered(day_rows, raw.origin), as_of, now=now, carry=carry)
+        numbered = _numbered(day_rows, raw.origin)
+        result = _validate(_without_duplicate_rule(schema), numbered, as_of, now=now, carry=carry)
         # rows without a visibility instant (and lines of a CSV that never became rows) are never
         # visible; every read holds them again, so each ingest records them apart and a scan counts
         # only the latest ingest's
-        dated = validate(schema, RawTable(undated, raw.origin, raw.rejected), as_of, now=now)
+        dated = _validate(schema, RawTable(undated, raw.origin, raw.rejected), as_of, now=now)
         stored = self._flag(table, day, result.kept, history=history)
         quarantine = result.quarantine if history else result.quarantine.with_columns(pl.lit(day).alias(VDAY))
         counts = {
@@ -166,7 +190,7 @@ class SourceStore:
             seen = self._seen_before("checks", day, new_ids)
             new_ids = new_ids.join(seen, on="check_id", how="anti", nulls_equal=True)
             rows = raw.frame.join(new_ids, on="check_id", how="semi", nulls_equal=True, maintain_order="left")
-        result = validate(schema, RawTable(rows, raw.origin), as_of, now=now, carry=carry)
+        result = _validate(schema, RawTable(rows, raw.origin), as_of, now=now, carry=carry)
         kept = result.kept if history else result.kept.with_columns(pl.lit(day).alias(VDAY))
         kept = kept.with_columns(
             pl.int_range(pl.len(), dtype=pl.Int64).alias(SEQ),
@@ -177,7 +201,7 @@ class SourceStore:
         if history:
             kept = kept.sort(VDAY, SEQ)
         quarantine = result.quarantine if history else result.quarantine.with_columns(pl.lit(day).alias(VDAY))
-        rejected = validate(schema, RawTable(raw.frame.clear(), raw.origin, raw.rejected), as_of, now=now)
+        rejected = _validate(schema, RawTable(raw.frame.clear(), raw.origin, raw.rejected), as_of, now=now)
         counts = {
             "rows_read": raw.frame.height,
             "rows_stored": kept.height,
@@ -307,10 +331,20 @@ class SourceStore:
     # ---------------------------------------------------------------- scans
 
     def manifest(self, table: str, day: date) -> dict[str, object]:
+        """The day's manifest; parsed once per version of the file (a re-ingest replaces the file)."""
         path = self.root / table / f"{day.isoformat()}.json"
-        if not path.is_file():
-            raise StoreError(f"source store: {table} was not ingested for {day.isoformat()}; ingest that day first")
-        return json.loads(path.read_text(encoding="utf8"))  # type: ignore[no-any-return]
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise StoreError(
+                f"source store: {table} was not ingested for {day.isoformat()}; ingest that day first"
+            ) from None
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = _MANIFESTS.get(path)
+        if cached is None or cached[0] != version:
+            cached = (version, json.loads(path.read_text(encoding="utf8")))
+            _MANIFESTS[path] = cached
+        return dict(cached[1])
 
     def _days(self, table: str) -> list[date]:
         folder = self.root / table
@@ -585,8 +619,10 @@ def _key_hash(key: list[str]) -> pl.Expr:
     return pl.struct(key).hash(11)
 
 
+@functools.cache
 def _hash_probe() -> int:
-    """The hash of a fixed key: equal across runs exactly when `_key_hash` is the same function."""
+    """The hash of a fixed key: equal across runs exactly when `_key_hash` is the same function
+    (computed once per process: the Polars in the process does not change)."""
     probe = pl.DataFrame({"k": ["probe"], "n": [1]}).select(_key_hash(["k", "n"]).alias("h"))
     return int(probe.item())
 
