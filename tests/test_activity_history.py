@@ -151,10 +151,8 @@ def test_view_equals_polars_for_any_amount_and_expiry(tmp_path_factory, rows) ->
 
 
 @pytest.mark.postgres
-def test_view_equals_polars_on_postgres_edge_values(warehouse_url: str) -> None:
-    if not warehouse_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only")
-    wh = Warehouse(warehouse_url)
+def test_view_equals_polars_on_postgres_edge_values(postgres_url: str) -> None:
+    wh = Warehouse(postgres_url)
     edge = [Decimal("0.00"), Decimal("0.01"), Decimal("999999999999.99"), Decimal("1000.50")]
     write(wh, edge, [None, datetime(2099, 12, 31, 23, 59, 59, 999000, tzinfo=UTC), AT, AT])
     assert view_rows(wh) == polars_rows(wh)
