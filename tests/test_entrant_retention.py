@@ -15,20 +15,18 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loyalty_assets.transforms.day_state import OCCASION_MARGIN_DAYS, EntrantRetention, trim_entrants
+from loyalty_assets.transforms.day_state import (
+    OCCASION_MARGIN_DAYS,
+    STATE_SCHEMAS,
+    EntrantRetention,
+    trim_entrants,
+)
 from loyalty_assets.transforms.entry import select_entrants
 from tests.engine_fixtures import campaign, fired, ts
 
 EMAIL = {"type": "send_email", "id": "mail", "subject": "Hi", "template": "x.html"}
 START = date(2025, 1, 1)
-STATE = {
-    "campaign_id": pl.String(),
-    "customer_id": pl.Int64(),
-    "occasion": pl.String(),
-    "partition_date": pl.Date(),
-    "variant": pl.String(),
-    "is_control": pl.Boolean(),
-}
+STATE = STATE_SCHEMAS["triggered"]
 
 
 def rows(*entries: tuple[str, int, str, date]) -> pl.DataFrame:
