@@ -102,6 +102,26 @@ def catalog_dir(tmp_path: Path) -> Path:
     return target
 
 
+# The campaigns that write rows on the birthday fixture in February–March 2025 (the others write none).
+BIRTHDAY_WRITERS = ("birthday_members_over_a_year", "birthday_week_early", "favourite_category_not_chosen")
+
+
+def keep_campaigns(catalog_dir: Path, *campaign_ids: str) -> Path:
+    """Narrow a copied catalog to the campaigns a test is about (segments and templates stay).
+
+    Why: a daily job's cost is mostly Dagster's bookkeeping per output (three per campaign), so a
+    test that drives many dates with campaigns whose rows it never sees pays for nothing. Tests
+    keep every campaign that writes a row on their fixture, so what they compare is unchanged.
+    """
+    campaigns = catalog_dir / "campaigns"
+    unknown = set(campaign_ids) - {f.stem for f in campaigns.glob("*.yaml")}
+    assert not unknown, f"not in the catalog: {sorted(unknown)}"
+    for definition in campaigns.glob("*.yaml"):
+        if definition.stem not in campaign_ids:
+            definition.unlink()
+    return catalog_dir
+
+
 def make_settings(data_dir: Path, catalog_dir: Path, database_url: str, storage: Path) -> Settings:
     return Settings(
         data_dir=data_dir,

@@ -20,7 +20,7 @@ from loyalty_assets.defs.definitions import build_definitions
 from loyalty_assets.defs.schedules import DAILY_JOB
 from loyalty_assets.warehouse.history import state_partitions
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, keep_campaigns, make_settings, run_days
 
 FEB_21, FEB_22, FEB_23 = date(2025, 2, 21), date(2025, 2, 22), date(2025, 2, 23)
 TABLES = {
@@ -46,6 +46,7 @@ def test_two_dates_started_together_on_an_empty_warehouse(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path
 ) -> None:
     """A job backfill launches 21 and 22 Feb at once: 22 stops, naming 21; then it completes as told."""
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "storage")
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
@@ -83,6 +84,7 @@ def test_two_dates_started_together_on_an_empty_warehouse(
 def test_a_date_after_a_gap_names_the_first_missing_date(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path
 ) -> None:
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "storage")
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)
@@ -105,6 +107,7 @@ def test_a_date_after_a_gap_names_the_first_missing_date(
 
 
 def test_a_date_after_a_failed_first_date_waits_for_it(birthday_data: Path, catalog_dir: Path, tmp_path: Path) -> None:
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     """A job backfill on a queue of one: 21 Feb failed (no state), then 22 Feb starts: it must not start empty."""
     settings = make_settings(birthday_data, catalog_dir, f"sqlite:///{tmp_path / 'wh.db'}", tmp_path / "storage")
     job = build_definitions(settings).resolve_job_def(DAILY_JOB)

@@ -21,7 +21,7 @@ import yaml
 
 from loyalty_assets.warehouse.activity import customer_activity
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import FIXTURES, make_settings, run_days
+from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
 
 CAMPAIGN = "birthday_ab_channels"
 ANNIVERSARY = date(2025, 7, 10)
@@ -40,9 +40,7 @@ def utc(*args: int) -> datetime:
 @pytest.fixture
 def campaign_file(catalog_dir: Path) -> Path:
     """The catalog copy with only `birthday_ab_channels`; returns its file for edits."""
-    for path in (catalog_dir / "campaigns").glob("*.yaml"):
-        if path.stem != CAMPAIGN:
-            path.unlink()
+    keep_campaigns(catalog_dir, CAMPAIGN)
     return catalog_dir / "campaigns" / f"{CAMPAIGN}.yaml"
 
 

@@ -11,7 +11,7 @@ import yaml
 from loyalty_assets.config.catalog import load_catalog, load_program
 from loyalty_assets.config.errors import DefinitionError
 from loyalty_assets.defs.definitions import build_definitions
-from tests.conftest import make_settings
+from tests.conftest import keep_campaigns, make_settings
 
 
 def write(path: Path, data: object) -> None:
@@ -278,9 +278,7 @@ def test_a_saved_segment_reading_a_manual_segment_gets_its_members(
 
     data = tmp_path / "fish"
     shutil.copytree(FIXTURES / "fish_chain", data)
-    for path in (catalog_dir / "campaigns").glob("*.yaml"):
-        if path.stem != "aquarium_fish_chain":
-            path.unlink()
+    keep_campaigns(catalog_dir, "aquarium_fish_chain")
     write(
         catalog_dir / "segments" / "fish_owners_subscribed.yaml",
         {

@@ -10,7 +10,7 @@ Program zone Europe/Moscow = UTC+3 all year; Asia/Vladivostok = UTC+10.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +20,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import FIXTURES, make_settings, run_days
+from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
 
 FISH = "aquarium_fish_chain"
 WARNING = "bonus_expiry_warning"
@@ -50,15 +50,6 @@ def days(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def keep_only(catalog_dir: Path, campaigns: Iterable[str]) -> Path:
-    """Delete every other campaign file from the private catalog copy."""
-    wanted = set(campaigns)
-    for path in (catalog_dir / "campaigns").glob("*.yaml"):
-        if path.stem not in wanted:
-            path.unlink()
-    return catalog_dir
-
-
 def snapshot(url: str) -> dict[str, pl.DataFrame]:
     wh = Warehouse(url)
     return {table: wh.read(table).sort(key) for table, key in OUTPUT_TABLES.items()}
@@ -78,7 +69,7 @@ def fish_data(tmp_path: Path) -> Path:
 @pytest.fixture
 def run_fish(fish_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path) -> Runner:
     """The daily job on the fish fixture with the fish chain only (campaigns may be added back)."""
-    settings = make_settings(fish_data, keep_only(catalog_dir, [FISH]), warehouse_url, tmp_path / "storage")
+    settings = make_settings(fish_data, keep_campaigns(catalog_dir, FISH), warehouse_url, tmp_path / "storage")
 
     def _run(*run_dates: date) -> Warehouse:
         run_days(settings, run_dates)
@@ -233,7 +224,7 @@ def test_backfill_equals_day_by_day_runs(
 ) -> None:
     from loyalty_assets.cli import run_dates
 
-    keep_only(catalog_dir, [FISH])
+    keep_campaigns(catalog_dir, FISH)
     week = days(date(2025, 6, 8), date(2025, 6, 14))
     daily_url = f"sqlite:///{tmp_path / 'daily.db'}"
     daily = make_settings(fish_data, catalog_dir, daily_url, tmp_path / "daily-storage")
@@ -266,9 +257,8 @@ def test_two_fish_purchases_on_one_day_start_one_chain(run_fish: Runner, fish_da
 
 @pytest.fixture
 def run_expiry(tmp_path: Path, catalog_dir: Path, warehouse_url: str) -> Runner:
-    settings = make_settings(
-        copy_fixture("bonus_expiry", tmp_path), keep_only(catalog_dir, [WARNING, NOTICE]), warehouse_url, tmp_path / "s"
-    )
+    catalog = keep_campaigns(catalog_dir, WARNING, NOTICE)
+    settings = make_settings(copy_fixture("bonus_expiry", tmp_path), catalog, warehouse_url, tmp_path / "s")
 
     def _run(*run_dates: date) -> Warehouse:
         run_days(settings, run_dates)

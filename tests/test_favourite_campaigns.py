@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import FIXTURES, make_settings, run_days
+from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
 
 CHOSEN = "favourite_category_reminder"
 NOT_CHOSEN = "favourite_category_not_chosen"
@@ -40,9 +40,7 @@ def favourites_data(tmp_path: Path) -> Path:
 @pytest.fixture
 def run(favourites_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path) -> Runner:
     """Run the daily job on the favourites fixture with only the two favourite campaigns."""
-    for path in (catalog_dir / "campaigns").glob("*.yaml"):
-        if path.stem not in (CHOSEN, NOT_CHOSEN):
-            path.unlink()
+    keep_campaigns(catalog_dir, CHOSEN, NOT_CHOSEN)
     settings = make_settings(favourites_data, catalog_dir, warehouse_url, tmp_path / "storage")
 
     def _run(*days: date) -> Warehouse:

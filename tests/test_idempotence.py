@@ -9,7 +9,7 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, keep_campaigns, make_settings, run_days
 
 TABLES = {
     "triggered_customers": ["campaign_id", "customer_id", "occasion"],
@@ -33,6 +33,7 @@ def days(start: date, end: date) -> list[date]:
 def test_running_a_date_again_changes_nothing(
     birthday_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path
 ) -> None:
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     settings = make_settings(birthday_data, catalog_dir, warehouse_url, tmp_path / "storage")
     run_days(settings, [date(2025, 2, 22)])
     first = snapshot(warehouse_url)
@@ -48,6 +49,7 @@ def test_backfill_of_a_month_equals_daily_runs(
 ) -> None:
     from loyalty_assets.cli import run_dates
 
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     daily_url = f"sqlite:///{tmp_path / 'daily.db'}"
     daily = make_settings(birthday_data, catalog_dir, daily_url, tmp_path / "daily-storage")
     # 20 days around the fixture's birthdays on SQLite (a week without any before the first); on
@@ -69,6 +71,7 @@ def test_backfill_of_a_month_equals_daily_runs(
     expected, actual = snapshot(daily_url), snapshot(warehouse_url)
     # Week early: 7 on 22 Feb, 1 (customer 12) on 21 Feb; seed 002: 12 on 28 Feb, 6 on 1 Mar.
     assert expected["bonus_accruals"].height == 7 + 1 + 1 + 6
+    assert set(expected["triggered_customers"]["campaign_id"]) == set(BIRTHDAY_WRITERS)
     for table in TABLES:
         assert_frame_equal(expected[table], actual[table])
 
@@ -76,6 +79,7 @@ def test_backfill_of_a_month_equals_daily_runs(
 def test_backfill_out_of_order_never_duplicates_an_occasion(
     birthday_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path
 ) -> None:
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     settings = make_settings(birthday_data, catalog_dir, warehouse_url, tmp_path / "storage")
     run_days(settings, [date(2025, 2, 22), date(2025, 2, 21), date(2025, 2, 22)])
     accruals = Warehouse(warehouse_url).read("bonus_accruals", {"campaign_id": "birthday_week_early"})

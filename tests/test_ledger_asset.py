@@ -22,8 +22,8 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import make_settings, run_days
-from tests.test_chain_campaigns import FISH, copy_fixture, days, keep_only
+from tests.conftest import keep_campaigns, make_settings, run_days
+from tests.test_chain_campaigns import FISH, copy_fixture, days
 
 LEDGER = """txn_id,customer_id,ts,kind,amount,expires_at,legal_entity,source
 T1,1,2025-06-01 10:00:00,accrual,40.00,2025-06-11 10:00:00,LE-A,promo
@@ -44,7 +44,7 @@ def test_lots_day_by_day_rerun_and_backfill(tmp_path: Path, catalog_dir: Path, w
 
     data = copy_fixture("fish_chain", tmp_path)
     (data / "bonus_transactions.csv").write_text(LEDGER, encoding="utf8")
-    keep_only(catalog_dir, [FISH])
+    keep_campaigns(catalog_dir, FISH)
     settings = make_settings(data, catalog_dir, warehouse_url, tmp_path / "storage")
     run_days(settings, WEEK)
 

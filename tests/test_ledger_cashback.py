@@ -34,7 +34,7 @@ from loyalty_assets.transforms.features import compute_features
 from loyalty_assets.transforms.journey import TOKEN_SCHEMA
 from loyalty_assets.transforms.triggers import fire
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import FIXTURES, make_settings, run_days
+from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
 from tests.engine_fixtures import VLAT, customers, money, rows_of, table, ts
 
 D = date(2025, 6, 10)
@@ -193,10 +193,7 @@ def test_cashback_end_to_end_and_reminder_variables(tmp_path: Path, catalog_dir:
         f.write("K1,1,2025-06-10 09:00:00,S01,330.00,0.00,0.00\n")
     with (data / "check_items.csv").open("a", encoding="utf8") as f:
         f.write("K1,1,MILK,dairy,1.000,200.00\nK1,2,BREAD,bakery,1.000,30.00\nK1,3,FOOD,pet_food,1.000,100.00\n")
-    keep = {"favourite_category_cashback", "favourite_category_reminder"}
-    for path in (catalog_dir / "campaigns").glob("*.yaml"):
-        if path.stem not in keep:
-            path.unlink()
+    keep_campaigns(catalog_dir, "favourite_category_cashback", "favourite_category_reminder")
     settings = make_settings(data, catalog_dir, warehouse_url, tmp_path / "storage")
     run_days(settings, [date(2025, 6, 10), date(2025, 6, 10), date(2025, 6, 26)])
     wh = Warehouse(warehouse_url)

@@ -31,7 +31,7 @@ from loyalty_assets.sources.readers import read_file_table
 from loyalty_assets.transforms.promotions import AudiencePromotion
 from loyalty_assets.warehouse.membership import members_on as membership_on
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import FIXTURES, make_settings, run_days
+from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
 
 SEGMENT = "women_q1_email_bonus"
 LABEL = "promo_q1_women"
@@ -93,9 +93,7 @@ def narrow_data(tmp_path: Path) -> Path:
 @pytest.fixture
 def narrow_catalog(catalog_dir: Path) -> Path:
     """The shipped catalog without campaigns (see the module docstring)."""
-    for path in (catalog_dir / "campaigns").glob("*.yaml"):
-        path.unlink()
-    return catalog_dir
+    return keep_campaigns(catalog_dir)
 
 
 Runner = Callable[..., tuple[Warehouse, list[Metadata]]]

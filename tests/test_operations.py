@@ -16,7 +16,7 @@ from loyalty_assets.config.catalog import load_catalog
 from loyalty_assets.defs.definitions import build_definitions
 from loyalty_assets.dry_run import dry_run
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, keep_campaigns, make_settings, run_days
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("triggered_customers", "bonus_accruals", "message_outbox", "segment_members", "activity_events")
@@ -30,6 +30,7 @@ def dump(url: str) -> dict[str, pl.DataFrame]:
 def test_dagster_cli_with_the_three_variables_twice_leaves_the_same_rows(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path
 ) -> None:
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     env = {
         **os.environ,
@@ -114,6 +115,7 @@ def test_a_run_killed_mid_way_then_repeated_equals_one_clean_run(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path
 ) -> None:
     """SIGKILL the CLI run part-way (wherever it is), run again: the rows equal a clean run's."""
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     import signal
     import time
 

@@ -28,7 +28,7 @@ from loyalty_assets.reporting.commands import build_results
 from loyalty_assets.reporting.report import render_report
 from loyalty_assets.warehouse.warehouse import Warehouse
 from tests import results_fixture as fx
-from tests.conftest import FIXTURES, make_settings, run_days
+from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
 
 CAMPAIGN = "birthday_ab_channels"
 DAYS = [date(2025, 7, 9) + timedelta(days=i) for i in range(4)]
@@ -183,9 +183,7 @@ def test_a_page_with_a_script_error_is_caught(chromium: str, tmp_path: Path) -> 
 
 
 def _prepare(tmp_path: Path, catalog_dir: Path) -> Path:
-    for path in (catalog_dir / "campaigns").glob("*.yaml"):
-        if path.stem != CAMPAIGN:
-            path.unlink()
+    keep_campaigns(catalog_dir, CAMPAIGN)
     file = catalog_dir / "campaigns" / f"{CAMPAIGN}.yaml"
     definition = yaml.safe_load(file.read_text(encoding="utf8"))
     definition["settings"]["control_group_percent"] = 30

@@ -114,6 +114,11 @@ class SourceStore:
     def __init__(self, root: Path, program_tz: str = "Europe/Moscow") -> None:
         self.root = Path(root)
         self.program_tz = program_tz
+        # One instance is one consistent view (a step's catch-up, one load): the days and manifests
+        # are listed once and then kept up to date by this instance's own commits. Re-listing them
+        # for every ingested day made a catch-up of N days cost N² file checks.
+        self._day_lists: dict[str, list[date]] = {}
+        self._manifests: dict[tuple[str, date], dict[str, object]] = {}
 
     # ---------------------------------------------------------------- ingest
 
@@ -323,6 +328,9 @@ class SourceStore:
         tmp = folder / f".{day.isoformat()}.{token}.json"
         tmp.write_text(json.dumps(manifest, sort_keys=True), encoding="utf8")
         os.replace(tmp, folder / f"{day.isoformat()}.json")
+        self._manifests[(table, day)] = manifest
+        if table in self._day_lists and day not in self._day_lists[table]:
+            self._day_lists[table] = sorted([*self._day_lists[table], day])
         for stale in folder.glob(f"{day.isoformat()}.*.parquet"):
             if token not in stale.name:
                 stale.unlink()
@@ -332,6 +340,9 @@ class SourceStore:
 
     def manifest(self, table: str, day: date) -> dict[str, object]:
         """The day's manifest; parsed once per version of the file (a re-ingest replaces the file)."""
+        known = self._manifests.get((table, day))
+        if known is not None:
+            return dict(known)
         path = self.root / table / f"{day.isoformat()}.json"
         try:
             stat = path.stat()
@@ -344,13 +355,15 @@ class SourceStore:
         if cached is None or cached[0] != version:
             cached = (version, json.loads(path.read_text(encoding="utf8")))
             _MANIFESTS[path] = cached
+        self._manifests[(table, day)] = cached[1]
         return dict(cached[1])
 
     def _days(self, table: str) -> list[date]:
-        folder = self.root / table
-        if not folder.is_dir():
-            return []
-        return sorted(date.fromisoformat(p.name.removesuffix(".json")) for p in folder.glob("*.json"))
+        if table not in self._day_lists:
+            folder = self.root / table
+            found = folder.glob("*.json") if folder.is_dir() else ()
+            self._day_lists[table] = sorted(date.fromisoformat(p.name.removesuffix(".json")) for p in found)
+        return list(self._day_lists[table])
 
     def _manifests_up_to(self, table: str, day: date) -> list[dict[str, object]]:
         """The manifests a scan as of `day` reads: from the last history ingest up to `day`, no gaps."""
