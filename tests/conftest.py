@@ -7,12 +7,14 @@ server). Without a server they are skipped with a reason, unless `LOYALTY_REQUIR
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +22,9 @@ from hypothesis import settings as hypothesis_settings
 
 from loyalty_assets.config.catalog import DEFAULT_CATALOG
 from loyalty_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from dagster import JobDefinition
 
 # Property tests draw the same examples on every run (a CI failure can be replayed; no flaky runs);
 # HYPOTHESIS_PROFILE=explore draws fresh ones locally.
@@ -132,6 +137,26 @@ def make_settings(data_dir: Path, catalog_dir: Path, database_url: str, storage:
     )
 
 
+_JOBS: dict[tuple[Settings, str], JobDefinition] = {}
+
+
+def daily_job(settings: Settings) -> JobDefinition:
+    """The daily job for `settings`, built once per catalog content (tests edit their catalog copy
+    between runs, so the key is a digest of every file in it, not its path)."""
+    from loyalty_assets.defs.definitions import build_definitions
+    from loyalty_assets.defs.schedules import DAILY_JOB
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in settings.campaigns_dir.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(settings.campaigns_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
+    key = (settings, digest.hexdigest())
+    if key not in _JOBS:
+        if len(_JOBS) >= 4:  # a test's own runs share a job; older tests' jobs are let go
+            del _JOBS[next(iter(_JOBS))]
+        _JOBS[key] = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    return _JOBS[key]
+
+
 def run_days(settings: Settings, days: Sequence[date]) -> None:
     """Run the daily job for each date in order, in process; fail the test on any failed step.
 
@@ -142,15 +167,15 @@ def run_days(settings: Settings, days: Sequence[date]) -> None:
     """
     import dagster as dg
 
-    from loyalty_assets.defs.definitions import build_definitions
-    from loyalty_assets.defs.schedules import DAILY_JOB
     from loyalty_assets.warehouse.history import state_partitions
 
-    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    job = daily_job(settings)
     with dg.DagsterInstance.ephemeral() as instance:
         for day in days:
             over_gap = bool(gap_days(state_partitions(settings.storage_dir), day))
-            config = {"ops": {"loyalty_day": {"config": {"carry_state_over_gap": True}}}} if over_gap else None
+            config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            if over_gap:
+                config["ops"] = {"loyalty_day": {"config": {"carry_state_over_gap": True}}}
             result = job.execute_in_process(
                 partition_key=day.isoformat(), instance=instance, raise_on_error=True, run_config=config
             )

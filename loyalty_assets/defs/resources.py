@@ -129,8 +129,8 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
     writes nothing: no copy of a table per date. `load_input` answers a downstream partition D with
     the table as of D (`SourceStore.scan_as_of`): a LazyFrame when the input is annotated
     `pl.LazyFrame` (the consumer then reads only the columns and rows it asks for), else collected.
-    An input mapped to another partition than the run's (a source asset's own previous day, declared
-    so the lineage shows that D's store builds on D-1's) loads as None: the store itself is the state.
+    An input mapped to another partition than the run's loads as None (the source assets declare
+    their own previous day as a `deps` entry, which loads nothing: the store itself is the state).
     """
 
     base_dir: str

@@ -17,7 +17,7 @@ from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
 from loyalty_assets.defs.sources import source_key
-from loyalty_assets.reporting.inputs import period_start, results_for
+from loyalty_assets.reporting.inputs import all_message_facts, period_start, results_for, touch_window_start
 from loyalty_assets.reporting.markdown import results_markdown
 from loyalty_assets.sources.frames import SourceFrames
 from loyalty_assets.transforms.results import GROUP_SCHEMA, format_value
@@ -67,17 +67,20 @@ def build_results_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) 
     ) -> Iterator[dg.MaterializeResult]:
         point = as_of(context, catalog.program)
         frames = SourceFrames.from_tables(dict(tables))
+        wh = warehouse.warehouse
+        earliest = min(touch_window_start(catalog, period_start(catalog, cid)) for cid in catalog.campaigns)
+        messages = all_message_facts(catalog, wh, earliest, point.date)  # read once for every campaign
         for cid in sorted(catalog.campaigns):
-            yield _campaign_results(catalog, cid, warehouse.warehouse, frames, point.date)
+            yield _campaign_results(catalog, cid, wh, frames, point.date, messages)
 
     return [campaign_results]
 
 
 def _campaign_results(
-    catalog: Catalog, cid: str, wh: Warehouse, frames: SourceFrames, day: date
+    catalog: Catalog, cid: str, wh: Warehouse, frames: SourceFrames, day: date, messages: pl.DataFrame
 ) -> dg.MaterializeResult:
     start = period_start(catalog, cid)
-    outcome = results_for(catalog, cid, wh, frames, start, day)
+    outcome = results_for(catalog, cid, wh, frames, start, day, messages)
     table = outcome.table().with_columns(pl.lit(start).alias("period_start")).rename({"group": "group_name"})
     written = wh.replace("campaign_results", table, {"campaign_id": cid, "partition_date": day})
     groups = outcome.groups

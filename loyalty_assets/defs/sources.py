@@ -6,7 +6,7 @@ downstream assets read the table as of D from the store through `SourceStoreIOMa
 run on an empty store ingests the history once (each row on its own visible day, so an earlier date
 run later sees what it saw then); a date after the last stored day first ingests the days in between
 (catch-up); a stored date run again replaces its day. Each table's store of D builds on D-1's: a
-declared dependency on its own previous partition (loaded as None, see the IO manager).
+declared dependency on its own previous partition (`deps`, nothing loaded).
 
 Checks and their lines are one multi-asset because a line is visible exactly when its check is.
 Every other customer table depends on `customers` for the unknown-customer rule.
@@ -36,6 +36,13 @@ PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 def source_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["source", table])
+
+
+def _previous_day(table: str) -> dg.AssetDep:
+    """D's store of `table` builds on D-1's: a dependency (ordering, lineage, backfills) that loads
+    nothing, since the store itself is the state. The customers a table's rules need as of each
+    ingested day are a plain dependency too: the store reads them itself."""
+    return dg.AssetDep(source_key(table), partition_mapping=PREVIOUS_DAY)
 
 
 def as_of_date(context: dg.AssetExecutionContext) -> date:
@@ -155,11 +162,7 @@ def build_source_assets(
                 dagster_type=Any,
             ),
         },
-        ins={
-            "customers": dg.AssetIn(source_key("customers")),
-            "checks_before": dg.AssetIn(source_key("checks"), partition_mapping=PREVIOUS_DAY),
-            "check_items_before": dg.AssetIn(source_key("check_items"), partition_mapping=PREVIOUS_DAY),
-        },
+        deps=[source_key("customers"), *(_previous_day(t) for t in ("checks", "check_items"))],
         group_name=GROUP,
         partitions_def=partitions,
     )
@@ -167,9 +170,6 @@ def build_source_assets(
         context: dg.AssetExecutionContext,
         sources: SourceResource,
         warehouse: WarehouseResource,
-        customers: pl.LazyFrame,  # the store's rules read the customers as of each ingested day
-        checks_before: Any,  # None: declared so the lineage shows D's store builds on D-1's
-        check_items_before: Any,
     ) -> tuple[dg.Output[Any], dg.Output[Any]]:
         point = as_of(context, program)
         source = store()
@@ -221,11 +221,11 @@ def _standalone_table_asset(
 ) -> dg.AssetsDefinition:
     """A source table validated on its own (no other table's keys to check against)."""
     # categories have no history (each ingest stores the table as read): no previous day to build on
-    ins = {} if table == "categories" else {"before": dg.AssetIn(source_key(table), partition_mapping=PREVIOUS_DAY)}
+    deps = [] if table == "categories" else [_previous_day(table)]
 
     @dg.asset(
         key=source_key(table),
-        ins=ins,
+        deps=deps,
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"polars"},
@@ -235,7 +235,7 @@ def _standalone_table_asset(
         io_manager_key=SOURCE_IO_MANAGER,
     )
     def _asset(
-        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource, **_before: Any
+        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
     ) -> dg.Output[Any]:
         point = as_of(context, program)
         source, read = store(), _Reader(sources, table, point)
@@ -250,10 +250,7 @@ def _customer_table_asset(
 ) -> dg.AssetsDefinition:
     @dg.asset(
         key=source_key(table),
-        ins={
-            "customers": dg.AssetIn(source_key("customers")),
-            "before": dg.AssetIn(source_key(table), partition_mapping=PREVIOUS_DAY),
-        },
+        deps=[source_key("customers"), _previous_day(table)],
         group_name=GROUP,
         partitions_def=partitions,
         kinds={"polars"},
@@ -263,11 +260,7 @@ def _customer_table_asset(
         io_manager_key=SOURCE_IO_MANAGER,
     )
     def _asset(
-        context: dg.AssetExecutionContext,
-        sources: SourceResource,
-        warehouse: WarehouseResource,
-        customers: pl.LazyFrame,  # the store's rules read the customers as of each ingested day
-        before: Any,  # None: declared so the lineage shows D's store builds on D-1's
+        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
     ) -> dg.Output[Any]:
         point = as_of(context, program)
         source, read = store(), _Reader(sources, table, point)

@@ -38,10 +38,36 @@ def period_start(catalog: Catalog, campaign_id: str) -> date:
     return max(campaign.start_date or catalog.program.partitions_start, catalog.program.partitions_start)
 
 
+def touch_window_start(catalog: Catalog, start: date) -> date:
+    """The first date whose messages can take the last touch of a check of a period starting `start`."""
+    longest = max((c.settings.attribution_days for c in catalog.campaigns.values()), default=0)
+    return start - timedelta(days=longest + 1)
+
+
+def all_message_facts(catalog: Catalog, wh: Warehouse, since: date, end: date) -> pl.DataFrame:
+    """Every catalog campaign's message facts of `since..end`: the competitors for the last touch."""
+    everyone = wh.read(
+        "message_outbox",
+        since=("partition_date", since),
+        before=("partition_date", end + timedelta(days=1)),
+        columns=MESSAGE_FACTS,
+    )
+    return everyone.filter(pl.col("campaign_id").is_in(sorted(catalog.campaigns)))
+
+
 def results_for(
-    catalog: Catalog, campaign_id: str, wh: Warehouse, frames: SourceFrames, start: date, end: date
+    catalog: Catalog,
+    campaign_id: str,
+    wh: Warehouse,
+    frames: SourceFrames,
+    start: date,
+    end: date,
+    all_messages: pl.DataFrame | None = None,
 ) -> CampaignResults:
-    """Results of `campaign_id`'s entrants of `start..end`, from the warehouse and `frames` (as of `end`)."""
+    """Results of `campaign_id`'s entrants of `start..end`, from the warehouse and `frames` (as of `end`).
+
+    `all_messages`: `all_message_facts` from a date on or before `touch_window_start(catalog, start)`,
+    when the caller computes several campaigns (one read for all of them instead of one each)."""
     campaign = catalog.campaigns[campaign_id]
     after = end + timedelta(days=1)
     mine = {"campaign_id": campaign_id}
@@ -51,13 +77,10 @@ def results_for(
     )
     accruals = wh.read("bonus_accruals", mine, since=("partition_date", start), before=("partition_date", after))
     # other campaigns' messages compete for the last touch: those that can reach a check of the period
-    longest = max((c.settings.attribution_days for c in catalog.campaigns.values()), default=0)
-    everyone = wh.read(
-        "message_outbox",
-        since=("partition_date", start - timedelta(days=longest + 1)),
-        before=("partition_date", after),
-        columns=MESSAGE_FACTS,
-    )
+    since = touch_window_start(catalog, start)
+    if all_messages is None:
+        all_messages = all_message_facts(catalog, wh, since, end)
+    everyone = all_messages.filter(pl.col("partition_date").is_between(since, end))
     days = {cid: c.settings.attribution_days for cid, c in catalog.campaigns.items()}
     rules = {cid: c.settings.attribution_from.as_dict() for cid, c in catalog.campaigns.items()}
     results = campaign_results(
@@ -66,7 +89,7 @@ def results_for(
         end=end,
         entrants=entrants,
         outbox=outbox,
-        all_outbox=everyone.filter(pl.col("campaign_id").is_in(list(rules))),
+        all_outbox=everyone,
         accruals=accruals,
         communications=frames.communications,
         checks=frames.checks,
