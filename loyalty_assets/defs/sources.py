@@ -1,4 +1,4 @@
-"""One asset per source table: ingest the day's rows into the validated source store.
+"""One asset per source table, one step for all: ingest the day's rows into the validated source store.
 
 For a date D each asset types and validates only the rows that first become visible on D and stores
 them as D's part of the store (`sources/store.py`, under `<LOYALTY_STORAGE_DIR>/source_store/`);
@@ -8,11 +8,11 @@ run later sees what it saw then); a date after the last stored day first ingests
 (catch-up); a stored date run again replaces its day. Each table's store of D builds on D-1's: a
 declared dependency on its own previous partition (`deps`, nothing loaded).
 
-Checks and their lines are one multi-asset because a line is visible exactly when its check is.
-Every other customer table depends on `customers` for the unknown-customer rule.
+All nine are one step (`build_source_assets`): customers first, then the tables whose rules read
+them; checks and their lines together because a line is visible exactly when its check is.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -86,19 +86,17 @@ def _store_failure(exc: StoreError) -> dg.Failure:
 
 def _record(
     context: dg.AssetExecutionContext,
-    warehouse: WarehouseResource,
     store: SourceStore,
     table: str,
     day: date,
     rows_read: int,
     ingests: list[IngestResult],
-) -> dict[str, dg.MetadataValue]:
-    """Store D's quarantine (every row set aside as of D, replacing this table's rows for the date)
-    and describe the split as of D and what this run ingested."""
+) -> tuple[dict[str, dg.MetadataValue], pl.DataFrame]:
+    """D's quarantine of `table` (every row set aside as of D) and the metadata describing the
+    split as of D and what this run ingested."""
     quarantine = store.quarantine_at(table, day)
     kept = store.scan_as_of(table, day)
     kept_rows = int(kept.select(pl.len()).collect().item())
-    warehouse.warehouse.replace("source_quarantine", quarantine, {"source_table": table, "partition_date": day})
     by_rule = quarantine_summary(quarantine)
     if by_rule:
         context.log.warning(f"{table}: {quarantine.height} rows quarantined: {by_rule}")
@@ -121,7 +119,7 @@ def _record(
     }
     if quarantine.height:  # masked: the offending row itself (`row`) is left out
         metadata.update(table_metadata("quarantine_sample", quarantine, sample=5))
-    return metadata
+    return metadata, quarantine
 
 
 def _ingest(store: SourceStore, table: str, day: date, read: Callable[[date, bool], RawTable]) -> list[IngestResult]:
@@ -136,135 +134,95 @@ def _ingest(store: SourceStore, table: str, day: date, read: Callable[[date, boo
 def build_source_assets(
     program: Program, partitions: dg.PartitionsDefinition, store_root: Path
 ) -> list[dg.AssetsDefinition]:
-    """The nine source assets of the contract."""
+    """The nine source assets of the contract, ingested by one step (`sources`).
 
-    def store() -> SourceStore:
-        return SourceStore(store_root, program.timezone)
+    Why one step: each Dagster step costs its own bookkeeping (start, inputs, success events and data
+    version lookups), which at nine tables cost more than ingesting a day's rows. The assets stay
+    one per table in the UI, each with its own metadata and lineage; materialising any of them
+    ingests all nine for the date (a day's tables are judged together: customers first, then the
+    tables whose rules read them; a check's lines go with it).
+    """
+    order = ("customers", "categories", "checks", "check_items", *CUSTOMER_TABLES)
+    described = {
+        "customers": "Customers registered by the end of D",
+        "categories": "The category tree (no history)",
+        "checks": "Checks up to the end of D (ingested into the source store day by day)",
+        "check_items": "Lines of the visible checks",
+        **{t: f"{t} as of the end of D" for t in CUSTOMER_TABLES},
+    }
+    customers = source_key("customers")
+    # D's store of a table builds on D-1's (categories have no history: each ingest stores the table
+    # as read); every table but customers and categories is judged against the customers of the day
+    internal: dict[str, set[dg.AssetKey]] = {
+        "customers": {customers},
+        "categories": set(),
+        "checks": {customers, source_key("checks"), source_key("check_items")},
+        "check_items": {customers, source_key("checks"), source_key("check_items")},
+        **{t: {customers, source_key(t)} for t in CUSTOMER_TABLES},
+    }
 
     @dg.multi_asset(
+        name="sources",
         outs={
-            "checks": dg.AssetOut(
-                key=source_key("checks"),
+            t: dg.AssetOut(
+                key=source_key(t),
                 kinds={"polars"},
-                description="Checks up to the end of D (ingested into the source store day by day).",
+                description=f"{described[t]}, validated (quarantine: source_quarantine).",
                 owners=OWNERS,
                 tags=tags("source"),
                 io_manager_key=SOURCE_IO_MANAGER,
                 dagster_type=Any,
-            ),
-            "check_items": dg.AssetOut(
-                key=source_key("check_items"),
-                kinds={"polars"},
-                description="Lines of the visible checks.",
-                owners=OWNERS,
-                tags=tags("source"),
-                io_manager_key=SOURCE_IO_MANAGER,
-                dagster_type=Any,
-            ),
+            )
+            for t in order
         },
-        deps=[source_key("customers"), *(_previous_day(t) for t in ("checks", "check_items"))],
+        deps=[_previous_day(t) for t in order if t != "categories"],
+        internal_asset_deps=internal,
         group_name=GROUP,
         partitions_def=partitions,
+        can_subset=False,
     )
-    def checks(
-        context: dg.AssetExecutionContext,
-        sources: SourceResource,
-        warehouse: WarehouseResource,
-    ) -> tuple[dg.Output[Any], dg.Output[Any]]:
+    def sources(
+        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
+    ) -> Iterator[dg.Output[Any]]:
         point = as_of(context, program)
-        source = store()
-        read_checks, read_items = _Reader(sources, "checks", point), _Reader(sources, "check_items", point)
+        store = SourceStore(store_root, program.timezone)
         now = datetime.now(UTC)
-        done: dict[str, list[IngestResult]] = {"checks": [], "check_items": []}
+        recorded: dict[str, tuple[dict[str, dg.MetadataValue], pl.DataFrame]] = {}
+
+        def record(table: str, read: _Reader, done: list[IngestResult]) -> None:
+            recorded[table] = _record(context, store, table, point.date, read.rows_read(), done)
+
+        for table in ("customers", "categories"):
+            read = _Reader(sources, table, point)
+            record(table, read, _ingest(store, table, point.date, read))
+        read_checks, read_items = _Reader(sources, "checks", point), _Reader(sources, "check_items", point)
+        done_by: dict[str, list[IngestResult]] = {"checks": [], "check_items": []}
         try:
             # a line goes with its check: each day's checks, then its lines (each table's own plan,
             # so a store where one of them is behind, e.g. after a crash between the two, catches up)
-            plans = {t: dict(source.ingest_plan(t, point.date)) for t in ("checks", "check_items")}
+            plans = {t: dict(store.ingest_plan(t, point.date)) for t in ("checks", "check_items")}
             for day in sorted(plans["checks"].keys() | plans["check_items"].keys()):
                 for table, read in (("checks", read_checks), ("check_items", read_items)):
                     if day in plans[table]:
                         history = plans[table][day]
-                        done[table].append(source.ingest_day(table, day, read(day, history), now=now, history=history))
+                        done_by[table].append(
+                            store.ingest_day(table, day, read(day, history), now=now, history=history)
+                        )
         except StoreError as exc:
             raise _store_failure(exc) from exc
-        return (
-            dg.Output(
-                None,
-                output_name="checks",
-                metadata=_record(
-                    context, warehouse, source, "checks", point.date, read_checks.rows_read(), done["checks"]
-                ),
-            ),
-            dg.Output(
-                None,
-                output_name="check_items",
-                metadata=_record(
-                    context, warehouse, source, "check_items", point.date, read_items.rows_read(), done["check_items"]
-                ),
-            ),
-        )
+        record("checks", read_checks, done_by["checks"])
+        record("check_items", read_items, done_by["check_items"])
+        for table in CUSTOMER_TABLES:
+            read = _Reader(sources, table, point)
+            record(table, read, _ingest(store, table, point.date, read))
+        # D's quarantine of every table, each replacing that table's rows for the date, in one transaction
+        wh = warehouse.warehouse
+        with wh.transaction() as conn:
+            for table, (_, quarantine) in recorded.items():
+                wh.replace(
+                    "source_quarantine", quarantine, {"source_table": table, "partition_date": point.date}, conn=conn
+                )
+        for table in order:
+            yield dg.Output(None, output_name=table, metadata=recorded[table][0])
 
-    return [
-        _standalone_table_asset("customers", "Customers registered by the end of D", program, partitions, store),
-        _standalone_table_asset("categories", "The category tree (no history)", program, partitions, store),
-        checks,
-        *(_customer_table_asset(t, program, partitions, store) for t in CUSTOMER_TABLES),
-    ]
-
-
-def _standalone_table_asset(
-    table: str,
-    description: str,
-    program: Program,
-    partitions: dg.PartitionsDefinition,
-    store: Callable[[], SourceStore],
-) -> dg.AssetsDefinition:
-    """A source table validated on its own (no other table's keys to check against)."""
-    # categories have no history (each ingest stores the table as read): no previous day to build on
-    deps = [] if table == "categories" else [_previous_day(table)]
-
-    @dg.asset(
-        key=source_key(table),
-        deps=deps,
-        group_name=GROUP,
-        partitions_def=partitions,
-        kinds={"polars"},
-        description=f"{description}, validated (quarantine: source_quarantine).",
-        owners=OWNERS,
-        tags=tags("source"),
-        io_manager_key=SOURCE_IO_MANAGER,
-    )
-    def _asset(
-        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
-    ) -> dg.Output[Any]:
-        point = as_of(context, program)
-        source, read = store(), _Reader(sources, table, point)
-        done = _ingest(source, table, point.date, read)
-        return dg.Output(None, metadata=_record(context, warehouse, source, table, point.date, read.rows_read(), done))
-
-    return _asset
-
-
-def _customer_table_asset(
-    table: str, program: Program, partitions: dg.PartitionsDefinition, store: Callable[[], SourceStore]
-) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=source_key(table),
-        deps=[source_key("customers"), _previous_day(table)],
-        group_name=GROUP,
-        partitions_def=partitions,
-        kinds={"polars"},
-        description=f"{table} as of the end of D, validated (quarantine: source_quarantine).",
-        owners=OWNERS,
-        tags=tags("source"),
-        io_manager_key=SOURCE_IO_MANAGER,
-    )
-    def _asset(
-        context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
-    ) -> dg.Output[Any]:
-        point = as_of(context, program)
-        source, read = store(), _Reader(sources, table, point)
-        done = _ingest(source, table, point.date, read)
-        return dg.Output(None, metadata=_record(context, warehouse, source, table, point.date, read.rows_read(), done))
-
-    return _asset
+    return [sources]
