@@ -306,13 +306,15 @@ class SourceStore:
         folder.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex[:12]
         data_file = f"{day.isoformat()}.{token}.parquet"
-        quarantine_file = f"{day.isoformat()}.{token}.quarantine.parquet"
         data.write_parquet(folder / data_file)
-        undated_file = f"{day.isoformat()}.{token}.undated.parquet"
-        quarantine.cast(QUARANTINE_SCHEMA).write_parquet(folder / quarantine_file)  # type: ignore[arg-type]
-        if undated is None:
-            undated = pl.DataFrame(schema=QUARANTINE_SCHEMA)
-        undated.cast(QUARANTINE_SCHEMA).write_parquet(folder / undated_file)  # type: ignore[arg-type]
+        # most days set nothing aside: an empty quarantine part is not written (the manifest says None)
+        quarantine_file = undated_file = None
+        if not quarantine.is_empty():
+            quarantine_file = f"{day.isoformat()}.{token}.quarantine.parquet"
+            quarantine.cast(QUARANTINE_SCHEMA).write_parquet(folder / quarantine_file)  # type: ignore[arg-type]
+        if undated is not None and not undated.is_empty():
+            undated_file = f"{day.isoformat()}.{token}.undated.parquet"
+            undated.cast(QUARANTINE_SCHEMA).write_parquet(folder / undated_file)  # type: ignore[arg-type]
         manifest = {
             "day": day.isoformat(),
             "history": history,
@@ -421,7 +423,12 @@ class SourceStore:
         self, table: str, manifests: list[dict[str, object]], day: date, kind: str = "data"
     ) -> pl.LazyFrame:
         """The `kind` files of `manifests` as of `day`: a history part of a later day only with the
-        rows of days <= `day` (its rows are sorted by day: the filter skips whole row groups)."""
+        rows of days <= `day` (its rows are sorted by day: the filter skips whole row groups). Days
+        whose quarantine part is empty have none (None in the manifest)."""
+        if kind != "data":
+            manifests = [m for m in manifests if m.get(kind) is not None]
+            if not manifests:
+                return pl.LazyFrame(schema=QUARANTINE_SCHEMA)
         whole = [self.root / table / str(m[kind]) for m in manifests if date.fromisoformat(str(m["day"])) <= day]
         scans = [pl.scan_parquet(whole)] if whole else []
         for m in manifests:
@@ -519,7 +526,10 @@ class SourceStore:
         visibility timestamp once, from the latest ingest."""
         manifests = self._manifests_up_to(table, day)
         at_ingest = self._scan_manifests(table, manifests, day, "quarantine").drop(VDAY, strict=False)
-        undated = pl.scan_parquet(self.root / table / str(manifests[-1]["undated"]))
+        latest = manifests[-1].get("undated")
+        if latest is None:
+            return at_ingest
+        undated = pl.scan_parquet(self.root / table / str(latest))
         return pl.concat([at_ingest, undated], how="vertical")
 
     def quarantine_at(self, table: str, day: date) -> pl.DataFrame:
