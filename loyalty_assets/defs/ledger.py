@@ -43,7 +43,7 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
     def bonus_ledger(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
-        bonus_transactions: pl.DataFrame,
+        bonus_transactions: pl.LazyFrame,  # the store's scan as of D: read whole only to rebuild
         state: dict[str, pl.DataFrame],
         previous: pl.DataFrame | None,
     ) -> dg.Output[pl.DataFrame]:
@@ -51,13 +51,16 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
         wh = warehouse.warehouse
         # every accrual written up to D (D's campaigns included) and accrued before D's cutoff
         own = DayState.from_frames(state).accruals.filter(pl.col("accrued_at") < point.cutoff_literal)
-        entries = ledger_entries(bonus_transactions, own.select(list(OWN_ACCRUALS_SCHEMA)))
+        own = own.select(list(OWN_ACCRUALS_SCHEMA))
+        # D's ledger rows, and every accrual not yet a lot (advance_lots skips those that are)
+        new = (pl.col("ts") >= point.start_literal) | (pl.col("kind") == "accrual")
         if previous is None:
+            entries = ledger_entries(bonus_transactions.collect(), own)
             lots, mode = build_lots(entries, point.cutoff), "rebuilt from history"
         else:
-            # D's ledger rows, and every accrual not yet a lot (advance_lots skips those that are)
-            new = (pl.col("ts") >= point.start_literal) | (pl.col("kind") == "accrual")
-            lots, mode = advance_lots(previous, entries.filter(new), point.cutoff), "advanced from D-1"
+            # only the rows D can change are read: the filter is pushed into the store's scan
+            entries = ledger_entries(bonus_transactions.filter(new).collect(), own).filter(new)
+            lots, mode = advance_lots(previous, entries, point.cutoff), "advanced from D-1"
         written = write_lots(wh, lots, point.date)
         mismatches = expiry_mismatches(lots, entries, point.cutoff).filter(pl.col("expired_at") >= point.start_literal)
         if mismatches.height:
