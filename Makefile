@@ -14,7 +14,7 @@ DATA_DIR := $(or $(LOYALTY_DATA_DIR),data)
 # The inner loop: pure transforms, filters, config and warehouse primitives — no whole daily jobs.
 FAST_TESTS := tests/test_ab_testing.py tests/test_event_triggers.py tests/test_features.py \
 	tests/test_filters_config.py tests/test_gates_and_groups.py tests/test_journey.py tests/test_message_rules.py \
-	tests/test_promotions.py tests/test_segments.py tests/test_audiences.py tests/test_history.py \
+	tests/test_promotions.py tests/test_segments.py tests/test_audiences.py \
 	tests/test_warehouse.py tests/test_sql_source.py tests/test_summary.py tests/test_cli_errors.py \
 	tests/test_ui_conventions.py tests/test_definitions.py tests/test_catalog.py
 
