@@ -188,6 +188,13 @@ def run_days(settings: Settings, days: Sequence[date]) -> None:
 _INTERRUPTS: list[object] = []
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `long` tests first (a stable sort: the rest keep their order). With `--dist worksteal` the
+    workers then start on them and share the short ones at the end, instead of one worker picking
+    up a 30-second test while the other has nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     from loyalty_assets.signals import InterruptWatch
 

@@ -17,6 +17,9 @@ import pytest
 from loyalty_assets import bench_pipeline as bp
 from tests.conftest import postgres_base_url
 
+# long: scheduled first, and kept together so one worker builds the module fixture once
+pytestmark = pytest.mark.long
+
 TINY = 400
 DAY = bp.RUN_DATE
 PREVIOUS = "2025-06-25"

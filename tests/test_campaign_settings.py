@@ -132,6 +132,7 @@ def test_speed_limit_spreads_batches(run: Runner, campaign_file: Path) -> None:
     assert got[112] == (2, utc(2025, 7, 10, 8, 0))
 
 
+@pytest.mark.long
 def test_start_and_end_dates_are_inclusive_and_nothing_fires_outside(run: Runner, campaign_file: Path) -> None:
     # The fixture's live range (its README); the shipped file starts earlier, on the sample data.
     edit(campaign_file, lambda definition: definition.update(start_date="2025-07-01"))

@@ -219,6 +219,7 @@ def test_rerunning_days_leaves_the_same_rows(run_fish: Runner, warehouse_url: st
         assert_frame_equal(first[table], again[table], check_row_order=True)
 
 
+@pytest.mark.long
 def test_backfill_equals_day_by_day_runs(
     fish_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path
 ) -> None:

@@ -30,6 +30,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, catalog_dir: Path) -> P
     return tmp_path
 
 
+@pytest.mark.long
 def test_backfill_prints_a_line_per_date_and_stops_at_a_gate_with_the_override(
     env: Path, catalog_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.warehouse.warehouse import Warehouse
@@ -39,6 +40,7 @@ def lots_of(url: str) -> pl.DataFrame:
     return Warehouse(url).read("bonus_lots").sort("customer_id", "lot_id")
 
 
+@pytest.mark.long
 def test_lots_day_by_day_rerun_and_backfill(tmp_path: Path, catalog_dir: Path, warehouse_url: str) -> None:
     from loyalty_assets.cli import run_dates
 

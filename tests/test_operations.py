@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 import yaml
 
 from loyalty_assets.config.catalog import load_catalog
@@ -27,6 +28,7 @@ def dump(url: str) -> dict[str, pl.DataFrame]:
     return {t: wh.read(t).sort(wh.read(t).columns[:3]) for t in TABLES}
 
 
+@pytest.mark.long
 def test_dagster_cli_with_the_three_variables_twice_leaves_the_same_rows(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path
 ) -> None:
@@ -111,6 +113,7 @@ def test_audience_jump_holds_the_outputs_back_until_overridden(
     assert Warehouse(url).count("bonus_accruals", scope) == 7
 
 
+@pytest.mark.long
 def test_a_run_killed_mid_way_then_repeated_equals_one_clean_run(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path
 ) -> None:

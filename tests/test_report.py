@@ -210,6 +210,7 @@ def _add_events(data: Path, outbox: pl.DataFrame) -> None:
             writer.writerow([f"k{customer}", customer, "2025-07-11T09:00:00", "s1", f"{customer * 10}.00", "", ""])
 
 
+@pytest.mark.long
 def test_backfill_equals_daily_runs_and_the_report_equals_the_results_table(
     chromium: str, catalog_dir: Path, warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

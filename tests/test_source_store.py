@@ -219,6 +219,7 @@ def histories(draw: st.DrawFn) -> dict[str, list[dict[str, object]]]:
     }
 
 
+@pytest.mark.long
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories())
 def test_daily_ingests_scanned_as_of_d_equal_validate(tmp_path_factory: pytest.TempPathFactory, history) -> None:
@@ -292,6 +293,7 @@ def test_day_reader_on_sample_data_equals_the_full_path(tmp_path: Path) -> None:
             assert sort_by_key(got, table).equals(sort_by_key(expected, table)), (table, day)
 
 
+@pytest.mark.long
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories())
 def test_a_history_ingest_answers_for_every_earlier_day(tmp_path_factory: pytest.TempPathFactory, history) -> None:

@@ -200,6 +200,7 @@ def test_a_late_row_is_seen_by_the_later_date_only(
     assert features.height > 0
 
 
+@pytest.mark.long
 def test_a_backfill_of_older_dates_after_newer_ones_equals_day_by_day_runs(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path
 ) -> None:
