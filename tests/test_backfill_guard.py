@@ -16,11 +16,10 @@ import dagster as dg
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from loyalty_assets.defs.definitions import build_definitions
 from loyalty_assets.defs.schedules import DAILY_JOB
 from loyalty_assets.warehouse.history import state_partitions
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import BIRTHDAY_WRITERS, keep_campaigns, make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, daily_job, keep_campaigns, make_settings, run_days
 
 FEB_21, FEB_22, FEB_23 = date(2025, 2, 21), date(2025, 2, 22), date(2025, 2, 23)
 TABLES = {
@@ -49,7 +48,7 @@ def test_two_dates_started_together_on_an_empty_warehouse(
     keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "storage")
-    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    job = daily_job(settings)
     with dg.DagsterInstance.ephemeral() as instance:
         # the run for 21 Feb has started (in another process) but not yet written its state
         instance.add_run(
@@ -87,7 +86,7 @@ def test_a_date_after_a_gap_names_the_first_missing_date(
     keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "storage")
-    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    job = daily_job(settings)
     with dg.DagsterInstance.ephemeral() as instance:
         assert job.execute_in_process(partition_key="2025-02-20", instance=instance).success
         stopped = job.execute_in_process(partition_key=FEB_23.isoformat(), instance=instance, raise_on_error=False)
@@ -110,7 +109,7 @@ def test_a_date_after_a_failed_first_date_waits_for_it(birthday_data: Path, cata
     keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     """A job backfill on a queue of one: 21 Feb failed (no state), then 22 Feb starts: it must not start empty."""
     settings = make_settings(birthday_data, catalog_dir, f"sqlite:///{tmp_path / 'wh.db'}", tmp_path / "storage")
-    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    job = daily_job(settings)
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_run(
             dg.DagsterRun(

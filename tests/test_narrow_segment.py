@@ -31,7 +31,7 @@ from loyalty_assets.sources.readers import read_file_table
 from loyalty_assets.transforms.promotions import AudiencePromotion
 from loyalty_assets.warehouse.membership import members_on as membership_on
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
+from tests.conftest import FIXTURES, daily_job, keep_campaigns, make_settings, run_days
 
 SEGMENT = "women_q1_email_bonus"
 LABEL = "promo_q1_women"
@@ -66,10 +66,7 @@ def run_collecting_metadata(settings: Settings, days: Sequence[date]) -> list[Me
     """
     import dagster as dg
 
-    from loyalty_assets.defs.definitions import build_definitions
-    from loyalty_assets.defs.schedules import DAILY_JOB
-
-    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    job = daily_job(settings)
     collected: list[Metadata] = []
     with dg.DagsterInstance.ephemeral() as instance:
         for day in days:

@@ -14,10 +14,9 @@ import pytest
 import yaml
 
 from loyalty_assets.config.catalog import load_catalog
-from loyalty_assets.defs.definitions import build_definitions
 from loyalty_assets.dry_run import dry_run
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import BIRTHDAY_WRITERS, keep_campaigns, make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, daily_job, keep_campaigns, make_settings, run_days
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("triggered_customers", "bonus_accruals", "message_outbox", "segment_members", "activity_events")
@@ -90,7 +89,7 @@ def test_audience_jump_holds_the_outputs_back_until_overridden(
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "s")
     run_days(settings, [date(2025, 2, 21)])  # 1 entrant (customer 12)
 
-    job = build_definitions(settings).resolve_job_def("daily_loyalty")
+    job = daily_job(settings)
     result = job.execute_in_process(
         partition_key="2025-02-22", instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
     )

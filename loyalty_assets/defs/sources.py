@@ -45,10 +45,6 @@ def _previous_day(table: str) -> dg.AssetDep:
     return dg.AssetDep(source_key(table), partition_mapping=PREVIOUS_DAY)
 
 
-def as_of_date(context: dg.AssetExecutionContext) -> date:
-    return date.fromisoformat(context.partition_key)
-
-
 class _Reader:
     """The raw rows of one table for each day an ingest needs: from files, the day's candidate rows
     (filter pushed into the Parquet scan); from SQL, the query as of D's cutoff, read once (the store
@@ -192,9 +188,12 @@ def build_source_assets(
         def record(table: str, read: _Reader, done: list[IngestResult]) -> None:
             recorded[table] = _record(context, store, table, point.date, read.rows_read(), done)
 
-        for table in ("customers", "categories"):
+        def ingest(table: str) -> None:
             read = _Reader(sources, table, point)
             record(table, read, _ingest(store, table, point.date, read))
+
+        ingest("customers")
+        ingest("categories")
         read_checks, read_items = _Reader(sources, "checks", point), _Reader(sources, "check_items", point)
         done_by: dict[str, list[IngestResult]] = {"checks": [], "check_items": []}
         try:
@@ -213,8 +212,7 @@ def build_source_assets(
         record("checks", read_checks, done_by["checks"])
         record("check_items", read_items, done_by["check_items"])
         for table in CUSTOMER_TABLES:
-            read = _Reader(sources, table, point)
-            record(table, read, _ingest(store, table, point.date, read))
+            ingest(table)
         # D's quarantine of every table, each replacing that table's rows for the date, in one transaction
         wh = warehouse.warehouse
         with wh.transaction() as conn:
