@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from loyalty_assets import cli
+from loyalty_assets.warehouse.warehouse import Warehouse
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,3 +106,35 @@ def test_library_runs_without_dagster_home_keep_no_history(
     settings = replace(Settings.from_env(), dagster_home=env / "project_home")
     assert cli.run_dates(settings, [date(2025, 2, 21)], report=lambda result: None)
     assert not (env / "project_home").exists()
+
+
+def test_a_thin_checks_day_stops_the_date_before_any_campaign_until_overridden(
+    env: Path, catalog_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The blocking `yesterdays_checks_arrived` gate of `source/checks`: 3 checks a day for the 28
+    days up to 16 Feb, then 0 on 17 Feb (< 0.3 × median 3) → 18 Feb stops after the sources, with the
+    override to use; with 18 Feb in `gate_override_dates` the same date runs."""
+    with (env / "data" / "checks.csv").open("a", encoding="utf8") as checks:
+        for day in range(20, 48):  # 20 Jan .. 16 Feb: 28 days
+            on = f"2025-{1 + (day > 31):02d}-{day - 31 * (day > 31):02d}"
+            for n in range(3):
+                checks.write(f"V{day}_{n},7,{on} 12:00:00,S01,10.00,0.00,0.00\n")
+
+    assert cli.main(["run", "--date", "2025-02-18"]) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("2025-02-18  FAILED")
+    assert "gate source/checks · yesterdays_checks_arrived" in out
+    assert "only 0 checks on 2025-02-17, below 0.3× the 28-day median 3" in out
+    assert "add 2025-02-18 to gate_override_dates in program.yaml" in out
+    assert "Traceback" not in out and len(lines) <= 4
+    wh = Warehouse(f"sqlite:///{env / 'wh.db'}")
+    assert wh.count("segment_members") == 0 and wh.count("triggered_customers") == 0  # nothing downstream ran
+    assert not (env / "storage" / "loyalty_state" / "2025-02-18").exists()
+
+    program = catalog_dir / "program.yaml"
+    program.write_text(program.read_text().replace("gate_override_dates: []", "gate_override_dates: [2025-02-18]"))
+    assert cli.main(["run", "--date", "2025-02-18"]) == 0
+    assert capsys.readouterr().out.startswith("2025-02-18  ok ")
+    assert wh.count("segment_members") > 0
+    assert (env / "storage" / "loyalty_state" / "2025-02-18").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from loyalty_assets.config.catalog import DEFAULT_CATALOG
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import BIRTHDAY_WRITERS, keep_campaigns, make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, FIXTURES, keep_campaigns, make_settings, run_days
 
 TABLES = {
     "triggered_customers": ["campaign_id", "customer_id", "occasion"],
@@ -45,32 +47,39 @@ def test_running_a_date_again_changes_nothing(
         assert_frame_equal(first[table], again[table], check_row_order=True)
 
 
+# 11 days around the fixture's birthdays, holding every occasion with a day to spare (20 Feb – 2 Mar).
+MONTH = days(date(2025, 2, 20), date(2025, 3, 2))
+
+
+@pytest.fixture(scope="module")
+def month_by_day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, pl.DataFrame]]:
+    """The reference: MONTH run day by day on SQLite, each date as its own run. Shared by both
+    warehouses' backfills (the suite's longest test ran these 11 daily jobs once per warehouse)."""
+    root = tmp_path_factory.mktemp("month_by_day")
+    data, catalog = root / "data", root / "catalog"
+    shutil.copytree(FIXTURES / "birthdays", data)
+    shutil.copytree(DEFAULT_CATALOG, catalog)
+    keep_campaigns(catalog, *BIRTHDAY_WRITERS)
+    url = f"sqlite:///{root / 'daily.db'}"
+    daily = make_settings(data, catalog, url, root / "daily-storage")
+    for day in MONTH:
+        run_days(daily, [day])
+    return data, catalog, snapshot(url)
+
+
 @pytest.mark.long
 def test_backfill_of_a_month_equals_daily_runs(
-    birthday_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path
+    month_by_day: tuple[Path, Path, dict[str, pl.DataFrame]], warehouse_url: str, tmp_path: Path
 ) -> None:
+    """`loyalty backfill`'s path (every date in order in one process and one instance) on this
+    warehouse leaves exactly the rows of day-by-day runs on SQLite."""
     from loyalty_assets.cli import run_dates
 
-    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
-    daily_url = f"sqlite:///{tmp_path / 'daily.db'}"
-    daily = make_settings(birthday_data, catalog_dir, daily_url, tmp_path / "daily-storage")
-    # 15 days around the fixture's birthdays on SQLite (four without any before the first, on 21 Feb);
-    # on PostgreSQL the 11 of them that hold every occasion with a day to spare (20 Feb – 2 Mar): the
-    # same comparison, fewer daily jobs (the suite's longest test: each date runs twice, day by day
-    # and as the backfill)
-    if warehouse_url.startswith("sqlite"):
-        month = days(date(2025, 2, 17), date(2025, 3, 3))
-        assert len(month) == 15
-    else:
-        month = days(date(2025, 2, 20), date(2025, 3, 2))
-        assert len(month) == 11
-    for day in month:
-        run_days(daily, [day])
+    data, catalog, expected = month_by_day
+    backfill = make_settings(data, catalog, warehouse_url, tmp_path / "backfill-storage")
+    assert run_dates(backfill, MONTH)
 
-    backfill = make_settings(birthday_data, catalog_dir, warehouse_url, tmp_path / "backfill-storage")
-    assert run_dates(backfill, month)
-
-    expected, actual = snapshot(daily_url), snapshot(warehouse_url)
+    actual = snapshot(warehouse_url)
     # Week early: 7 on 22 Feb, 1 (customer 12) on 21 Feb; seed 002: 12 on 28 Feb, 6 on 1 Mar.
     assert expected["bonus_accruals"].height == 7 + 1 + 1 + 6
     assert set(expected["triggered_customers"]["campaign_id"]) == set(BIRTHDAY_WRITERS)

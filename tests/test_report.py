@@ -24,8 +24,10 @@ import yaml
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.cli import main, run_dates
+from loyalty_assets.config.catalog import DEFAULT_CATALOG
 from loyalty_assets.reporting.commands import build_results
 from loyalty_assets.reporting.report import render_report
+from loyalty_assets.settings import Settings
 from loyalty_assets.warehouse.warehouse import Warehouse
 from tests import results_fixture as fx
 from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
@@ -182,15 +184,18 @@ def test_a_page_with_a_script_error_is_caught(chromium: str, tmp_path: Path) -> 
     assert any("notDefined" in line for line in console)
 
 
-def _prepare(tmp_path: Path, catalog_dir: Path) -> Path:
-    keep_campaigns(catalog_dir, CAMPAIGN)
-    file = catalog_dir / "campaigns" / f"{CAMPAIGN}.yaml"
+def _prepare(root: Path) -> tuple[Path, Path]:
+    """A copy of the fixture and of the catalog narrowed to the campaign, at a 30 % control group."""
+    catalog = root / "catalog"
+    shutil.copytree(DEFAULT_CATALOG, catalog)
+    keep_campaigns(catalog, CAMPAIGN)
+    file = catalog / "campaigns" / f"{CAMPAIGN}.yaml"
     definition = yaml.safe_load(file.read_text(encoding="utf8"))
     definition["settings"]["control_group_percent"] = 30
     file.write_text(yaml.safe_dump(definition, allow_unicode=True, sort_keys=False), encoding="utf8")
-    data = tmp_path / "data"
+    data = root / "data"
     shutil.copytree(FIXTURES / "campaign_settings", data)
-    return data
+    return data, catalog
 
 
 def _add_events(data: Path, outbox: pl.DataFrame) -> None:
@@ -210,17 +215,30 @@ def _add_events(data: Path, outbox: pl.DataFrame) -> None:
             writer.writerow([f"k{customer}", customer, "2025-07-11T09:00:00", "s1", f"{customer * 10}.00", "", ""])
 
 
-@pytest.mark.long
-def test_backfill_equals_daily_runs_and_the_report_equals_the_results_table(
-    chromium: str, catalog_dir: Path, warehouse_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data = _prepare(tmp_path, catalog_dir)
-    daily_url = f"sqlite:///{tmp_path / 'daily.db'}"
-    daily = make_settings(data, catalog_dir, daily_url, tmp_path / "daily-storage")
+@pytest.fixture(scope="module")
+def by_day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Settings]:
+    """The reference: the first run of 10 July, the events added, then DAYS day by day on SQLite.
+    Shared by both warehouses' backfills (it was run once per warehouse)."""
+    root = tmp_path_factory.mktemp("report_by_day")
+    data, catalog = _prepare(root)
+    daily = make_settings(data, catalog, f"sqlite:///{root / 'daily.db'}", root / "daily-storage")
     run_days(daily, [date(2025, 7, 10)])
-    _add_events(data, Warehouse(daily_url).read("message_outbox"))
+    _add_events(data, Warehouse(daily.database_url).read("message_outbox"))
     for day in DAYS:
         run_days(daily, [day])
+    return data, catalog, daily
+
+
+@pytest.mark.long
+def test_backfill_equals_daily_runs_and_the_report_equals_the_results_table(
+    chromium: str,
+    by_day: tuple[Path, Path, Settings],
+    warehouse_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data, catalog_dir, daily = by_day
+    daily_url = daily.database_url
     backfill = make_settings(data, catalog_dir, warehouse_url, tmp_path / "backfill-storage")
     assert run_dates(backfill, DAYS)
 

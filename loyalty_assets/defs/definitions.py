@@ -6,7 +6,6 @@ import dagster as dg
 
 from loyalty_assets.config.catalog import load_catalog
 from loyalty_assets.defs.campaigns import invalid_definition_assets
-from loyalty_assets.defs.checks import build_source_checks
 from loyalty_assets.defs.control_groups import build_global_control_asset
 from loyalty_assets.defs.day import build_day_asset
 from loyalty_assets.defs.ledger import build_ledger_asset
@@ -45,10 +44,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         build_ledger_asset(catalog, partitions),
         *build_results_assets(catalog, partitions),
     ]
-    checks = build_source_checks(catalog.program, partitions)
     return dg.Definitions(
-        assets=[*assets, build_summary_asset(catalog, partitions, assets, checks)],
-        asset_checks=checks,
+        assets=[*assets, build_summary_asset(catalog, partitions, assets)],
         jobs=[job, sources_job()],
         schedules=[daily_schedule(job, catalog.program), closing_schedule(job, catalog.program)],
         resources={

@@ -21,6 +21,7 @@ import dagster as dg
 import polars as pl
 
 from loyalty_assets.config.campaigns import Program
+from loyalty_assets.defs.checks import checks_arrived, checks_arrived_spec
 from loyalty_assets.defs.metadata import OWNERS, column_schema, counts_table, table_metadata, tags
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import SOURCE_IO_MANAGER, SourceResource, WarehouseResource
@@ -173,13 +174,14 @@ def build_source_assets(
         },
         deps=[_previous_day(t) for t in order if t != "categories"],
         internal_asset_deps=internal,
+        check_specs=[checks_arrived_spec(source_key("checks"), partitions)],
         group_name=GROUP,
         partitions_def=partitions,
         can_subset=False,
     )
     def sources(
         context: dg.AssetExecutionContext, sources: SourceResource, warehouse: WarehouseResource
-    ) -> Iterator[dg.Output[Any]]:
+    ) -> Iterator[dg.Output[Any] | dg.AssetCheckResult]:
         point = as_of(context, program)
         store = SourceStore(store_root, program.timezone)
         now = datetime.now(UTC)
@@ -222,5 +224,7 @@ def build_source_assets(
                 )
         for table in order:
             yield dg.Output(None, output_name=table, metadata=recorded[table][0])
+        # blocking: when it fails, this step fails after its outputs, and nothing downstream runs for D
+        yield checks_arrived(source_key("checks"), store.scan_as_of("checks", point.date), point, program)
 
     return [sources]

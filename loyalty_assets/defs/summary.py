@@ -9,11 +9,19 @@ from datetime import date
 import dagster as dg
 
 from loyalty_assets.config.catalog import Catalog
+from loyalty_assets.defs.control_groups import GLOBAL_CONTROL_KEY
 from loyalty_assets.defs.metadata import OWNERS, daily_freshness, markdown, table_metadata, tags
 from loyalty_assets.defs.resources import WarehouseResource
 from loyalty_assets.summary import read_summary, to_markdown
 
 SUMMARY_KEY = dg.AssetKey(["daily_summary"])
+
+
+def _read_by_summary(key: dg.AssetKey) -> bool:
+    path = key.path
+    if path[0] == "campaign":
+        return path[-1] in ("triggered_customers", "bonus_accruals", "message_outbox")
+    return path[0] == "segment" or key == GLOBAL_CONTROL_KEY
 
 
 def failed_gates(
@@ -42,13 +50,21 @@ def build_summary_asset(
     catalog: Catalog,
     partitions: dg.PartitionsDefinition,
     upstream: Sequence[dg.AssetsDefinition],
-    checks: Sequence[dg.AssetChecksDefinition] = (),
 ) -> dg.AssetsDefinition:
-    """The summary asset, after every other asset of the date (`upstream`)."""
+    """The summary asset, downstream of the assets whose rows it reads (`summary.INPUT_TABLES`): every
+    campaign's triggered customers, accruals and outbox (their activity), every segment's members
+    (with the audiences exported) and the global control group.
+
+    Why not every asset of the date: each declared dependency costs the step a data-version lookup
+    in the instance, and the sources, features, state, ledger and results are not read here.
+    """
     deps = [
-        key for asset in upstream for key in asset.keys if asset.group_names_by_key.get(key) != "invalid_definitions"
+        key
+        for asset in upstream
+        for key in asset.keys
+        if asset.group_names_by_key.get(key) != "invalid_definitions" and _read_by_summary(key)
     ]
-    check_keys = [key for asset in [*upstream, *checks] for key in asset.check_keys]
+    check_keys = [key for asset in upstream for key in asset.check_keys]
 
     @dg.asset(
         key=SUMMARY_KEY,

@@ -13,8 +13,8 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
+from loyalty_assets.defs.resources import shared_warehouse
 from loyalty_assets.warehouse.membership import members_on
-from loyalty_assets.warehouse.warehouse import Warehouse
 
 WAREHOUSE_IO = "warehouse_io_manager"
 
@@ -30,7 +30,7 @@ class WarehouseTableIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         path = context.asset_key.path
         day = date.fromisoformat(context.asset_partition_key)
-        wh = Warehouse(self.url)
+        wh = shared_warehouse(self.url)
         if path[0] == "campaign" and len(path) == 3:
             return wh.read(path[2], {"campaign_id": path[1], "partition_date": day})
         if path[0] == "segment" and len(path) == 3:
