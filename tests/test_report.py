@@ -243,12 +243,12 @@ def test_backfill_equals_daily_runs_and_the_report_equals_the_results_table(
     assert run_dates(backfill, DAYS)
 
     key = ["partition_date", "section", "variant", "group_name", "metric"]
-    by_day = Warehouse(daily_url).read("campaign_results", {"campaign_id": CAMPAIGN}).sort(key, nulls_last=True)
+    expected = Warehouse(daily_url).read("campaign_results", {"campaign_id": CAMPAIGN}).sort(key, nulls_last=True)
     by_backfill = (
         Warehouse(warehouse_url).read("campaign_results", {"campaign_id": CAMPAIGN}).sort(key, nulls_last=True)
     )
-    assert by_day.height > 0
-    assert_frame_equal(by_day, by_backfill)
+    assert expected.height > 0
+    assert_frame_equal(expected, by_backfill)
 
     results = build_results(backfill, CAMPAIGN, START, DAYS[-1])
     test = results.groups.filter((pl.col("scope") == "campaign") & (pl.col("group") == "test")).row(0, named=True)
