@@ -113,6 +113,14 @@ def catalog_dir(tmp_path: Path) -> Path:
     return target
 
 
+def copy_inputs(root: Path, fixture: str) -> tuple[Path, Path]:
+    """Private copies of a fixture's data and of the shipped catalog under `root` (data, catalog):
+    for module-scoped runs shared by several tests, which the function-scoped fixtures above can't serve."""
+    shutil.copytree(FIXTURES / fixture, root / "data")
+    shutil.copytree(DEFAULT_CATALOG, root / "catalog")
+    return root / "data", root / "catalog"
+
+
 # The campaigns that write rows on the birthday fixture in February–March 2025 (the others write none).
 BIRTHDAY_WRITERS = ("birthday_members_over_a_year", "birthday_week_early", "favourite_category_not_chosen")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -10,9 +9,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from loyalty_assets.config.catalog import DEFAULT_CATALOG
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import BIRTHDAY_WRITERS, FIXTURES, keep_campaigns, make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, copy_inputs, keep_campaigns, make_settings, run_days
 
 TABLES = {
     "triggered_customers": ["campaign_id", "customer_id", "occasion"],
@@ -56,9 +54,7 @@ def month_by_day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     """The reference: MONTH run day by day on SQLite, each date as its own run. Shared by both
     warehouses' backfills (the suite's longest test ran these 11 daily jobs once per warehouse)."""
     root = tmp_path_factory.mktemp("month_by_day")
-    data, catalog = root / "data", root / "catalog"
-    shutil.copytree(FIXTURES / "birthdays", data)
-    shutil.copytree(DEFAULT_CATALOG, catalog)
+    data, catalog = copy_inputs(root, "birthdays")
     keep_campaigns(catalog, *BIRTHDAY_WRITERS)
     url = f"sqlite:///{root / 'daily.db'}"
     daily = make_settings(data, catalog, url, root / "daily-storage")

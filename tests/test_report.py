@@ -24,13 +24,12 @@ import yaml
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.cli import main, run_dates
-from loyalty_assets.config.catalog import DEFAULT_CATALOG
 from loyalty_assets.reporting.commands import build_results
 from loyalty_assets.reporting.report import render_report
 from loyalty_assets.settings import Settings
 from loyalty_assets.warehouse.warehouse import Warehouse
 from tests import results_fixture as fx
-from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
+from tests.conftest import copy_inputs, keep_campaigns, make_settings, run_days
 
 CAMPAIGN = "birthday_ab_channels"
 DAYS = [date(2025, 7, 9) + timedelta(days=i) for i in range(4)]
@@ -186,15 +185,12 @@ def test_a_page_with_a_script_error_is_caught(chromium: str, tmp_path: Path) -> 
 
 def _prepare(root: Path) -> tuple[Path, Path]:
     """A copy of the fixture and of the catalog narrowed to the campaign, at a 30 % control group."""
-    catalog = root / "catalog"
-    shutil.copytree(DEFAULT_CATALOG, catalog)
+    data, catalog = copy_inputs(root, "campaign_settings")
     keep_campaigns(catalog, CAMPAIGN)
     file = catalog / "campaigns" / f"{CAMPAIGN}.yaml"
     definition = yaml.safe_load(file.read_text(encoding="utf8"))
     definition["settings"]["control_group_percent"] = 30
     file.write_text(yaml.safe_dump(definition, allow_unicode=True, sort_keys=False), encoding="utf8")
-    data = root / "data"
-    shutil.copytree(FIXTURES / "campaign_settings", data)
     return data, catalog
 
 

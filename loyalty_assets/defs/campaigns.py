@@ -14,6 +14,9 @@ from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.config.errors import DefinitionError
 from loyalty_assets.config.filters import referenced_segments
 
+#: The three outputs of each campaign, in the order the day computes them.
+CAMPAIGN_OUTPUTS = ("triggered_customers", "bonus_accruals", "message_outbox")
+
 
 def campaign_key(campaign_id: str, name: str) -> dg.AssetKey:
     return dg.AssetKey(["campaign", campaign_id, name])

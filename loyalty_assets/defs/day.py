@@ -23,7 +23,7 @@ from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.defs.campaigns import campaign_key, used_segments
 from loyalty_assets.defs.features import FEATURES_KEY
 from loyalty_assets.defs.metadata import OWNERS, column_schema, counts_table, daily_freshness, table_metadata, tags
-from loyalty_assets.defs.partitions import as_of
+from loyalty_assets.defs.partitions import PREVIOUS_DAY, as_of
 from loyalty_assets.defs.resources import STATE_KEY, WarehouseResource
 from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
@@ -41,8 +41,6 @@ from loyalty_assets.warehouse.membership import write_membership
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 GATE = "audience_within_expected_range"
-PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
-CAMPAIGN_OUTPUTS = ("triggered_customers", "bonus_accruals", "message_outbox")
 ACTIVE_RUN_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
 FAILED_RUN_STATUSES = ("FAILURE", "CANCELED", "CANCELING")
 

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
-from loyalty_assets.defs.partitions import as_of
+from loyalty_assets.defs.partitions import PREVIOUS_DAY, as_of
 from loyalty_assets.defs.resources import STATE_KEY, WarehouseResource
 from loyalty_assets.defs.sources import source_key
 from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA
@@ -31,9 +31,7 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
         ins={
             "bonus_transactions": dg.AssetIn(source_key("bonus_transactions")),
             "state": dg.AssetIn(STATE_KEY),
-            "previous": dg.AssetIn(
-                BONUS_LEDGER_KEY, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
-            ),
+            "previous": dg.AssetIn(BONUS_LEDGER_KEY, partition_mapping=PREVIOUS_DAY),
         },
         group_name="bonuses",
         partitions_def=partitions,

@@ -17,6 +17,12 @@ def daily_partitions(program: Program) -> dg.DailyPartitionsDefinition:
     )
 
 
+#: D reads D−1 (a self-dependency carrying state from day to day).
+PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+#: D reads both D and D−1 (e.g. the summary's members entered and left since yesterday).
+DAY_AND_PREVIOUS = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0)
+
+
 def as_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, program: Program) -> AsOf:
     """The run date D of this partition and its cutoff in the program's zone."""
     return AsOf(date=date.fromisoformat(context.partition_key), program_tz=program.timezone)

@@ -14,6 +14,7 @@ import dagster as dg
 import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
+from loyalty_assets.defs.campaigns import CAMPAIGN_OUTPUTS, campaign_key
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
 from loyalty_assets.defs.sources import source_key
@@ -24,7 +25,6 @@ from loyalty_assets.transforms.results import GROUP_SCHEMA, format_value
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 RESULT_SOURCES = ("customers", "checks", "communications", "bonus_transactions")
-CAMPAIGN_OUTPUTS = ("triggered_customers", "bonus_accruals", "message_outbox")
 
 
 def results_key(campaign_id: str) -> dg.AssetKey:
@@ -42,7 +42,7 @@ def build_results_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) 
     outboxes = [dg.AssetKey(["campaign", other, "message_outbox"]) for other in sorted(catalog.campaigns)]
     specs = []
     for cid in sorted(catalog.campaigns):
-        own = [dg.AssetKey(["campaign", cid, name]) for name in CAMPAIGN_OUTPUTS]
+        own = [campaign_key(cid, name) for name in CAMPAIGN_OUTPUTS]
         sources = [source_key(table) for table in RESULT_SOURCES]
         deps = sorted(set(own) | set(outboxes) | set(sources), key=lambda k: k.to_user_string())
         specs.append(

@@ -23,7 +23,7 @@ import polars as pl
 from loyalty_assets.config.campaigns import Program
 from loyalty_assets.defs.checks import checks_arrived, checks_arrived_spec
 from loyalty_assets.defs.metadata import OWNERS, column_schema, counts_table, table_metadata, tags
-from loyalty_assets.defs.partitions import as_of
+from loyalty_assets.defs.partitions import PREVIOUS_DAY, as_of
 from loyalty_assets.defs.resources import SOURCE_IO_MANAGER, SourceResource, WarehouseResource
 from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.readers import RawTable
@@ -32,7 +32,6 @@ from loyalty_assets.sources.store import IngestResult, SourceStore, StoreError
 from loyalty_assets.sources.validation import quarantine_summary
 
 GROUP = "sources"
-PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 
 
 def source_key(table: str) -> dg.AssetKey:

@@ -9,19 +9,15 @@ from datetime import date
 import dagster as dg
 
 from loyalty_assets.config.catalog import Catalog
+from loyalty_assets.defs.campaigns import CAMPAIGN_OUTPUTS, campaign_key
 from loyalty_assets.defs.control_groups import GLOBAL_CONTROL_KEY
 from loyalty_assets.defs.metadata import OWNERS, daily_freshness, markdown, table_metadata, tags
+from loyalty_assets.defs.partitions import DAY_AND_PREVIOUS
 from loyalty_assets.defs.resources import WarehouseResource
+from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.summary import read_summary, to_markdown
 
 SUMMARY_KEY = dg.AssetKey(["daily_summary"])
-
-
-def _read_by_summary(key: dg.AssetKey) -> bool:
-    path = key.path
-    if path[0] == "campaign":
-        return path[-1] in ("triggered_customers", "bonus_accruals", "message_outbox")
-    return path[0] == "segment" or key == GLOBAL_CONTROL_KEY
 
 
 def failed_gates(
@@ -51,18 +47,20 @@ def build_summary_asset(
     partitions: dg.PartitionsDefinition,
     upstream: Sequence[dg.AssetsDefinition],
 ) -> dg.AssetsDefinition:
-    """The summary asset, downstream of the assets whose rows it reads (`summary.INPUT_TABLES`): every
-    campaign's triggered customers, accruals and outbox (their activity), every segment's members
-    (with the audiences exported) and the global control group.
+    """The summary asset, downstream of the assets whose rows it reads (`summary.read_summary`): every
+    campaign's triggered customers, accruals and outbox (with their activity), every segment's
+    members of D and of D−1 (entered and left; with the audiences exported) and the global control group.
 
     Why not every asset of the date: each declared dependency costs the step a data-version lookup
     in the instance, and the sources, features, state, ledger and results are not read here.
     """
-    deps = [
-        key
-        for asset in upstream
-        for key in asset.keys
-        if asset.group_names_by_key.get(key) != "invalid_definitions" and _read_by_summary(key)
+    present = {key for asset in upstream for key in asset.keys}
+    read = [campaign_key(cid, name) for cid in sorted(catalog.campaigns) for name in CAMPAIGN_OUTPUTS]
+    deps: list[dg.AssetKey | dg.AssetDep] = [key for key in [*read, GLOBAL_CONTROL_KEY] if key in present]
+    deps += [
+        dg.AssetDep(segment_key(sid), partition_mapping=DAY_AND_PREVIOUS)
+        for sid in sorted(catalog.segments)
+        if segment_key(sid) in present
     ]
     check_keys = [key for asset in upstream for key in asset.check_keys]
 
