@@ -14,10 +14,11 @@ import os
 # threads costs more than the work (≈ 10 % of a daily run's CPU). Set before Polars is imported.
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
+import contextlib
 import hashlib
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,55 @@ def ephemeral_dagster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
 
+def _held_connection_instance(
+    tempdir: str | None = None, preload: Any = None, settings: dict[str, Any] | None = None
+) -> Any:
+    """`DagsterInstance.ephemeral()` whose in-memory event log keeps one connection.
+
+    Why: Dagster's in-memory event log opens a connection and runs two PRAGMAs for every query
+    (~930 per daily job), ~15 % of an in-process run's CPU; the suite runs ~300 of them. Its queries
+    already run one at a time under the storage's lock, so one held connection serves them all. This
+    is only the test harness's throwaway instance: the CLI's runs use the persistent instance in
+    DAGSTER_HOME (SQLite files), which this does not touch.
+    """
+    from dagster._core.instance import DagsterInstance, InstanceType
+    from dagster._core.launcher.sync_in_memory_run_launcher import SyncInMemoryRunLauncher
+    from dagster._core.run_coordinator import DefaultRunCoordinator
+    from dagster._core.storage.event_log import InMemoryEventLogStorage
+    from dagster._core.storage.noop_compute_log_manager import NoOpComputeLogManager
+    from dagster._core.storage.root import LocalArtifactStorage, TemporaryLocalArtifactStorage
+    from dagster._core.storage.runs import InMemoryRunStorage
+
+    class HeldConnectionEventLogStorage(InMemoryEventLogStorage):
+        @contextlib.contextmanager
+        def _connect(self) -> Iterator[Any]:
+            with self._db_lock, self._held_conn.begin():
+                yield self._held_conn
+
+    # the components of dagster._core.instance.factory.create_ephemeral_instance, but the event log
+    return DagsterInstance(
+        instance_type=InstanceType.EPHEMERAL,
+        local_artifact_storage=LocalArtifactStorage(tempdir) if tempdir else TemporaryLocalArtifactStorage(),
+        run_storage=InMemoryRunStorage(preload=preload),
+        event_storage=HeldConnectionEventLogStorage(preload=preload),
+        compute_log_manager=NoOpComputeLogManager(),
+        run_coordinator=DefaultRunCoordinator(),
+        run_launcher=SyncInMemoryRunLauncher(),
+        settings=settings,
+    )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quick_ephemeral_instances() -> Iterator[None]:
+    """Every `DagsterInstance.ephemeral()` of the tests (run_days, `loyalty backfill`'s library path,
+    the backtest) is `_held_connection_instance`."""
+    import dagster as dg
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dg.DagsterInstance, "ephemeral", staticmethod(_held_connection_instance))
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgres_available() -> None:
     reason = _postgres_unavailable()
@@ -76,6 +126,11 @@ def postgres_available() -> None:
 @pytest.fixture
 def postgres_url(postgres_available: None) -> Iterator[str]:
     """A URL whose connections use a fresh, empty schema (dropped afterwards)."""
+    yield from fresh_schema()
+
+
+def fresh_schema() -> Iterator[str]:
+    """A URL on a new PostgreSQL schema, dropped when the generator is closed."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(postgres_base_url())
     with admin.begin() as conn:
@@ -95,6 +150,28 @@ def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'warehouse.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def module_warehouses(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], str]]:
+    """New empty warehouses of one kind for runs shared by a module's tests that only read their rows.
+
+    Why: most of a scenario test's cost is the daily jobs it runs; tests that read the same dates
+    share one run per warehouse kind (pytest groups a module's tests by this parameter, so each
+    kind's runs happen once). Each call gives a fresh warehouse: a SQLite file, or a PostgreSQL schema
+    dropped when the module is done.
+    """
+    with contextlib.ExitStack() as stack:
+
+        def new() -> str:
+            if request.param == "sqlite":
+                return f"sqlite:///{tmp_path_factory.mktemp('warehouse') / 'warehouse.db'}"
+            request.getfixturevalue("postgres_available")
+            return stack.enter_context(contextlib.contextmanager(fresh_schema)())
+
+        yield new
 
 
 @pytest.fixture

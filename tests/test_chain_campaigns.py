@@ -20,13 +20,15 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
+from tests.conftest import FIXTURES, copy_inputs, keep_campaigns, make_settings, run_days
 
 FISH = "aquarium_fish_chain"
 WARNING = "bonus_expiry_warning"
 NOTICE = "bonus_expired_notice"
 JUNE_10 = date(2025, 6, 10)
 JUNE_11 = date(2025, 6, 11)
+FISH_DAYS = [JUNE_10, JUNE_11, date(2025, 6, 12), date(2025, 6, 13)]
+BACKFILL_WEEK = [date(2025, 6, 8) + timedelta(days=i) for i in range(7)]
 
 Runner = Callable[..., Warehouse]
 
@@ -78,11 +80,22 @@ def run_fish(fish_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: P
     return _run
 
 
+@pytest.fixture(scope="module")
+def fish_days(module_warehouses: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """10–13 June on the fish fixture with the fish chain only, run once per warehouse kind and read
+    by the tests below that only look at those dates (each date's rows are final once it has run)."""
+    root = tmp_path_factory.mktemp("fish_days")
+    data, catalog = copy_inputs(root, "fish_chain")
+    url = module_warehouses()
+    run_days(make_settings(data, keep_campaigns(catalog, FISH), url, root / "storage"), FISH_DAYS)
+    return Warehouse(url)
+
+
 # --- scenario 6: the aquarium-fish chain ------------------------------------------------------
 
 
-def test_purchase_day_sends_congratulation_and_tips_and_keeps_the_fact_pending(run_fish: Runner) -> None:
-    wh = run_fish(JUNE_10)
+def test_purchase_day_sends_congratulation_and_tips_and_keeps_the_fact_pending(fish_days: Warehouse) -> None:
+    wh = fish_days
     scope = {"campaign_id": FISH, "partition_date": JUNE_10}
 
     triggered = wh.read("triggered_customers", scope).sort("customer_id")
@@ -128,8 +141,8 @@ def test_purchase_day_sends_congratulation_and_tips_and_keeps_the_fact_pending(r
     ]
 
 
-def test_the_fact_arrives_next_day_at_10_local(run_fish: Runner) -> None:
-    wh = run_fish(JUNE_10, JUNE_11)
+def test_the_fact_arrives_next_day_at_10_local(fish_days: Warehouse) -> None:
+    wh = fish_days
     outbox = wh.read("message_outbox", {"campaign_id": FISH, "partition_date": JUNE_11}).sort("customer_id")
     assert outbox.select("customer_id", "step_id", "send_at").rows() == [
         (1, "fish_fun_fact", utc(2025, 6, 11, 7, 0)),  # 10:00 MSK
@@ -138,13 +151,13 @@ def test_the_fact_arrives_next_day_at_10_local(run_fish: Runner) -> None:
     assert "valid until 24.06.2025" in outbox["body"][0]  # the occasion's accrual, made the day before
     assert wh.read("journey_pending", {"campaign_id": FISH, "partition_date": JUNE_11}).is_empty()
     assert wh.read("bonus_accruals", {"campaign_id": FISH, "partition_date": JUNE_11}).is_empty()
-    # Three messages per customer in all, each once.
+    # Three messages per customer in all (nothing more on 12 and 13 June), each once.
     everything = wh.read("message_outbox", {"campaign_id": FISH})
     assert everything.group_by("customer_id").len().sort("customer_id").rows() == [(1, 3), (2, 3)]
 
 
-def test_second_fish_purchase_does_not_restart_the_chain(run_fish: Runner) -> None:
-    wh = run_fish(*days(JUNE_10, date(2025, 6, 13)))
+def test_second_fish_purchase_does_not_restart_the_chain(fish_days: Warehouse) -> None:
+    wh = fish_days
     triggered = wh.read("triggered_customers", {"campaign_id": FISH})
     # F3 (1's second fish purchase, 12 June) fires the trigger but 1 already entered: once per customer.
     assert sorted(triggered.select("customer_id", "occasion").rows()) == [(1, "purchase:F1"), (2, "purchase:F2")]
@@ -219,23 +232,30 @@ def test_rerunning_days_leaves_the_same_rows(run_fish: Runner, warehouse_url: st
         assert_frame_equal(first[table], again[table], check_row_order=True)
 
 
+@pytest.fixture(scope="module")
+def fish_week_by_day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, pl.DataFrame]]:
+    """The reference for the backfill: a week run day by day on SQLite, shared by both warehouses."""
+    root = tmp_path_factory.mktemp("fish_week_by_day")
+    data, catalog = copy_inputs(root, "fish_chain")
+    keep_campaigns(catalog, FISH)
+    url = f"sqlite:///{root / 'daily.db'}"
+    daily = make_settings(data, catalog, url, root / "daily-storage")
+    for day in BACKFILL_WEEK:
+        run_days(daily, [day])
+    return data, catalog, snapshot(url)
+
+
 @pytest.mark.long
 def test_backfill_equals_day_by_day_runs(
-    fish_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path
+    fish_week_by_day: tuple[Path, Path, dict[str, pl.DataFrame]], warehouse_url: str, tmp_path: Path
 ) -> None:
     from loyalty_assets.cli import run_dates
 
-    keep_campaigns(catalog_dir, FISH)
-    week = days(date(2025, 6, 8), date(2025, 6, 14))
-    daily_url = f"sqlite:///{tmp_path / 'daily.db'}"
-    daily = make_settings(fish_data, catalog_dir, daily_url, tmp_path / "daily-storage")
-    for day in week:
-        run_days(daily, [day])
+    data, catalog, expected = fish_week_by_day
+    backfill = make_settings(data, catalog, warehouse_url, tmp_path / "backfill-storage")
+    assert run_dates(backfill, BACKFILL_WEEK)
 
-    backfill = make_settings(fish_data, catalog_dir, warehouse_url, tmp_path / "backfill-storage")
-    assert run_dates(backfill, week)
-
-    expected, actual = snapshot(daily_url), snapshot(warehouse_url)
+    actual = snapshot(warehouse_url)
     assert expected["message_outbox"].height == 6  # 2 customers × 3 messages
     for table in OUTPUT_TABLES:
         assert_frame_equal(expected[table], actual[table])
@@ -256,20 +276,21 @@ def test_two_fish_purchases_on_one_day_start_one_chain(run_fish: Runner, fish_da
 # --- scenario 7: bonus expiry -----------------------------------------------------------------
 
 
-@pytest.fixture
-def run_expiry(tmp_path: Path, catalog_dir: Path, warehouse_url: str) -> Runner:
-    catalog = keep_campaigns(catalog_dir, WARNING, NOTICE)
-    settings = make_settings(copy_fixture("bonus_expiry", tmp_path), catalog, warehouse_url, tmp_path / "s")
+@pytest.fixture(scope="module")
+def expiry_week(module_warehouses: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """30 June – 5 July on the expiry fixture with both expiry campaigns, once per warehouse kind."""
+    root = tmp_path_factory.mktemp("expiry_week")
+    data, catalog = copy_inputs(root, "bonus_expiry")
+    url = module_warehouses()
+    run_days(
+        make_settings(data, keep_campaigns(catalog, WARNING, NOTICE), url, root / "s"),
+        days(date(2025, 6, 30), date(2025, 7, 5)),
+    )
+    return Warehouse(url)
 
-    def _run(*run_dates: date) -> Warehouse:
-        run_days(settings, run_dates)
-        return Warehouse(warehouse_url)
 
-    return _run
-
-
-def test_warning_three_days_before_with_the_amount_summed(run_expiry: Runner) -> None:
-    wh = run_expiry(*days(date(2025, 6, 30), date(2025, 7, 5)))
+def test_warning_three_days_before_with_the_amount_summed(expiry_week: Warehouse) -> None:
+    wh = expiry_week
     triggered = wh.read("triggered_customers", {"campaign_id": WARNING}).sort("partition_date", "customer_id")
     assert triggered.select("partition_date", "customer_id", "occasion", "event_amount").rows() == [
         # Expiring on local 4 July = 1 July + 3: Anna 100.00 + 50.50 (23:00 MSK is still 4 July) = 150.50;
@@ -294,10 +315,10 @@ def test_warning_three_days_before_with_the_amount_summed(run_expiry: Runner) ->
     assert skipped["customer_id"].to_list() == [3]
 
 
-def test_notice_at_or_after_the_moment_of_expiry(run_expiry: Runner) -> None:
+def test_notice_at_or_after_the_moment_of_expiry(expiry_week: Warehouse) -> None:
     """Each run day (Moscow) notices the lots that expired during it, at the moment of expiry; the
     shipped campaign's quiet hours (SMS, 21:00-09:00 local) move night-time notices to 09:00."""
-    wh = run_expiry(*days(date(2025, 6, 30), date(2025, 7, 5)))
+    wh = expiry_week
     triggered = wh.read("triggered_customers", {"campaign_id": NOTICE}).sort("partition_date", "customer_id")
     assert triggered.select("partition_date", "customer_id", "event_date", "event_amount", "triggered_at").rows() == [
         # Boris: T4 expired 3 Jul 20:00 UTC = 23:00 MSK on 3 July (4 Jul 06:00 for him)
