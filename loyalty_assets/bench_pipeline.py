@@ -615,9 +615,10 @@ def warehouse_url(warehouse: str, folder: Path, pg_url: str) -> Iterator[str]:
 
 
 def run_warehouse(
-    data_dir: Path, warehouse: str, day: date, work: Path, pg_url: str, sandbox_rows: int
+    data_dir: Path, warehouse: str, day: date, work: Path, pg_url: str, sandbox_rows: int, whole_days: int = 2
 ) -> dict[str, Any]:
-    """The pipeline child, its write peers and the two whole-day runs on one warehouse kind."""
+    """The pipeline child, its write peers and the whole-day runs on one warehouse kind: the day before
+    (the first run, which builds the source store) and the day itself, or the day only with `whole_days=1`."""
     result: dict[str, Any] = {"warehouse": warehouse}
     with warehouse_url(warehouse, work / "pipeline", pg_url) as url:
         print(f"  {warehouse}: pipeline child …", file=sys.stderr, flush=True)
@@ -630,7 +631,8 @@ def run_warehouse(
     result["peer_write"] = _child(["--child", "peer-write", warehouse, str(work / "pipeline" / "frames"), pg_url])
     print(f"  {warehouse}: whole day through Dagster …", file=sys.stderr, flush=True)
     with warehouse_url(warehouse, work / "whole", pg_url) as url:
-        result["whole_day"] = whole_day(data_dir, url, [day - timedelta(days=1), day], work / "whole")
+        dates = [day - timedelta(days=i) for i in reversed(range(whole_days))]
+        result["whole_day"] = whole_day(data_dir, url, dates, work / "whole")
     return result
 
 
@@ -658,6 +660,7 @@ def run_benchmark(
     pg_url: str = DEFAULT_PG_URL,
     sandbox_rows: int = SANDBOX_ROWS,
     with_segment_peer: bool = True,
+    whole_days: int = 2,
 ) -> list[dict[str, Any]]:
     """Every scale × warehouse; the raw results (the report is `render_markdown` of them)."""
     results = []
@@ -677,7 +680,9 @@ def run_benchmark(
             entry["segment_peer"] = segment_peer(data, day)
         for warehouse in warehouses:
             entry["warehouses"].append(
-                run_warehouse(data.path, warehouse, day, work_dir / str(scale) / warehouse, pg_url, sandbox_rows)
+                run_warehouse(
+                    data.path, warehouse, day, work_dir / str(scale) / warehouse, pg_url, sandbox_rows, whole_days
+                )
             )
         results.append(entry)
     return results

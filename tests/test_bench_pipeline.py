@@ -26,9 +26,15 @@ PREVIOUS = "2025-06-25"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny sample, generated once for both warehouses' runs."""
+    return tmp_path_factory.mktemp("bench_data")
+
+
+@pytest.fixture(scope="module")
+def run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
     root = tmp_path_factory.mktemp("bench_pipeline")
-    results = bp.run_benchmark([TINY], warehouses=["sqlite"], data_root=root / "data", work_dir=root / "work")
+    results = bp.run_benchmark([TINY], warehouses=["sqlite"], data_root=data_root, work_dir=root / "work")
     return results, root / "work" / str(TINY) / "sqlite"
 
 
@@ -122,19 +128,23 @@ def test_write_peers_wrote_the_same_rows(run: tuple[list[dict[str, Any]], Path])
 
 
 @pytest.mark.postgres
-def test_postgres_warehouse(postgres_available: None, tmp_path: Path) -> None:
+def test_postgres_warehouse(postgres_available: None, data_root: Path, tmp_path: Path) -> None:
+    """The PostgreSQL paths (COPY writes and their peer, counts before the schema is dropped); the
+    whole-day runs only for the day itself (the day before runs the same code on SQLite above)."""
     results = bp.run_benchmark(
         [TINY],
         warehouses=["postgresql"],
-        data_root=tmp_path / "data",
+        data_root=data_root,
         work_dir=tmp_path / "work",
         pg_url=postgres_base_url(),
         with_segment_peer=False,
+        whole_days=1,
     )
     wh = results[0]["warehouses"][0]
     pipeline = wh["pipeline"]
     for table, m in pipeline["tables"].items():
         assert m["rows"] == pipeline["counted"][table], table  # SELECT COUNT before the schema is dropped
+    assert [r["date"] for r in wh["whole_day"]] == [DAY.isoformat()]
     assert all(r["exit"] == 0 for r in wh["whole_day"])
     assert wh["whole_day"][-1]["counted"]["message_outbox"] == pipeline["tables"]["message_outbox"]["rows"]
     assert any(r[3].startswith("peer: psycopg COPY") for r in bp.stage_rows(results[0], wh))
