@@ -6,6 +6,7 @@ Program zone Europe/Moscow = UTC+3 all year.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 from loyalty_assets.warehouse.activity import customer_activity
 from loyalty_assets.warehouse.membership import members_on
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, copy_inputs, keep_campaigns, make_settings, run_days
 
 WEEK_EARLY = "birthday_week_early"
 OVER_A_YEAR = "birthday_members_over_a_year"
@@ -29,7 +30,10 @@ def utc(*args: int) -> datetime:
 
 @pytest.fixture
 def run(birthday_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path):
-    settings = make_settings(birthday_data, catalog_dir, warehouse_url, tmp_path / "storage")
+    """The daily job on this test's own warehouse, with the campaigns that write rows on the fixture."""
+    settings = make_settings(
+        birthday_data, keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS), warehouse_url, tmp_path / "storage"
+    )
 
     def _run(*days: date) -> Warehouse:
         run_days(settings, days)
@@ -38,8 +42,22 @@ def run(birthday_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Pa
     return _run
 
 
-def test_week_early_birthday_on_22_february_2025(run) -> None:
-    wh = run(date(2025, 2, 22))
+@pytest.fixture(scope="module")
+def birthday_days(module_warehouses: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
+    """21 Feb, 22 Feb and 1 Mar 2025 day by day, once per warehouse kind, for the tests that only read
+    those dates (a date's rows are final once it has run; 1 Mar starts from 22 Feb's state)."""
+    root = tmp_path_factory.mktemp("birthday_days")
+    data, catalog = copy_inputs(root, "birthdays")
+    url = module_warehouses()
+    run_days(
+        make_settings(data, keep_campaigns(catalog, *BIRTHDAY_WRITERS), url, root / "storage"),
+        [date(2025, 2, 21), date(2025, 2, 22), date(2025, 3, 1)],
+    )
+    return Warehouse(url)
+
+
+def test_week_early_birthday_on_22_february_2025(birthday_days: Warehouse) -> None:
+    wh = birthday_days
     scope = {"campaign_id": WEEK_EARLY, "partition_date": date(2025, 2, 22)}
 
     triggered = wh.read("triggered_customers", scope).sort("customer_id")
@@ -90,9 +108,9 @@ def test_week_early_birthday_on_22_february_2025(run) -> None:
     ]
 
 
-def test_activity_log_is_lean_and_the_history_complete(run) -> None:
+def test_activity_log_is_lean_and_the_history_complete(birthday_days: Warehouse) -> None:
     """The log stores only skips, waits and ends; entries, accruals and messages come from their tables."""
-    wh = run(date(2025, 2, 22))
+    wh = birthday_days
     scope = {"campaign_id": WEEK_EARLY, "partition_date": date(2025, 2, 22)}
     assert set(wh.read("activity_events", scope)["kind"]) == {"message_skipped", "journey_ended"}
 
@@ -125,8 +143,8 @@ def test_activity_log_is_lean_and_the_history_complete(run) -> None:
     assert customer_activity(wh, scope, kinds=("message_skipped",))["customer_id"].sort().to_list() == [9, 10, 11]
 
 
-def test_28_february_birthday_fires_a_day_earlier(run) -> None:
-    wh = run(date(2025, 2, 21))
+def test_28_february_birthday_fires_a_day_earlier(birthday_days: Warehouse) -> None:
+    wh = birthday_days
     triggered = wh.read("triggered_customers", {"campaign_id": WEEK_EARLY, "partition_date": date(2025, 2, 21)})
     assert triggered["customer_id"].to_list() == [12]
     assert triggered["occasion"].to_list() == ["birthday:2025-02-28"]
@@ -154,8 +172,8 @@ def test_leap_year_29_february_is_its_own_day(run) -> None:
     assert triggered["occasion"].to_list() == ["birthday:2024-02-29"]
 
 
-def test_birthday_bonus_for_members_over_a_year_on_the_day(run) -> None:
-    wh = run(date(2025, 3, 1))
+def test_birthday_bonus_for_members_over_a_year_on_the_day(birthday_days: Warehouse) -> None:
+    wh = birthday_days
     scope = {"campaign_id": OVER_A_YEAR, "partition_date": date(2025, 3, 1)}
     members = members_on(wh, "members_over_a_year", date(2025, 3, 1))
     # Registered at least 365 days before 1 Mar 2025 (16: exactly 365); 13 (90 days) is not.

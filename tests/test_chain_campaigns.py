@@ -27,7 +27,7 @@ WARNING = "bonus_expiry_warning"
 NOTICE = "bonus_expired_notice"
 JUNE_10 = date(2025, 6, 10)
 JUNE_11 = date(2025, 6, 11)
-FISH_DAYS = [JUNE_10, JUNE_11, date(2025, 6, 12), date(2025, 6, 13)]
+FISH_DAYS = [date(2025, 6, 9), JUNE_10, JUNE_11, date(2025, 6, 12), date(2025, 6, 13), date(2025, 6, 21)]
 BACKFILL_WEEK = [date(2025, 6, 8) + timedelta(days=i) for i in range(7)]
 
 Runner = Callable[..., Warehouse]
@@ -80,14 +80,45 @@ def run_fish(fish_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: P
     return _run
 
 
+def _fish_owner_campaign(catalog_dir: Path, audience: str, campaign_id: str = "fish_owner_check") -> None:
+    """A one-off campaign on 12 June whose audience reads the manual segment `fish_owners`."""
+    (catalog_dir / "campaigns" / f"{campaign_id}.yaml").write_text(
+        f"id: {campaign_id}\n"
+        "name: Fish owners\n"
+        "trigger: {type: fixed_date, on_date: 2025-06-12, at: '12:00'}\n"
+        f"audience: {audience}\n"
+        "steps:\n"
+        "  - {type: accrue_bonuses, id: b, amount: '1.00', legal_entity: X}\n",
+        encoding="utf8",
+    )
+
+
+def _fish_owner_welcome(catalog_dir: Path) -> None:
+    """A campaign triggered by entering the manual segment `fish_owners`."""
+    (catalog_dir / "campaigns" / "fish_owner_welcome.yaml").write_text(
+        "id: fish_owner_welcome\n"
+        "name: Welcome to fish owners\n"
+        "trigger: {type: event, event: segment_entered, segment: fish_owners}\n"
+        "steps:\n"
+        "  - {type: accrue_bonuses, id: b, amount: '1.00', legal_entity: X}\n",
+        encoding="utf8",
+    )
+
+
 @pytest.fixture(scope="module")
 def fish_days(module_warehouses: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
-    """10–13 June on the fish fixture with the fish chain only, run once per warehouse kind and read
-    by the tests below that only look at those dates (each date's rows are final once it has run)."""
+    """9–13 and 21 June on the fish fixture, run once per warehouse kind and read by the tests below
+    that only look at those dates (each date's rows are final once it has run). The catalog: the fish
+    chain, the campaigns that read its manual segment `fish_owners` (by `segment:`, by a filter, on
+    entering it) and the expiry warning; each test reads its own campaign's rows."""
     root = tmp_path_factory.mktemp("fish_days")
     data, catalog = copy_inputs(root, "fish_chain")
+    keep_campaigns(catalog, FISH, WARNING)
+    _fish_owner_campaign(catalog, "{segment: fish_owners}")
+    _fish_owner_campaign(catalog, "{filter: {field: segment, op: eq, value: fish_owners}}", "fish_owner_filter")
+    _fish_owner_welcome(catalog)
     url = module_warehouses()
-    run_days(make_settings(data, keep_campaigns(catalog, FISH), url, root / "storage"), FISH_DAYS)
+    run_days(make_settings(data, catalog, url, root / "storage"), FISH_DAYS)
     return Warehouse(url)
 
 
@@ -166,59 +197,42 @@ def test_second_fish_purchase_does_not_restart_the_chain(fish_days: Warehouse) -
     assert 3 not in set(wh.read("message_outbox")["customer_id"])  # pet food only
 
 
-def _fish_owner_campaign(catalog_dir: Path, audience: str) -> None:
-    """A one-off campaign on 12 June whose audience reads the manual segment `fish_owners`."""
-    (catalog_dir / "campaigns" / "fish_owner_check.yaml").write_text(
-        "id: fish_owner_check\n"
-        "name: Fish owners\n"
-        "trigger: {type: fixed_date, on_date: 2025-06-12, at: '12:00'}\n"
-        f"audience: {audience}\n"
-        "steps:\n"
-        "  - {type: accrue_bonuses, id: b, amount: '1.00', legal_entity: X}\n",
-        encoding="utf8",
-    )
-
-
-def test_fish_owners_segment_is_readable_by_another_campaign(run_fish: Runner, catalog_dir: Path) -> None:
+def test_fish_owners_segment_is_readable_by_another_campaign(fish_days: Warehouse) -> None:
     """The manual segment feeds audiences: a campaign on 12 June picks its members (1 and 2, not 3).
 
     Members added on 10 June count from 11 June (membership on D is as of the start of D).
     """
-    run_fish(JUNE_10)
-    _fish_owner_campaign(catalog_dir, "{segment: fish_owners}")
-    wh = run_fish(date(2025, 6, 12))
-    triggered = wh.read("triggered_customers", {"campaign_id": "fish_owner_check"})
+    triggered = fish_days.read("triggered_customers", {"campaign_id": "fish_owner_check"})
     assert sorted(triggered["customer_id"]) == [1, 2]
 
 
 def test_empty_manual_segment_in_an_audience_is_empty_not_an_error(run_fish: Runner, catalog_dir: Path) -> None:
-    _fish_owner_campaign(catalog_dir, "{segment: fish_owners}")
-    wh = run_fish(date(2025, 6, 9))  # nobody has bought fish yet
-    assert wh.read("triggered_customers", {"campaign_id": "fish_owner_check"}).is_empty()
-
-
-def test_fish_owners_segment_in_an_audience_filter(run_fish: Runner, catalog_dir: Path) -> None:
-    """A manual segment also works inside an audience filter (`field: segment`), not only as `segment:`."""
-    run_fish(JUNE_10)
-    _fish_owner_campaign(catalog_dir, "{filter: {field: segment, op: eq, value: fish_owners}}")
-    wh = run_fish(date(2025, 6, 12))
-    triggered = wh.read("triggered_customers", {"campaign_id": "fish_owner_check"})
-    assert sorted(triggered["customer_id"]) == [1, 2]
-
-
-def test_entering_the_manual_segment_triggers_once(run_fish: Runner, catalog_dir: Path) -> None:
-    (catalog_dir / "campaigns" / "fish_owner_welcome.yaml").write_text(
-        "id: fish_owner_welcome\n"
-        "name: Welcome to fish owners\n"
-        "trigger: {type: event, event: segment_entered, segment: fish_owners}\n"
+    """On 10 June, before anyone has entered `fish_owners` (members count from the next day)."""
+    (catalog_dir / "campaigns" / "fish_owner_check.yaml").write_text(
+        "id: fish_owner_check\n"
+        "name: Fish owners\n"
+        "trigger: {type: fixed_date, on_date: 2025-06-10, at: '12:00'}\n"
+        "audience: {segment: fish_owners}\n"
         "steps:\n"
         "  - {type: accrue_bonuses, id: b, amount: '1.00', legal_entity: X}\n",
         encoding="utf8",
     )
-    wh = run_fish(*days(date(2025, 6, 9), date(2025, 6, 12)))
-    # 1 and 2 were added on 10 June: each enters once (on 10 or 11 June), never again.
-    triggered = wh.read("triggered_customers", {"campaign_id": "fish_owner_welcome"})
+    wh = run_fish(JUNE_10)
+    assert wh.read("triggered_customers", {"campaign_id": FISH}).height == 2  # the segment fills today
+    assert wh.read("triggered_customers", {"campaign_id": "fish_owner_check"}).is_empty()
+
+
+def test_fish_owners_segment_in_an_audience_filter(fish_days: Warehouse) -> None:
+    """A manual segment also works inside an audience filter (`field: segment`), not only as `segment:`."""
+    triggered = fish_days.read("triggered_customers", {"campaign_id": "fish_owner_filter"})
     assert sorted(triggered["customer_id"]) == [1, 2]
+
+
+def test_entering_the_manual_segment_triggers_once(fish_days: Warehouse) -> None:
+    # 1 and 2 were added on 10 June: each enters once (on 10 or 11 June), never again (9–13 and 21 June).
+    triggered = fish_days.read("triggered_customers", {"campaign_id": "fish_owner_welcome"})
+    assert sorted(triggered["customer_id"]) == [1, 2]
+    assert set(triggered["partition_date"]) <= {JUNE_10, JUNE_11}
 
 
 def test_rerunning_days_leaves_the_same_rows(run_fish: Runner, warehouse_url: str) -> None:
@@ -340,15 +354,10 @@ def test_notice_at_or_after_the_moment_of_expiry(expiry_week: Warehouse) -> None
     )
 
 
-def test_warning_covers_the_chains_own_accrual(run_fish: Runner, catalog_dir: Path) -> None:
+def test_warning_covers_the_chains_own_accrual(fish_days: Warehouse) -> None:
     """The fish chain's 100 bonuses expire 24 Jun 12:00 UTC (15:00 MSK, 22:00 Vladivostok): both
     customers are warned on 21 June (= 24 − 3) from this project's own accruals, not the ledger."""
-    shutil.copy(
-        Path(__file__).resolve().parents[1] / "loyalty_assets" / "catalog" / "campaigns" / f"{WARNING}.yaml",
-        catalog_dir / "campaigns",
-    )
-    wh = run_fish(JUNE_10, date(2025, 6, 21))
-    warned = wh.read("triggered_customers", {"campaign_id": WARNING}).sort("customer_id")
+    warned = fish_days.read("triggered_customers", {"campaign_id": WARNING}).sort("customer_id")
     assert warned.select("partition_date", "customer_id", "event_amount").rows() == [
         (date(2025, 6, 21), 1, Decimal("100.00")),
         (date(2025, 6, 21), 2, Decimal("100.00")),
