@@ -15,7 +15,7 @@ from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.sources.snapshot import load_snapshot
 from loyalty_assets.sources.validation import validate
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import make_settings
+from tests.conftest import BIRTHDAY_WRITERS, keep_campaigns, make_settings
 
 NOW = datetime(2025, 6, 30, tzinfo=UTC)
 AS_OF = AsOf(date(2025, 2, 22), "Europe/Moscow")
@@ -174,7 +174,10 @@ def test_quarantine_lands_in_the_warehouse(birthday_data: Path, catalog_dir: Pat
     checks = birthday_data / "checks.csv"
     checks.write_text(checks.read_text() + "C3,,2025-01-20 10:00:00,S01,10.00,,\n")
     url = f"sqlite:///{tmp_path / 'wh.db'}"
-    run_days(make_settings(birthday_data, catalog_dir, url, tmp_path / "s"), [date(2025, 2, 22)])
+    run_days(
+        make_settings(birthday_data, keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS), url, tmp_path / "s"),
+        [date(2025, 2, 22)],
+    )
     quarantine = Warehouse(url).read("source_quarantine", {"source_table": "checks"})
     assert quarantine.select("rule", "column_name", "partition_date").rows() == [
         ("null value", "customer_id", date(2025, 2, 22))

@@ -59,6 +59,7 @@ def test_dagster_cli_with_the_three_variables_twice_leaves_the_same_rows(
 
 
 def test_dry_run_counts_equal_the_real_run(birthday_data: Path, catalog_dir: Path, tmp_path: Path) -> None:
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "s")
     run_days(settings, [date(2025, 2, 21)])
@@ -83,6 +84,7 @@ def test_dry_run_counts_equal_the_real_run(birthday_data: Path, catalog_dir: Pat
 def test_audience_jump_holds_the_outputs_back_until_overridden(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path
 ) -> None:
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     path = catalog_dir / "campaigns" / "birthday_week_early.yaml"
     data = yaml.safe_load(path.read_text())
     data["settings"]["gates"] = {"max_audience_jump": 2, "min_audience_for_jump": 1}

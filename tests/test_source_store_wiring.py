@@ -22,7 +22,7 @@ from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.sources.snapshot import load_snapshot
 from loyalty_assets.sources.store import TABLE_ORDER, VDAY, SourceStore
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, keep_campaigns, make_settings, run_days
 
 TZ = "Europe/Moscow"
 LAST = date(2025, 6, 30)
@@ -175,6 +175,7 @@ def test_a_late_row_is_seen_by_the_later_date_only(
     birthday_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path
 ) -> None:
     add_late_check(birthday_data)
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     day1, day2 = date(2025, 2, 20), date(2025, 2, 21)
     in_order = make_settings(birthday_data, catalog_dir, warehouse_url, tmp_path / "in-order")
     run_days(in_order, [day1, day2])
@@ -205,6 +206,7 @@ def test_a_backfill_of_older_dates_after_newer_ones_equals_day_by_day_runs(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path
 ) -> None:
     days = [date(2025, 2, 20), date(2025, 2, 21), date(2025, 2, 22)]
+    keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
     daily = make_settings(birthday_data, catalog_dir, f"sqlite:///{tmp_path / 'd.db'}", tmp_path / "d")
     run_days(daily, days)
     other_data = tmp_path / "other-data"

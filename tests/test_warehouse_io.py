@@ -9,7 +9,7 @@ import dagster as dg
 
 from loyalty_assets.defs.definitions import build_definitions
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, keep_campaigns, make_settings, run_days
 
 DAY = date(2025, 2, 22)
 
@@ -17,7 +17,9 @@ DAY = date(2025, 2, 22)
 def test_outputs_live_in_the_warehouse_only(
     birthday_data: Path, catalog_dir: Path, warehouse_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(birthday_data, catalog_dir, warehouse_url, tmp_path / "storage")
+    settings = make_settings(
+        birthday_data, keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS), warehouse_url, tmp_path / "storage"
+    )
     run_days(settings, [DAY])
     stored = {p.relative_to(settings.storage_dir).parts[0] for p in settings.storage_dir.rglob("*.parquet")}
     assert "segment" not in stored  # members: segment_members only

@@ -278,6 +278,8 @@ class SourceStore:
         another Polars version (the manifest's probe differs), the keys are compared directly.
         """
         key = keys.columns
+        if keys.is_empty():  # a quiet day of a catch-up: nothing to look up in the earlier parts
+            return keys
         try:
             manifests = self._manifests_up_to(table, day - timedelta(days=1))
         except StoreError:
@@ -333,9 +335,10 @@ class SourceStore:
         self._manifests[(table, day)] = manifest
         if table in self._day_lists and day not in self._day_lists[table]:
             self._day_lists[table] = sorted([*self._day_lists[table], day])
-        for stale in folder.glob(f"{day.isoformat()}.*.parquet"):
-            if token not in stale.name:
-                stale.unlink()
+        prefix = f"{day.isoformat()}."
+        for name in os.listdir(folder):  # not Path.glob: a catch-up commits hundreds of days in a row
+            if name.startswith(prefix) and name.endswith(".parquet") and token not in name:
+                (folder / name).unlink()
         return IngestResult(table=table, day=day, counts=counts, history=history)
 
     # ---------------------------------------------------------------- scans
