@@ -15,7 +15,7 @@ from loyalty_assets.cli import main
 from loyalty_assets.reporting.backtest import backtest
 from loyalty_assets.reporting.commands import ReportError
 from loyalty_assets.warehouse.warehouse import Warehouse, ddl_statements
-from tests.conftest import FIXTURES, make_settings, run_days
+from tests.conftest import FIXTURES, keep_campaigns, make_settings, run_days
 
 CAMPAIGN = "birthday_ab_channels"
 
@@ -30,7 +30,9 @@ def all_tables(url: str) -> dict[str, pl.DataFrame]:
 
 @pytest.fixture
 def paused(catalog_dir: Path) -> Path:
-    """The catalog copy with `birthday_ab_channels` paused (not active: the daily run ignores it)."""
+    """The catalog copy with `birthday_ab_channels` paused (not active: the daily run ignores it), beside
+    one active campaign (a production run with a campaign of its own)."""
+    keep_campaigns(catalog_dir, CAMPAIGN, "birthday_week_early")
     file = catalog_dir / "campaigns" / f"{CAMPAIGN}.yaml"
     definition = yaml.safe_load(file.read_text(encoding="utf8"))
     definition["status"] = "paused"

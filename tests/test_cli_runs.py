@@ -14,7 +14,7 @@ import yaml
 
 from loyalty_assets import cli
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import FIXTURES
+from tests.conftest import BIRTHDAY_WRITERS, FIXTURES, keep_campaigns
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, catalog_dir: Path) -> P
     data = tmp_path / "data"
     shutil.copytree(FIXTURES / "birthdays", data)
     monkeypatch.setenv("LOYALTY_DATA_DIR", str(data))
-    monkeypatch.setenv("LOYALTY_CAMPAIGNS_DIR", str(catalog_dir))
+    monkeypatch.setenv("LOYALTY_CAMPAIGNS_DIR", str(keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)))
     monkeypatch.setenv("LOYALTY_DATABASE_URL", f"sqlite:///{tmp_path / 'wh.db'}")
     monkeypatch.setenv("LOYALTY_STORAGE_DIR", str(tmp_path / "storage"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))  # created by the CLI
