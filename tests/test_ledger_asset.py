@@ -67,7 +67,9 @@ def test_lots_day_by_day_rerun_and_backfill(tmp_path: Path, catalog_dir: Path, w
     run_days(settings, [date(2025, 6, 11), date(2025, 6, 12)])
     assert_frame_equal(lots_of(warehouse_url), lots)
 
-    # a backfill into a fresh warehouse equals the day-by-day runs
+    # a backfill into a fresh warehouse equals the day-by-day runs (once: the backfill writes to SQLite)
+    if not warehouse_url.startswith("sqlite"):
+        return
     fresh = f"sqlite:///{tmp_path / 'backfill.db'}"
     assert run_dates(make_settings(data, catalog_dir, fresh, tmp_path / "storage2"), WEEK)
     assert_frame_equal(lots_of(fresh), lots)
