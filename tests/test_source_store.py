@@ -219,6 +219,28 @@ def histories(draw: st.DrawFn) -> dict[str, list[dict[str, object]]]:
     }
 
 
+def _check_ids() -> pl.Expr:
+    """The check id inside a quarantine row's `row_data`."""
+    return pl.col("row_data").str.json_path_match("$.check_id")
+
+
+def assert_lines_of_bad_checks_quarantined(store: SourceStore, read: Callable[[str], RawTable], day: date) -> None:
+    """The lines of a check set aside as of `day` (and with no valid row anywhere in the source) are
+    quarantined as `validate` quarantines them, reason by reason; none is left as not yet visible."""
+    snap = load_snapshot(read, AsOf(day, TZ), now=NOW)
+    checks = snap.results["checks"]
+    valid_anywhere = pl.concat([checks.kept.select("check_id"), checks.not_yet_visible.select("check_id")])
+    bad = store.quarantine_at("checks", day).select(_check_ids().alias("check_id")).drop_nulls()
+    target = bad.join(valid_anywhere, on="check_id", how="anti").unique()
+
+    def lines(quarantine: pl.DataFrame) -> pl.DataFrame:
+        with_id = quarantine.with_columns(_check_ids().alias("check_id"))
+        return with_id.join(target, on="check_id", how="semi").select("rule", "column_name", "row_data").sort(pl.all())
+
+    want = lines(snap.results["check_items"].quarantine)
+    assert lines(store.quarantine_at("check_items", day)).equals(want), day
+
+
 @pytest.mark.long
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=histories())
@@ -247,6 +269,7 @@ def test_daily_ingests_scanned_as_of_d_equal_validate(tmp_path_factory: pytest.T
                 got_entered = store.scan_entered(table, day)
                 assert sort_by_key(got_entered, table).equals(sort_by_key(entered, table)), ("entered", table, day)
         before = want
+        assert_lines_of_bad_checks_quarantined(store, read, day)
         for table, stamp in (("customers", "registered_at"), ("checks", "ts")):
             rows = history[table]
             counts = store.counts_as_of(table, day, rows_read=len(rows))
@@ -258,6 +281,53 @@ def test_daily_ingests_scanned_as_of_d_equal_validate(tmp_path_factory: pytest.T
             # every visible row was kept or quarantined exactly once; the rest is not yet visible
             assert counts["rows_not_yet_visible"] == later, (table, day, counts)
             assert counts["rows_kept"] == want[table].height
+
+
+def test_lines_of_a_quarantined_check_are_quarantined_with_it(tmp_path: Path) -> None:
+    """A check set aside at ingest takes its lines with it: each is reported once, by its own rule
+    when it breaks one, else `check missing or quarantined`, and none counts as not yet visible;
+    when a valid row of the same check arrives later, its lines are kept from that day on."""
+    day2 = DAY1 + timedelta(days=1)
+    read = raw_tables(
+        {
+            "customers": [customer(1, at(DAY1, 8))],
+            "checks": [
+                check("bad", 1, at(DAY1, 10), "-1.00"),  # negative total: quarantined on day 1
+                check("late", 1, at(DAY1, 11), "-5.00"),  # quarantined on day 1, a valid row on day 2
+                check("late", 1, at(day2, 11), "5.00"),
+            ],
+            "check_items": [
+                item("bad", 1, "1"),
+                item("bad", 2, "-1"),  # its own rule first
+                item("late", 1, "1"),
+                item("nowhere", 1, "1"),  # no check at all: never visible to the store (README)
+            ],
+        }
+    )
+    store = SourceStore(tmp_path / "store", TZ)
+    run_days(store, read, [DAY1, day2])
+
+    def reported(day: date) -> list[tuple[str, str]]:
+        q = store.quarantine_at("check_items", day)
+        return sorted(
+            zip(
+                q["rule"],
+                q["row_data"].str.json_path_match("$.check_id") + ":" + q["row_data"].str.json_path_match("$.line_no"),
+                strict=True,
+            )
+        )
+
+    assert reported(DAY1) == [
+        ("check missing or quarantined", "bad:1"),
+        ("check missing or quarantined", "late:1"),
+        ("negative value", "bad:2"),
+    ]
+    assert reported(day2) == [("check missing or quarantined", "bad:1"), ("negative value", "bad:2")]
+    assert store.scan_as_of("check_items", day2).select("check_id", "line_no").collect().rows() == [("late", 1)]
+    counts = store.counts_as_of("check_items", DAY1, rows_read=4)
+    assert counts == {"rows_read": 4, "rows_kept": 0, "rows_quarantined": 3, "rows_not_yet_visible": 1}
+    counts = store.counts_as_of("check_items", day2, rows_read=4)
+    assert counts == {"rows_read": 4, "rows_kept": 1, "rows_quarantined": 2, "rows_not_yet_visible": 1}
 
 
 def test_day_reader_on_sample_data_equals_the_full_path(tmp_path: Path) -> None:

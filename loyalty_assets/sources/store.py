@@ -196,6 +196,7 @@ class SourceStore:
             new_ids = new_ids.join(seen, on="check_id", how="anti", nulls_equal=True)
             rows = raw.frame.join(new_ids, on="check_id", how="semi", nulls_equal=True, maintain_order="left")
         result = _validate(schema, RawTable(rows, raw.origin), as_of, now=now, carry=carry)
+        orphans = self._orphan_lines(day, raw, as_of, now=now, history=history)
         kept = result.kept if history else result.kept.with_columns(pl.lit(day).alias(VDAY))
         kept = kept.with_columns(
             pl.int_range(pl.len(), dtype=pl.Int64).alias(SEQ),
@@ -212,6 +213,7 @@ class SourceStore:
             "rows_stored": kept.height,
             "rows_quarantined": result.quarantine.height,
             "rows_other_days": raw.frame.height - rows.height,
+            "rows_of_quarantined_checks": orphans.height,
         }
         return self._commit(
             "check_items",
@@ -222,7 +224,46 @@ class SourceStore:
             counts=counts,
             undated=rejected.quarantine,
             origin=raw.origin,
+            orphans=orphans,
         )
+
+    def _orphan_lines(self, day: date, raw: RawTable, as_of: AsOf, *, now: datetime, history: bool) -> pl.DataFrame:
+        """The lines of checks set aside when ingested on `day`, as quarantine rows with their
+        `check_id` and visible day: `validate` reports them (`check missing or quarantined`, unless a
+        rule of the line itself comes first), and without them they would count as not yet visible.
+
+        A check id counts once, on the first day one of its rows was set aside, and not when a row of it
+        was stored that day or earlier (its lines are stored with it). `quarantine_at` drops the lines
+        of a check kept as of the day asked for (a valid row of it arrived later)."""
+        schema = SCHEMAS["check_items"]
+        checks = self.manifest("checks", day)
+        if checks.get("quarantine") is None or raw.frame.is_empty():
+            return _orphan_frame(pl.DataFrame(schema=QUARANTINE_SCHEMA).with_columns(pl.lit(day).alias(VDAY)))
+        check_id = pl.col("row_data").str.json_path_match("$.check_id")
+        bad = (
+            pl.scan_parquet(self.root / "checks" / str(checks["quarantine"]))
+            .select(check_id.alias("check_id"), pl.col(VDAY))
+            .filter(pl.col("check_id").is_not_null())
+            .group_by("check_id")
+            .agg(pl.col(VDAY).min())
+            .collect()
+        )
+        if bad.is_empty():
+            return _orphan_frame(pl.DataFrame(schema=QUARANTINE_SCHEMA).with_columns(pl.lit(day).alias(VDAY)))
+        # the day's part (a history part holds every earlier day too) and, after it, the earlier parts
+        part = self._part("checks", day, columns=["check_id", VDAY]).group_by("check_id").agg(pl.col(VDAY).min())
+        bad = bad.join(part.collect().rename({VDAY: "__stored"}), on="check_id", how="left")
+        bad = bad.filter(pl.col("__stored").is_null() | (pl.col("__stored") > pl.col(VDAY))).drop("__stored")
+        if not history:
+            bad = bad.join(self._seen_before("checks", day, bad.select("check_id")), on="check_id", how="anti")
+            earlier = self._manifests_up_to("check_items", day - timedelta(days=1)) if self._days("check_items") else []
+            if any(m.get("orphans") is not None for m in earlier):
+                before = self._scan_manifests("check_items", earlier, day - timedelta(days=1), "orphans")
+                bad = bad.join(before.select("check_id").unique().collect(), on="check_id", how="anti")
+        lines = raw.frame.join(bad, on="check_id", how="inner", maintain_order="left")
+        no_checks = pl.DataFrame(schema={"check_id": pl.String()})
+        result = validate(schema, RawTable(lines, raw.origin), as_of, now=now, parent_keys=no_checks, carry=(VDAY,))
+        return _orphan_frame(result.quarantine)
 
     def _flag(self, table: str, day: date, kept: pl.DataFrame, *, history: bool) -> pl.DataFrame:
         """Add the store's columns: visible day, file order, whether the key was seen before
@@ -302,6 +343,7 @@ class SourceStore:
         counts: dict[str, int],
         undated: pl.DataFrame | None = None,
         origin: str = "",
+        orphans: pl.DataFrame | None = None,
     ) -> IngestResult:
         """Write the day's files under fresh names, then switch the manifest to them atomically."""
         folder = self.root / table
@@ -317,12 +359,17 @@ class SourceStore:
         if undated is not None and not undated.is_empty():
             undated_file = f"{day.isoformat()}.{token}.undated.parquet"
             undated.cast(QUARANTINE_SCHEMA).write_parquet(folder / undated_file)  # type: ignore[arg-type]
+        orphans_file = None
+        if orphans is not None and not orphans.is_empty():
+            orphans_file = f"{day.isoformat()}.{token}.orphans.parquet"
+            orphans.write_parquet(folder / orphans_file)
         manifest = {
             "day": day.isoformat(),
             "history": history,
             "data": data_file,
             "quarantine": quarantine_file,
             "undated": undated_file,
+            "orphans": orphans_file,
             "hash_probe": _hash_probe(),
             "repeats": int(data.get_column(REPEAT).sum()) if REPEAT in data.columns else 0,
             "pending": int(data.get_column(PENDING).sum()) if PENDING in data.columns else 0,
@@ -535,6 +582,25 @@ class SourceStore:
         undated = pl.scan_parquet(self.root / table / str(latest))
         return pl.concat([at_ingest, undated], how="vertical")
 
+    def _orphans_at(self, day: date) -> pl.DataFrame:
+        """The lines of checks set aside at ingest (`_orphan_lines`) that no later row of their check
+        took over by `day`: once a row of the check is stored, its lines are ingested with it and
+        reported (kept, or quarantined by their own rule or `check missing or quarantined`) from there."""
+        manifests = self._manifests_up_to("check_items", day)
+        if all(m.get("orphans") is None for m in manifests):
+            return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+        orphans = self._scan_manifests("check_items", manifests, day, "orphans")
+        ingested = pl.concat(
+            [
+                self.stored("check_items", day).select("check_id"),
+                self.quarantine_as_of("check_items", day).select(
+                    pl.col("row_data").str.json_path_match("$.check_id").alias("check_id")
+                ),
+            ]
+        )
+        lines = orphans.join(ingested, on="check_id", how="anti", nulls_equal=True).sort(VDAY, "__line").collect()
+        return lines.select(list(QUARANTINE_SCHEMA))
+
     def quarantine_at(self, table: str, day: date) -> pl.DataFrame:
         """Every row set aside as of `day`, in `QUARANTINE_SCHEMA`, as `validate` reports it for `day`:
         the rows quarantined at ingest up to `day` and the stored rows the rules that depend on D drop
@@ -566,6 +632,8 @@ class SourceStore:
                 winners = _first_of_key(rows, list(schema.key)).select(VDAY, SEQ)
                 dropped.append(("duplicate key", ",".join(schema.key), rows.join(winners, on=[VDAY, SEQ], how="anti")))
         frames = [at_ingest]
+        if table == "check_items":
+            frames.append(self._orphans_at(day))
         for rule, column_name, lazy in dropped:
             frame = lazy.collect().sort(VDAY, SEQ)
             if frame.height:
@@ -588,12 +656,24 @@ class SourceStore:
         stored = self.stored(table, day).select(pl.len()).collect().item()
         at_ingest = self.quarantine_as_of(table, day).select(pl.len()).collect().item()
         quarantined = at_ingest + (stored - kept)
+        if table == "check_items":
+            quarantined += self._orphans_at(day).height
         return {
             "rows_read": rows_read,
             "rows_kept": kept,
             "rows_quarantined": quarantined,
             "rows_not_yet_visible": rows_read - kept - quarantined,
         }
+
+
+def _orphan_frame(quarantine: pl.DataFrame) -> pl.DataFrame:
+    """Quarantine rows of check lines with the `check_id` a scan filters on and their order in the part."""
+    return quarantine.select(
+        *QUARANTINE_SCHEMA,
+        pl.col("row_data").str.json_path_match("$.check_id").alias("check_id"),
+        pl.col(VDAY).cast(pl.Date()),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("__line"),
+    ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
 
 
 def read_visible(data_dir: Path, table: str, day: date, *, program_tz: str, history: bool = False) -> RawTable:
