@@ -73,3 +73,19 @@ def test_lots_day_by_day_rerun_and_backfill(tmp_path: Path, catalog_dir: Path, w
     fresh = f"sqlite:///{tmp_path / 'backfill.db'}"
     assert run_dates(make_settings(data, catalog_dir, fresh, tmp_path / "storage2"), WEEK)
     assert_frame_equal(lots_of(fresh), lots)
+
+
+def test_a_late_accrual_becomes_a_lot_on_the_day_it_arrives(tmp_path: Path, catalog_dir: Path) -> None:
+    """T6 (customer 3: accrual 25 stamped 9 Jun 10:00 UTC) is loaded on 11 Jun 10:00: D−1's lots of
+    10 June cannot hold it, so the run of 11 June adds it — and T5's redemption of 10 that day is taken
+    from it (FIFO by time: the accrual is older) instead of an overdraft."""
+    data = copy_fixture("fish_chain", tmp_path)
+    rows = [line + ("," if i else ",loaded_at") for i, line in enumerate(LEDGER.strip().splitlines())]
+    rows.append("T6,3,2025-06-09 10:00:00,accrual,25.00,,LE-A,promo,2025-06-11 10:00:00")
+    (data / "bonus_transactions.csv").write_text("\n".join(rows) + "\n", encoding="utf8")
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    run_days(make_settings(data, keep_campaigns(catalog_dir, FISH), url, tmp_path / "storage"), WEEK[:2])
+    three = lots_of(url).filter(pl.col("customer_id") == 3)
+    assert three.select("lot_id", "amount", "remaining", "redeemed").rows() == [
+        ("ledger:T6", Decimal("25.00"), Decimal("15.00"), Decimal("10.00"))
+    ]

@@ -13,9 +13,10 @@ import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.defs.partitions import PREVIOUS_DAY, as_of
-from loyalty_assets.defs.resources import STATE_KEY, WarehouseResource
+from loyalty_assets.defs.resources import STATE_KEY, WITH_VISIBLE_DAY, WarehouseResource
 from loyalty_assets.defs.sources import source_key
 from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA
+from loyalty_assets.sources.store import VISIBLE_DAY
 from loyalty_assets.transforms.day_state import DayState
 from loyalty_assets.transforms.ledger import advance_lots, build_lots, expiry_mismatches, ledger_entries
 from loyalty_assets.warehouse.lots import write_lots
@@ -29,7 +30,7 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
     @dg.asset(
         key=BONUS_LEDGER_KEY,
         ins={
-            "bonus_transactions": dg.AssetIn(source_key("bonus_transactions")),
+            "bonus_transactions": dg.AssetIn(source_key("bonus_transactions"), metadata={WITH_VISIBLE_DAY: True}),
             "state": dg.AssetIn(STATE_KEY),
             "previous": dg.AssetIn(BONUS_LEDGER_KEY, partition_mapping=PREVIOUS_DAY),
         },
@@ -53,11 +54,15 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
         # D's ledger rows, and every accrual not yet a lot (advance_lots skips those that are)
         new = (pl.col("ts") >= point.start_literal) | (pl.col("kind") == "accrual")
         if previous is None:
-            entries = ledger_entries(bonus_transactions.collect(), own)
+            entries = ledger_entries(bonus_transactions.drop(VISIBLE_DAY).collect(), own)
             lots, mode = build_lots(entries, point.cutoff), "rebuilt from history"
         else:
-            # only the rows D can change are read: the filter is pushed into the store's scan
-            entries = ledger_entries(bonus_transactions.filter(new).collect(), own).filter(new)
+            # only the rows D can change are read (the filter is pushed into the store's scan): D's
+            # rows and the source accruals that arrived on D stamped earlier (a late accrual became a
+            # lot on the day it arrived, so earlier ones are all in D-1's lots)
+            late = (pl.col("kind") == "accrual") & (pl.col(VISIBLE_DAY) == point.date)
+            day_rows = bonus_transactions.filter((pl.col("ts") >= point.start_literal) | late)
+            entries = ledger_entries(day_rows.drop(VISIBLE_DAY).collect(), own).filter(new)
             lots, mode = advance_lots(previous, entries, point.cutoff), "advanced from D-1"
         written = write_lots(wh, lots, point.date)
         mismatches = expiry_mismatches(lots, entries, point.cutoff).filter(pl.col("expired_at") >= point.start_literal)

@@ -141,6 +141,8 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
     writes nothing: no copy of a table per date. `load_input` answers a downstream partition D with
     the table as of D (`SourceStore.scan_as_of`): a LazyFrame when the input is annotated
     `pl.LazyFrame` (the consumer then reads only the columns and rows it asks for), else collected.
+    An input whose `AssetIn` metadata sets `WITH_VISIBLE_DAY` also gets each row's visible day
+    (`SourceStore.scan_with_visible_day`).
     An input mapped to another partition than the run's loads as None (the source assets declare
     their own previous day as a `deps` entry, which loads nothing: the store itself is the state).
     """
@@ -157,8 +159,12 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
         if len(keys) != 1 or (context.has_partition_key and keys[0] != context.partition_key):
             return None
         table = context.asset_key.path[-1]
+        store, day = SourceStore(Path(self.base_dir), self.program_tz), date.fromisoformat(keys[0])
         try:
-            scan = SourceStore(Path(self.base_dir), self.program_tz).scan_as_of(table, date.fromisoformat(keys[0]))
+            if (context.definition_metadata or {}).get(WITH_VISIBLE_DAY):
+                scan = store.scan_with_visible_day(table, day)
+            else:
+                scan = store.scan_as_of(table, day)
         except StoreError as exc:
             raise dg.Failure(description=f"{exc}: materialise source/{table} for {keys[0]} first") from exc
         if context.dagster_type.typing_type is pl.LazyFrame:
@@ -166,6 +172,8 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
         return scan.collect()
 
 
+#: `AssetIn` metadata: load a source with each row's visible day (column `store.VISIBLE_DAY`).
+WITH_VISIBLE_DAY = "loyalty/with_visible_day"
 #: The source store's folder under the storage dir (one folder per table).
 SOURCE_STORE_DIR = "source_store"
 SOURCE_IO_MANAGER = "source_io_manager"

@@ -55,6 +55,8 @@ from loyalty_assets.sources.validation import QUARANTINE_SCHEMA, ValidationResul
 #: Columns the store adds to every stored row (dropped by `scan_as_of`).
 VDAY, SEQ, REPEAT, PENDING, KHASH = "__vday", "__seq", "__repeat", "__pending", "__khash"
 INTERNAL = (VDAY, SEQ, REPEAT, PENDING, KHASH)
+#: The visible-day column of `scan_with_visible_day` (local date of the program's zone).
+VISIBLE_DAY = VDAY
 #: A unique per-row column that turns off `validate`'s duplicate rule (the store applies it itself);
 #: the prefix keeps it out of `validate`'s outputs like the readers' unparsable flags.
 _ROW = f"{UNPARSABLE_PREFIX}__row"
@@ -496,6 +498,11 @@ class SourceStore:
     def scan_as_of(self, table: str, day: date) -> pl.LazyFrame:
         """The rows `validate` keeps for `day`, lazily (the store's own columns dropped)."""
         return self._kept(table, day).drop(INTERNAL, strict=False)
+
+    def scan_with_visible_day(self, table: str, day: date) -> pl.LazyFrame:
+        """`scan_as_of` with each row's visible day (`VISIBLE_DAY`): the day a row entered the store,
+        so a step can pick the rows that arrived late on `day` without reading the earlier ones."""
+        return self._kept(table, day).drop([c for c in INTERNAL if c != VDAY], strict=False)
 
     def _kept(self, table: str, day: date) -> pl.LazyFrame:
         """`scan_as_of` with the store's columns (visible day, order, flags) still on."""
