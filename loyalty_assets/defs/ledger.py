@@ -64,7 +64,7 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
             day_rows = bonus_transactions.filter((pl.col("ts") >= point.start_literal) | late)
             entries = ledger_entries(day_rows.drop(VISIBLE_DAY).collect(), own).filter(new)
             lots, mode = advance_lots(previous, entries, point.cutoff), "advanced from D-1"
-        written = write_lots(wh, lots, point.date)
+        written = write_lots(wh, lots, point.date, previous)
         mismatches = expiry_mismatches(lots, entries, point.cutoff).filter(pl.col("expired_at") >= point.start_literal)
         if mismatches.height:
             context.log.warning(f"{mismatches.height} source expiry rows disagree with the ledger on D (ledger wins)")

@@ -1,19 +1,22 @@
 """The warehouse side of the bonus ledger: the `bonus_lots` table and the accruals it is built from.
 
-`bonus_lots` holds the lots of one date, the latest written. Replacing it is one transaction that
+`bonus_lots` holds the lots of one date, the latest written. Writing it is one transaction that
 takes the table's lock, reads the date it holds and skips the write when that date is later (a
-backfill of an older date never overwrites a newer state), then deletes every row and inserts the
-new lots: readers see the old state or the new one, never a mix.
+backfill of an older date never overwrites a newer state), then writes the day's changes to the
+day before's lots (or, when the table does not hold them, replaces every row): readers see the old
+state or the new one, never a mix.
 """
 
 from __future__ import annotations
 
 from datetime import date, timedelta
+from decimal import Decimal
 
 import polars as pl
 import sqlalchemy as sa
 
 from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA, AsOf
+from loyalty_assets.warehouse import bulk
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 TABLE = "bonus_lots"
@@ -34,12 +37,63 @@ def _held_date(conn: sa.Connection, table: sa.Table) -> date | None:
     return date.fromisoformat(held) if isinstance(held, str) else held
 
 
-def write_lots(warehouse: Warehouse, lots: pl.DataFrame, day: date) -> int | str:
-    """Make `bonus_lots` the lots as of `day`; rows written, or why the write was skipped."""
+def write_lots(warehouse: Warehouse, lots: pl.DataFrame, day: date, previous: pl.DataFrame | None = None) -> int | str:
+    """Make `bonus_lots` the lots as of `day`; rows written, or why the write was skipped.
+
+    When the table holds `previous` (the lots of the day before, as that run wrote them), only the
+    lots that changed are written (`_write_changes`): a day touches a few lots of the whole history.
+    Otherwise (first date, a re-run, a backfill that starts over) the table is replaced.
+    """
     table = warehouse.table(TABLE)
     with warehouse.transaction() as conn:
         warehouse.lock(conn, TABLE)
         held = _held_date(conn, table)
         if held is not None and held > day:
             return f"skipped: holds the newer state of {held.isoformat()}"
+        if previous is not None and held == day - timedelta(days=1) and _holds(conn, table, previous):
+            return _write_changes(conn, table, lots, previous, day)
         return warehouse.replace(TABLE, lots.with_columns(pl.lit(day).alias("as_of_date")), {}, conn=conn)
+
+
+KEY = ["customer_id", "lot_id"]
+
+
+def _holds(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame) -> bool:
+    """Whether the table's rows add up to `lots` (count, amounts, remainders): the cheap guard that the
+    day before's stored frame is what the table holds (a run that wrote the table but not its frame,
+    or a table edited by hand, gets a full replace instead)."""
+    count, amount, remaining = conn.execute(
+        sa.select(sa.func.count(), sa.func.sum(table.c.amount), sa.func.sum(table.c.remaining))
+    ).one()
+    if count != lots.height:
+        return False
+    if count == 0:
+        return True
+    want = (lots.get_column("amount").sum(), lots.get_column("remaining").sum())
+    return (Decimal(str(amount)), Decimal(str(remaining))) == (Decimal(str(want[0])), Decimal(str(want[1])))
+
+
+def _write_changes(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame, previous: pl.DataFrame, day: date) -> int:
+    """Turn the table from `previous` into `lots` as of `day`: delete the lots that changed or are
+    gone, insert the changed and new ones (bulk, through a temporary table of keys), restamp the rest."""
+    columns = lots.columns
+    changed = lots.join(previous.select(columns), on=columns, how="anti", nulls_equal=True)
+    gone = previous.select(KEY).join(lots.select(KEY), on=KEY, how="anti")
+    stale_keys = pl.concat([changed.select(KEY), gone], how="vertical").unique()
+    if stale_keys.height:
+        keys = sa.Table(
+            "bonus_lots_stale",
+            sa.MetaData(),
+            sa.Column("customer_id", sa.BigInteger, nullable=False),
+            sa.Column("lot_id", sa.Text, nullable=False),
+            prefixes=["TEMPORARY"],
+        )
+        keys.drop(conn, checkfirst=True)
+        keys.create(conn)
+        bulk.write(conn, keys, stale_keys)
+        # a row-value IN: both databases drive it from the few keys through the primary key index
+        stale = sa.select(keys.c.customer_id, keys.c.lot_id)
+        conn.execute(sa.delete(table).where(sa.tuple_(table.c.customer_id, table.c.lot_id).in_(stale)))
+        keys.drop(conn)
+    conn.execute(sa.update(table).values(as_of_date=day))
+    return bulk.write(conn, table, changed.with_columns(pl.lit(day).alias("as_of_date")))
