@@ -69,8 +69,10 @@ def _holds(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame) -> bool:
         return False
     if count == 0:
         return True
-    want = (lots.get_column("amount").sum(), lots.get_column("remaining").sum())
-    return (Decimal(str(amount)), Decimal(str(remaining))) == (Decimal(str(want[0])), Decimal(str(want[1])))
+    # to the cent: SQLite may sum the stored decimals as floats (a mismatch only costs a full replace)
+    cents = Decimal("0.01")
+    got = tuple(Decimal(str(v)).quantize(cents) for v in (amount, remaining))
+    return got == tuple(Decimal(str(lots.get_column(c).sum())).quantize(cents) for c in ("amount", "remaining"))
 
 
 def _write_changes(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame, previous: pl.DataFrame, day: date) -> int:
