@@ -239,19 +239,19 @@ class SourceStore:
         of a check kept as of the day asked for (a valid row of it arrived later)."""
         schema = SCHEMAS["check_items"]
         checks = self.manifest("checks", day)
+        no_orphans = _orphan_frame(pl.DataFrame(schema={**QUARANTINE_SCHEMA, VDAY: pl.Date()}))
         if checks.get("quarantine") is None or raw.frame.is_empty():
-            return _orphan_frame(pl.DataFrame(schema=QUARANTINE_SCHEMA).with_columns(pl.lit(day).alias(VDAY)))
-        check_id = pl.col("row_data").str.json_path_match("$.check_id")
+            return no_orphans
         bad = (
             pl.scan_parquet(self.root / "checks" / str(checks["quarantine"]))
-            .select(check_id.alias("check_id"), pl.col(VDAY))
+            .select(_quarantined_check_id(), pl.col(VDAY))
             .filter(pl.col("check_id").is_not_null())
             .group_by("check_id")
             .agg(pl.col(VDAY).min())
             .collect()
         )
         if bad.is_empty():
-            return _orphan_frame(pl.DataFrame(schema=QUARANTINE_SCHEMA).with_columns(pl.lit(day).alias(VDAY)))
+            return no_orphans
         # the day's part (a history part holds every earlier day too) and, after it, the earlier parts
         part = self._part("checks", day, columns=["check_id", VDAY]).group_by("check_id").agg(pl.col(VDAY).min())
         bad = bad.join(part.collect().rename({VDAY: "__stored"}), on="check_id", how="left")
@@ -313,26 +313,30 @@ class SourceStore:
         ).drop("__seen", strict=False)
 
     def _seen_before(self, table: str, day: date, keys: pl.DataFrame) -> pl.DataFrame:
-        """The `keys` (distinct key rows) already stored on an earlier day.
+        """The `keys` (distinct key rows) already stored on an earlier day."""
+        return self._stored_keys(table, day - timedelta(days=1), keys)
+
+    def _stored_keys(self, table: str, day: date, keys: pl.DataFrame) -> pl.DataFrame:
+        """The `keys` (distinct key rows) stored on `day` or before.
 
         Every stored row carries a 64-bit hash of its key (`__khash`), so only that column of the
-        earlier parts is read in full; the key columns are decoded just for the rows whose hash
-        matches (a collision costs a comparison, never a wrong answer). When a part's hashes came from
-        another Polars version (the manifest's probe differs), the keys are compared directly.
+        parts is read in full; the key columns are decoded just for the rows whose hash matches (a
+        collision costs a comparison, never a wrong answer). When a part's hashes came from another
+        Polars version (the manifest's probe differs), the keys are compared directly.
         """
         key = keys.columns
-        if keys.is_empty():  # a quiet day of a catch-up: nothing to look up in the earlier parts
+        if keys.is_empty():  # a quiet day of a catch-up: nothing to look up in the parts
             return keys
         try:
-            manifests = self._manifests_up_to(table, day - timedelta(days=1))
+            manifests = self._manifests_up_to(table, day)
         except StoreError:
             return keys.clear()
-        earlier = self._scan_manifests(table, manifests, day - timedelta(days=1))
+        stored = self._scan_manifests(table, manifests, day)
         if all(m.get("hash_probe") == _hash_probe() for m in manifests):
             hashes = keys.select(_key_hash(key).alias(KHASH)).get_column(KHASH)
-            earlier = earlier.filter(pl.col(KHASH).is_in(hashes.implode()))
-        seen = earlier.select(key).unique().collect()
-        return keys.join(seen, on=key, how="semi", nulls_equal=True)
+            stored = stored.filter(pl.col(KHASH).is_in(hashes.implode()))
+        found = stored.select(key).unique().collect()
+        return keys.join(found, on=key, how="semi", nulls_equal=True)
 
     def _commit(
         self,
@@ -596,16 +600,11 @@ class SourceStore:
         manifests = self._manifests_up_to("check_items", day)
         if all(m.get("orphans") is None for m in manifests):
             return pl.DataFrame(schema=QUARANTINE_SCHEMA)
-        orphans = self._scan_manifests("check_items", manifests, day, "orphans")
-        ingested = pl.concat(
-            [
-                self.stored("check_items", day).select("check_id"),
-                self.quarantine_as_of("check_items", day).select(
-                    pl.col("row_data").str.json_path_match("$.check_id").alias("check_id")
-                ),
-            ]
-        )
-        lines = orphans.join(ingested, on="check_id", how="anti", nulls_equal=True).sort(VDAY, "__line").collect()
+        orphans = self._scan_manifests("check_items", manifests, day, "orphans").collect()
+        # a stored row of the check took its lines over (they were ingested with it): found by the
+        # checks' key hashes, so the lines of history are not read
+        taken = self._stored_keys("checks", day, orphans.select("check_id").unique())
+        lines = orphans.join(taken, on="check_id", how="anti", nulls_equal=True).sort(VDAY, "__line")
         return lines.select(list(QUARANTINE_SCHEMA))
 
     def quarantine_at(self, table: str, day: date) -> pl.DataFrame:
@@ -673,11 +672,16 @@ class SourceStore:
         }
 
 
+def _quarantined_check_id() -> pl.Expr:
+    """`check_id` read back from a quarantine row of a check or a check line (`row_data`)."""
+    return pl.col("row_data").str.json_path_match("$.check_id").alias("check_id")
+
+
 def _orphan_frame(quarantine: pl.DataFrame) -> pl.DataFrame:
     """Quarantine rows of check lines with the `check_id` a scan filters on and their order in the part."""
     return quarantine.select(
         *QUARANTINE_SCHEMA,
-        pl.col("row_data").str.json_path_match("$.check_id").alias("check_id"),
+        _quarantined_check_id(),
         pl.col(VDAY).cast(pl.Date()),
         pl.int_range(pl.len(), dtype=pl.Int64).alias("__line"),
     ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]

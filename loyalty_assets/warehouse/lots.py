@@ -20,6 +20,7 @@ from loyalty_assets.warehouse import bulk
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 TABLE = "bonus_lots"
+KEY = ["customer_id", "lot_id"]
 
 
 def own_accruals_through(warehouse: Warehouse, as_of: AsOf) -> pl.DataFrame:
@@ -53,9 +54,6 @@ def write_lots(warehouse: Warehouse, lots: pl.DataFrame, day: date, previous: pl
         if previous is not None and held == day - timedelta(days=1) and _holds(conn, table, previous):
             return _write_changes(conn, table, lots, previous, day)
         return warehouse.replace(TABLE, lots.with_columns(pl.lit(day).alias("as_of_date")), {}, conn=conn)
-
-
-KEY = ["customer_id", "lot_id"]
 
 
 def _holds(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame) -> bool:
