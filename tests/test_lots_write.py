@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import polars as pl
+import sqlalchemy as sa
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.transforms.ledger import LOT_SCHEMA
@@ -43,6 +44,11 @@ def table(url: str) -> pl.DataFrame:
     return Warehouse(url).read("bonus_lots").sort("customer_id", "lot_id")
 
 
+def held(url: str) -> list[date]:
+    """The date the table as a whole holds (`bonus_lots_as_of`, one row)."""
+    return Warehouse(url).read("bonus_lots_as_of").get_column("as_of_date").to_list()
+
+
 DAY1 = lots(
     (1, "ledger:T1", "40.00", "40.00", "LE-A"),
     (2, "ledger:T2", "10.00", "10.00", None),
@@ -61,9 +67,8 @@ def test_the_days_changes_only(warehouse_url: str) -> None:
     assert write_lots(Warehouse(warehouse_url), DAY1, D1) == 3
     assert write_lots(Warehouse(warehouse_url), DAY2, D2, DAY1) == 2  # customer 1's lot and customer 4's
     got = table(warehouse_url)
-    assert_frame_equal(
-        got, DAY2.with_columns(pl.lit(D2).alias("as_of_date")).sort("customer_id", "lot_id"), check_dtypes=False
-    )
+    assert_frame_equal(got, DAY2.sort("customer_id", "lot_id"), check_dtypes=False)
+    assert held(warehouse_url) == [D2]
 
 
 def test_a_day_before_the_table_does_not_hold_replaces_it(warehouse_url: str) -> None:
@@ -71,7 +76,22 @@ def test_a_day_before_the_table_does_not_hold_replaces_it(warehouse_url: str) ->
     assert write_lots(Warehouse(warehouse_url), other, D1) == 1
     assert write_lots(Warehouse(warehouse_url), DAY2, D2, DAY1) == 3  # DAY1 is not what the table holds
     got = table(warehouse_url)
-    assert_frame_equal(
-        got, DAY2.with_columns(pl.lit(D2).alias("as_of_date")).sort("customer_id", "lot_id"), check_dtypes=False
-    )
+    assert_frame_equal(got, DAY2.sort("customer_id", "lot_id"), check_dtypes=False)
+    assert held(warehouse_url) == [D2]
     assert write_lots(Warehouse(warehouse_url), DAY1, D1, None) == "skipped: holds the newer state of 2025-06-11"
+    assert held(warehouse_url) == [D2]
+
+
+def test_a_table_of_an_earlier_release_moves_its_date_to_bonus_lots_as_of(warehouse_url: str) -> None:
+    """Earlier releases stamped the date on every lot; opening such a warehouse moves it to the marker."""
+    wh = Warehouse(warehouse_url)
+    assert write_lots(wh, DAY1, D1) == 3
+    with wh.transaction() as conn:
+        conn.execute(sa.text("DELETE FROM bonus_lots_as_of"))
+        conn.execute(sa.text("ALTER TABLE bonus_lots ADD COLUMN as_of_date DATE"))
+        conn.execute(sa.text("UPDATE bonus_lots SET as_of_date = :d"), {"d": D1})
+    reopened = Warehouse(warehouse_url)
+    assert "as_of_date" not in reopened.table("bonus_lots").c
+    assert held(warehouse_url) == [D1]
+    assert write_lots(reopened, DAY2, D2, DAY1) == 2  # the day before is recognised: only the changes
+    assert_frame_equal(table(warehouse_url), DAY2.sort("customer_id", "lot_id"), check_dtypes=False)

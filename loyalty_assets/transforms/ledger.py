@@ -46,7 +46,7 @@ from loyalty_assets.sources.schemas import MONEY, UTC_TS
 if TYPE_CHECKING:
     from loyalty_assets.sources.frames import SourceFrames
 
-#: One row per lot and customer: the ledger's state, the warehouse table `bonus_lots` (+ as_of_date).
+#: One row per lot and customer: the ledger's state, the warehouse table `bonus_lots`.
 LOT_SCHEMA: dict[str, pl.DataType] = {
     "customer_id": pl.Int64(),
     "lot_id": pl.String(),

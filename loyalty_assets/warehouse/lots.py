@@ -1,10 +1,13 @@
 """The warehouse side of the bonus ledger: the `bonus_lots` table and the accruals it is built from.
 
-`bonus_lots` holds the lots of one date, the latest written. Writing it is one transaction that
-takes the table's lock, reads the date it holds and skips the write when that date is later (a
-backfill of an older date never overwrites a newer state), then writes the day's changes to the
-day before's lots (or, when the table does not hold them, replaces every row): readers see the old
-state or the new one, never a mix.
+`bonus_lots` holds the lots of one date, the latest written, named by the one row of
+`bonus_lots_as_of`. Writing it is one transaction that takes the table's lock, reads the date it
+holds and skips the write when that date is later (a backfill of an older date never overwrites a
+newer state), then writes the day's changes to the day before's lots (or, when the table does not
+hold them, replaces every row): readers see the old state or the new one, never a mix. The date is
+not a column of the lots: restamping every lot with D rewrote the whole table each day (5.1M rows at
+1M customers), and a per-lot "last written" date would depend on the path (changes or a replace),
+not on the data.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from loyalty_assets.warehouse import bulk
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 TABLE = "bonus_lots"
+AS_OF_TABLE = "bonus_lots_as_of"
 KEY = ["customer_id", "lot_id"]
 
 
@@ -33,8 +37,8 @@ def own_accruals_through(warehouse: Warehouse, as_of: AsOf) -> pl.DataFrame:
     return written.filter(pl.col("accrued_at") < as_of.cutoff_literal).select(list(OWN_ACCRUALS_SCHEMA))
 
 
-def _held_date(conn: sa.Connection, table: sa.Table) -> date | None:
-    held = conn.execute(sa.select(sa.func.max(table.c.as_of_date))).scalar_one_or_none()
+def _held_date(conn: sa.Connection, marker: sa.Table) -> date | None:
+    held = conn.execute(sa.select(sa.func.max(marker.c.as_of_date))).scalar_one_or_none()
     return date.fromisoformat(held) if isinstance(held, str) else held
 
 
@@ -45,15 +49,19 @@ def write_lots(warehouse: Warehouse, lots: pl.DataFrame, day: date, previous: pl
     lots that changed are written (`_write_changes`): a day touches a few lots of the whole history.
     Otherwise (first date, a re-run, a backfill that starts over) the table is replaced.
     """
-    table = warehouse.table(TABLE)
+    table, marker = warehouse.table(TABLE), warehouse.table(AS_OF_TABLE)
     with warehouse.transaction() as conn:
         warehouse.lock(conn, TABLE)
-        held = _held_date(conn, table)
+        held = _held_date(conn, marker)
         if held is not None and held > day:
             return f"skipped: holds the newer state of {held.isoformat()}"
         if previous is not None and held == day - timedelta(days=1) and _holds(conn, table, previous):
-            return _write_changes(conn, table, lots, previous, day)
-        return warehouse.replace(TABLE, lots.with_columns(pl.lit(day).alias("as_of_date")), {}, conn=conn)
+            written = _write_changes(conn, table, lots, previous)
+        else:
+            written = warehouse.replace(TABLE, lots, {}, conn=conn)
+        conn.execute(sa.delete(marker))
+        conn.execute(sa.insert(marker).values(as_of_date=day))
+        return written
 
 
 def _holds(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame) -> bool:
@@ -73,9 +81,9 @@ def _holds(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame) -> bool:
     return got == tuple(Decimal(str(lots.get_column(c).sum())).quantize(cents) for c in ("amount", "remaining"))
 
 
-def _write_changes(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame, previous: pl.DataFrame, day: date) -> int:
-    """Turn the table from `previous` into `lots` as of `day`: delete the lots that changed or are
-    gone, insert the changed and new ones (bulk, through a temporary table of keys), restamp the rest."""
+def _write_changes(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame, previous: pl.DataFrame) -> int:
+    """Turn the table from `previous` into `lots`: delete the lots that changed or are gone, insert the
+    changed and new ones (bulk, through a temporary table of keys); the other lots are not touched."""
     columns = lots.columns
     changed = lots.join(previous.select(columns), on=columns, how="anti", nulls_equal=True)
     gone = previous.select(KEY).join(lots.select(KEY), on=KEY, how="anti")
@@ -95,5 +103,4 @@ def _write_changes(conn: sa.Connection, table: sa.Table, lots: pl.DataFrame, pre
         stale = sa.select(keys.c.customer_id, keys.c.lot_id)
         conn.execute(sa.delete(table).where(sa.tuple_(table.c.customer_id, table.c.lot_id).in_(stale)))
         keys.drop(conn)
-    conn.execute(sa.update(table).values(as_of_date=day))
-    return bulk.write(conn, table, changed.with_columns(pl.lit(day).alias("as_of_date")))
+    return bulk.write(conn, table, changed)

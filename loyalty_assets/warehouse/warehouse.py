@@ -93,6 +93,21 @@ def _migrate_activity_log(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
 
 
+def _migrate_bonus_lots(conn: sa.Connection) -> None:
+    """`bonus_lots` of an earlier release stamped the date it holds on every lot (`as_of_date`): the date
+    moves to `bonus_lots_as_of` (created by the DDL) and the column goes."""
+    inspector = sa.inspect(conn)
+    if "bonus_lots" not in inspector.get_table_names():
+        return
+    if "as_of_date" not in {c["name"] for c in inspector.get_columns("bonus_lots")}:
+        return
+    held = conn.execute(sa.text("SELECT MAX(as_of_date) FROM bonus_lots")).scalar_one_or_none()
+    marked = conn.execute(sa.text("SELECT COUNT(*) FROM bonus_lots_as_of")).scalar_one()
+    if held is not None and not marked:
+        conn.execute(sa.text("INSERT INTO bonus_lots_as_of (as_of_date) VALUES (:held)"), {"held": held})
+    conn.execute(sa.text("ALTER TABLE bonus_lots DROP COLUMN as_of_date"))
+
+
 class Warehouse:
     """Typed, atomic access to the output tables."""
 
@@ -116,6 +131,7 @@ class Warehouse:
             _migrate_activity_log(conn)
             for statement in ddl_statements(self.sql_dir, self.dialect):
                 conn.execute(sa.text(statement))
+            _migrate_bonus_lots(conn)
             metadata = sa.MetaData()
             metadata.reflect(conn)
         self._tables = dict(metadata.tables)
