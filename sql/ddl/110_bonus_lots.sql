@@ -1,8 +1,8 @@
 -- The bonus ledger's lots (transforms/ledger.py): one row per accrual (ledger transaction or
 -- campaign accrual) and per overdraft, with what remains of it after FIFO redemptions and expiry.
 -- Holds one date only, the latest written, named by the one row of `bonus_lots_as_of` (a backfill of
--- an older date leaves it); each date's changes are written in one transaction (warehouse/lots.py). What the loyalty module and the
--- customer card read.
+-- an older date leaves it); each date's changes are written in one transaction (warehouse/lots.py).
+-- What the loyalty module and the customer card read.
 CREATE TABLE IF NOT EXISTS bonus_lots (
     customer_id     BIGINT          NOT NULL,
     lot_id          TEXT            NOT NULL,  -- ledger:<txn_id> | accrual:<accrual_id> | overdraft:<txn_id>
