@@ -28,11 +28,13 @@ from loyalty_assets.defs.resources import STATE_KEY, WarehouseResource
 from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
 from loyalty_assets.defs.warehouse_io import WAREHOUSE_IO
-from loyalty_assets.sources.frames import SourceFrames
+from loyalty_assets.sources.day_view import TableAsOf, load_day_frames
 from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.transforms.audience import closure, masked_sample
 from loyalty_assets.transforms.campaign_day import CampaignDay, by_priority, catalog_filters, run_day
+from loyalty_assets.transforms.day_inputs import history_tables
 from loyalty_assets.transforms.day_state import DayState
+from loyalty_assets.transforms.feature_carry import DayRows
 from loyalty_assets.transforms.features import required_features
 from loyalty_assets.warehouse.audiences import export_audiences
 from loyalty_assets.warehouse.campaign_rows import write_campaign_day
@@ -169,6 +171,8 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
     renderer = catalog.renderer()
     specs = _specs(catalog)
     freshness = daily_freshness(program)
+    # event tables some rule reads whole (with why); the others load from near D
+    whole_history = history_tables(catalog, catalog_filters(catalog))
 
     @dg.multi_asset(
         name="loyalty_day",
@@ -191,7 +195,8 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
         internal_asset_deps={output_name(spec.key): {d.asset_key for d in spec.deps} for spec in specs},
         check_specs=_gate_specs(catalog, partitions),
         ins={
-            **{f"source_{t}": dg.AssetIn(source_key(t)) for t in SCHEMAS},
+            # handles on the store: the step loads what D's rules read (`load_day_frames`)
+            **{f"source_{t}": dg.AssetIn(source_key(t), dagster_type=TableAsOf) for t in SCHEMAS},
             "previous": dg.AssetIn(STATE_KEY, partition_mapping=PREVIOUS_DAY),
         },
         partitions_def=partitions,
@@ -202,15 +207,23 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
         config: DayConfig,
         warehouse: WarehouseResource,
         previous: dict[str, pl.DataFrame] | None,
-        **tables: pl.DataFrame,
+        **inputs: TableAsOf,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         point = as_of(context, program)
         state = previous_state(context, previous, point.date, storage_dir, over_gap=config.carry_state_over_gap)
-        frames = SourceFrames.from_tables(
-            {name.removeprefix("source_"): t for name, t in tables.items()}
-            | {"own_accruals": state.own_accruals(point)}
+        tables = {name.removeprefix("source_"): t for name, t in inputs.items()}
+        own = state.own_accruals(point)
+        frames, loaded = load_day_frames(tables, point, whole=whole_history, own_accruals=own)
+        rows = DayRows(
+            entered=lambda t: tables[t].entered(),
+            # a table loaded whole already is its history; the others are read for a rebuild only
+            history=lambda t: getattr(frames, t) if t in whole_history else tables[t].history(),
+            own_entered=state.own_accruals_entered(point),
+            own_history=own,
         )
-        day = run_day(catalog, frames, point, state, renderer=renderer)
+        day = run_day(catalog, frames, point, state, renderer=renderer, rows=rows)
+        for family, why in day.feature_rebuilds.items():
+            context.log.info(f"features ({family}): rebuilt from history: {why}")
         wh = warehouse.warehouse
         yield dg.Output(
             day.features,
@@ -218,6 +231,9 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(day.features.height),
                 "feature_columns": dg.MetadataValue.int(day.features.width),
+                "rows_loaded": counts_table(loaded, key="source table", value="rows"),
+                "read_whole_history": dg.MetadataValue.json(whole_history),
+                "features_rebuilt": dg.MetadataValue.json(day.feature_rebuilds),
             },
         )
         for sid in sorted(catalog.segments):

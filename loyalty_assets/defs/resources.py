@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 import sqlalchemy as sa
 
+from loyalty_assets.sources.day_view import TableAsOf
 from loyalty_assets.sources.readers import RawTable, SourceError, locate, read_file_table, read_sql_table
 from loyalty_assets.sources.store import SourceStore, StoreError, read_visible
 from loyalty_assets.warehouse.history import STATE_PATH, read_folder, write_folder
@@ -140,7 +141,8 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
     A source asset ingests the day's rows into the store itself (`defs.sources`), so `handle_output`
     writes nothing: no copy of a table per date. `load_input` answers a downstream partition D with
     the table as of D (`SourceStore.scan_as_of`): a LazyFrame when the input is annotated
-    `pl.LazyFrame` (the consumer then reads only the columns and rows it asks for), else collected.
+    `pl.LazyFrame` (the consumer then reads only the columns and rows it asks for), a `TableAsOf`
+    handle when typed so (the daily asset: the scan, and the rows that entered on D), else collected.
     An input whose `AssetIn` metadata sets `WITH_VISIBLE_DAY` also gets each row's visible day
     (`SourceStore.scan_with_visible_day`).
     An input mapped to another partition than the run's loads as None (the source assets declare
@@ -154,7 +156,7 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
         if obj is not None:
             raise TypeError(f"{'/'.join(context.asset_key.path)}: a source asset stores its rows in the source store")
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame | None:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame | TableAsOf | None:
         keys = context.asset_partition_keys if context.has_asset_partitions else []
         if len(keys) != 1 or (context.has_partition_key and keys[0] != context.partition_key):
             return None
@@ -167,6 +169,8 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
                 scan = store.scan_as_of(table, day)
         except StoreError as exc:
             raise dg.Failure(description=f"{exc}: materialise source/{table} for {keys[0]} first") from exc
+        if context.dagster_type.typing_type is TableAsOf:  # the scan above checked the store holds D
+            return TableAsOf(store, table, day)
         if context.dagster_type.typing_type is pl.LazyFrame:
             return scan
         return scan.collect()

@@ -27,6 +27,7 @@ from loyalty_assets.transforms.cashback import favourite_period_summary
 from loyalty_assets.transforms.control_groups import global_control_members
 from loyalty_assets.transforms.day_state import MANUAL_EVENT_SCHEMA, DayState, EntrantRetention, manual_members_at
 from loyalty_assets.transforms.entry import select_entrants
+from loyalty_assets.transforms.feature_carry import DayRows, FeatureCarry, advance_carry, carried_features
 from loyalty_assets.transforms.features import compute_features, required_features
 from loyalty_assets.transforms.ids import step_output_id
 from loyalty_assets.transforms.journey import (
@@ -348,6 +349,19 @@ def day_features(
     return compute_features(frames, point, required_features(catalog_filters(catalog) if filters is None else filters))
 
 
+def carried_day_features(
+    catalog: Catalog, frames: SourceFrames, point: AsOf, state: DayState, rows: DayRows
+) -> tuple[pl.DataFrame, FeatureCarry, dict[str, str]]:
+    """`day_features` from the feature states D−1 left in `state`, advanced with D's `rows`
+    (`frames` then need only the per-customer tables whole); the states for D+1; and, per family
+    rebuilt from history instead of advanced, why."""
+    specs = required_features(catalog_filters(catalog))
+    carry, rebuilt = advance_carry(
+        state.features, point, specs, rows, customers=frames.customers, categories=frames.categories
+    )
+    return carried_features(frames, point, specs, carry), carry, rebuilt
+
+
 @dataclass(frozen=True)
 class CampaignDay:
     """One campaign's results for D; `journey`/`accruals`/`messages` are None when its gate failed."""
@@ -369,6 +383,8 @@ class DayResult:
     members_yesterday: dict[str, pl.DataFrame]
     campaigns: list[CampaignDay]
     state: DayState
+    #: feature families rebuilt from history rather than advanced from D−1's state, with the reason
+    feature_rebuilds: dict[str, str] = field(default_factory=dict)
 
 
 def run_day(
@@ -379,6 +395,7 @@ def run_day(
     *,
     renderer: TemplateRenderer | None = None,
     only: Iterable[str] | None = None,
+    rows: DayRows | None = None,
 ) -> DayResult:
     """The whole daily pipeline for D, given D's sources and the state D−1's run left.
 
@@ -387,9 +404,18 @@ def run_day(
     the state) and the messages of higher-priority campaigns today. `only` restricts the campaigns
     (a dry run of one campaign still runs the higher-priority ones, whose messages count toward the
     cap). The asset, the dry run and nothing else compute a day, all through this function.
+
+    With `rows` (the daily asset), the features come from the state's carried feature states plus
+    D's rows (`carried_day_features`) and `frames` may hold only the rows D's rules read; without
+    (the dry run, previews: full frames), from all history, with the same result.
     """
     program = catalog.program
-    features = day_features(catalog, frames, point)
+    carry: FeatureCarry | None = None
+    rebuilt: dict[str, str] = {}
+    if rows is None:
+        features = day_features(catalog, frames, point)
+    else:
+        features, carry, rebuilt = carried_day_features(catalog, frames, point, state, rows)
     manual = catalog.manual_segments
     manual_today = state.manual_members(manual, point.date, point.program_tz)
     # saved segments may read manual ones (kept by campaign steps): their members as D begins
@@ -486,5 +512,6 @@ def run_day(
         cap_days=cap.days if cap is not None else None,
         adaptive_campaigns=[c.id for c in catalog.campaigns.values() if (s := c.ab_split()) and s.adaptive],
         retention={c.id: entrant_retention(c) for c in catalog.campaigns.values()},
+        features=carry,
     )
-    return DayResult(features, members, members_yesterday, results, new_state)
+    return DayResult(features, members, members_yesterday, results, new_state, rebuilt)

@@ -14,7 +14,9 @@ the warehouse. The state is bounded by what the rules need:
   every entrant of an adaptive A/B split, and a month of margin for "once per occasion";
 - `outbox`: message facts without bodies: the frequency-cap window for every campaign, all dates
   for campaigns with an adaptive A/B split;
-- `pending`: journey tokens waiting until a moment after D.
+- `pending`: journey tokens waiting until a moment after D;
+- `features`: the per-customer feature states D+1 advances with its own rows
+  (`transforms.feature_carry`), so no date aggregates all history.
 
 `DayState.next` builds D's state from D−1's and D's results only, so a re-run of D (from the same
 D−1 state) gives the same state, whatever later dates did.
@@ -23,13 +25,14 @@ D−1 state) gives the same state, whatever later dates did.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import polars as pl
 
 from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA, AsOf
 from loyalty_assets.transforms.accruals import ACCRUALS_SCHEMA
+from loyalty_assets.transforms.feature_carry import FeatureCarry
 from loyalty_assets.transforms.journey import TOKEN_SCHEMA
 
 CUSTOMER = {"customer_id": pl.Int64()}
@@ -139,10 +142,11 @@ class DayState:
     outbox: pl.DataFrame
     pending: pl.DataFrame
     meta: pl.DataFrame
+    features: FeatureCarry = field(default_factory=FeatureCarry)
 
     @classmethod
     def empty(cls) -> DayState:
-        return cls(**{name: pl.DataFrame(schema=schema) for name, schema in STATE_SCHEMAS.items()})
+        return cls.from_frames({})
 
     @classmethod
     def from_frames(cls, frames: Mapping[str, pl.DataFrame]) -> DayState:
@@ -151,11 +155,12 @@ class DayState:
             **{
                 name: _conform(frames[name], schema) if name in frames else pl.DataFrame(schema=schema)
                 for name, schema in STATE_SCHEMAS.items()
-            }
+            },
+            features=FeatureCarry.from_frames(frames),
         )
 
     def to_frames(self) -> dict[str, pl.DataFrame]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in STATE_SCHEMAS} | self.features.to_frames()
 
     @property
     def as_of(self) -> date | None:
@@ -167,6 +172,15 @@ class DayState:
         """Accruals written for dates before D and accrued before D's cutoff (for balances)."""
         return self.accruals.filter(
             (pl.col("partition_date") < point.date) & (pl.col("accrued_at") < point.cutoff_literal)
+        ).select(list(OWN_ACCRUALS_SCHEMA))
+
+    def own_accruals_entered(self, point: AsOf) -> pl.DataFrame:
+        """The own accruals visible at D (`own_accruals`) that were not visible at D−1: those written
+        by D−1's run, and earlier ones whose `accrued_at` falls on D (what D's features add)."""
+        yesterday = AsOf(point.date - timedelta(days=1), point.program_tz)
+        seen = (pl.col("partition_date") < yesterday.date) & (pl.col("accrued_at") < yesterday.cutoff_literal)
+        return self.accruals.filter(
+            (pl.col("partition_date") < point.date) & (pl.col("accrued_at") < point.cutoff_literal) & ~seen
         ).select(list(OWN_ACCRUALS_SCHEMA))
 
     def segment_members(self, segment_ids: Iterable[str]) -> dict[str, pl.DataFrame]:
@@ -236,6 +250,7 @@ class DayState:
         cap_days: int | None,
         adaptive_campaigns: Iterable[str],
         retention: Mapping[str, EntrantRetention] | None = None,
+        features: FeatureCarry | None = None,
     ) -> DayState:
         """D's state: D−1's (dates before D only) plus D's results, trimmed to what later dates use."""
         day = point.date
@@ -275,6 +290,7 @@ class DayState:
                 ["campaign_id", "customer_id", "occasion", "node"], keep="last", maintain_order=True
             ),
             meta=pl.DataFrame({"as_of": [day]}, schema=STATE_SCHEMAS["meta"]),
+            features=features or FeatureCarry(),
         )
 
 
