@@ -22,7 +22,8 @@ from loyalty_assets.sources.frames import AsOf, SourceFrames
 from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.transforms.accruals import ACCRUALS_SCHEMA
 from loyalty_assets.transforms.day_state import DayState
-from loyalty_assets.transforms.feature_carry import DayRows, FeatureCarry, advance_carry, carried_features
+from loyalty_assets.transforms.feature_carry import DayRows, FeatureCarry, advance_carry, carried_features, carried_lots
+from loyalty_assets.transforms.ledger import build_lots, ledger_entries
 from loyalty_assets.transforms.features import FeatureSpec, compute_features
 from tests.test_feature_state import CATEGORIES, FIRST_DAYS, ZONES, customers
 
@@ -96,7 +97,9 @@ def histories(draw: st.DrawFn):
                 "ts": ts,
                 "kind": kind,
                 "amount": Decimal(draw(st.integers(1, 90))),
-                "expires_at": ts + timedelta(days=30) if kind == "accrual" else None,
+                "expires_at": ts + timedelta(days=draw(st.integers(0, 6)), hours=draw(st.integers(0, 23)))
+                if kind == "accrual"
+                else None,
                 ARRIVAL: ts + lag(),
             }
         )
@@ -189,6 +192,7 @@ class Store:
         return DayRows(
             entered=lambda t: self.entered(t, point.date),
             history=lambda t: self.kept(t, point.date),
+            history_of=lambda t, ids: self.kept(t, point.date).filter(pl.col("customer_id").is_in(ids.implode())),
             own_entered=state.own_accruals_entered(point),
             own_history=state.own_accruals(point),
         )
@@ -285,3 +289,33 @@ def test_own_accruals_count_the_day_they_become_visible() -> None:
         frames = SourceFrames.from_tables({"customers": cust, "categories": CATEGORIES})
         seen.append(carried_features(frames, point, spec, carry)["bonuses_accrued"].to_list())
     assert seen == [[Decimal("0.00")], [Decimal("10.00")], [Decimal("10.00")], [Decimal("15.00")], [Decimal("15.00")]]
+
+
+def _what_rules_read(lots: pl.DataFrame, point: AsOf) -> pl.DataFrame:
+    """The lots any rule can read on D: something remains, or something expired during D."""
+    during = (pl.col("expires_at") >= point.start) & (pl.col("expires_at") < point.cutoff) & (pl.col("expired") > 0)
+    return lots.filter((pl.col("remaining") != 0) | during).sort("customer_id", "lot_id")
+
+
+@settings(max_examples=40, deadline=None)
+@given(history=histories(), skip=st.sampled_from([None, 1, 2]))
+def test_carried_lots_equal_a_build_from_the_whole_ledger(history, skip) -> None:
+    """Late ledger rows, own accruals stamped before the day they become visible and customers
+    registering mid-way rebuild just their customers; a skipped day rebuilds everything."""
+    start, cust, tables, favourites, accruals = history
+    store = Store(cust, tables)
+    carry, rebuilt = FeatureCarry(), []
+    for offset in range(4):
+        if offset == skip:
+            continue
+        day = start + timedelta(days=offset)
+        point = AsOf(day, TZ)
+        state = DayState.from_frames({**DayState.empty().to_frames(), "accruals": accruals} | carry.to_frames())
+        lots, why = carried_lots(state.features, point, store.rows(state, point))
+        rebuilt.append(why is not None)
+        full = build_lots(
+            ledger_entries(store.kept("bonus_transactions", day), state.own_accruals(point)), point.cutoff
+        )
+        assert_frame_equal(_what_rules_read(lots, point), _what_rules_read(full, point))
+        carry = FeatureCarry(lots=lots, lots_day=day)
+    assert rebuilt == [True] + [offset - 1 == skip for offset in range(1, 4) if offset != skip]

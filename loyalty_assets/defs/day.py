@@ -172,7 +172,7 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
     specs = _specs(catalog)
     freshness = daily_freshness(program)
     # event tables some rule reads whole (with why); the others load from near D
-    whole_history = history_tables(catalog, catalog_filters(catalog))
+    whole_history = history_tables(catalog)
 
     @dg.multi_asset(
         name="loyalty_day",
@@ -218,6 +218,7 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
             entered=lambda t: tables[t].entered(),
             # a table loaded whole already is its history; the others are read for a rebuild only
             history=lambda t: getattr(frames, t) if t in whole_history else tables[t].history(),
+            history_of=lambda t, ids: tables[t].scan().filter(pl.col("customer_id").is_in(ids.implode())).collect(),
             own_entered=state.own_accruals_entered(point),
             own_history=own,
         )

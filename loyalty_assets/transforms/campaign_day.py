@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -25,9 +25,10 @@ from loyalty_assets.transforms.accruals import build_accruals
 from loyalty_assets.transforms.audience import audience_ids, manual_members
 from loyalty_assets.transforms.cashback import favourite_period_summary
 from loyalty_assets.transforms.control_groups import global_control_members
+from loyalty_assets.transforms.day_inputs import reads_lots
 from loyalty_assets.transforms.day_state import MANUAL_EVENT_SCHEMA, DayState, EntrantRetention, manual_members_at
 from loyalty_assets.transforms.entry import select_entrants
-from loyalty_assets.transforms.feature_carry import DayRows, FeatureCarry, advance_carry, carried_features
+from loyalty_assets.transforms.feature_carry import DayRows, FeatureCarry, advance_carry, carried_features, carried_lots
 from loyalty_assets.transforms.features import compute_features, required_features
 from loyalty_assets.transforms.ids import step_output_id
 from loyalty_assets.transforms.journey import (
@@ -37,6 +38,7 @@ from loyalty_assets.transforms.journey import (
     run_journeys,
     start_tokens,
 )
+from loyalty_assets.transforms.ledger import provide_lots
 from loyalty_assets.transforms.local_time import add_local_date, with_zone
 from loyalty_assets.transforms.messages import MessageBatch, build_messages
 from loyalty_assets.transforms.segments import evaluate_segments
@@ -355,10 +357,19 @@ def carried_day_features(
     """`day_features` from the feature states D−1 left in `state`, advanced with D's `rows`
     (`frames` then need only the per-customer tables whole); the states for D+1; and, per family
     rebuilt from history instead of advanced, why."""
-    specs = required_features(catalog_filters(catalog))
+    filters = catalog_filters(catalog)
+    specs = required_features(filters)
+    lots, lots_rebuilt = None, None
+    if reads_lots(catalog, filters):  # before the features: `bonus_balance` reads them too
+        lots, lots_rebuilt = carried_lots(state.features, point, rows)
+        provide_lots(frames, point.cutoff, lots)
     carry, rebuilt = advance_carry(
         state.features, point, specs, rows, customers=frames.customers, categories=frames.categories
     )
+    if lots is not None:
+        carry = replace(carry, lots=lots, lots_day=point.date)
+        if lots_rebuilt is not None:
+            rebuilt["lots"] = lots_rebuilt
     return carried_features(frames, point, specs, carry), carry, rebuilt
 
 

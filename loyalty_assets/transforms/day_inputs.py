@@ -32,9 +32,11 @@ LOT_EVENTS = ("bonus_expiring", "bonus_expired")
 _ZONE_MARGIN = timedelta(days=1)
 
 
-def history_tables(catalog: Catalog, filters: Iterable[Filter]) -> dict[str, str]:
-    """Event tables whose whole history some rule of the catalog (`filters`: all its filters)
-    reads, with the first such rule."""
+def history_tables(catalog: Catalog) -> dict[str, str]:
+    """Event tables whose whole history some rule of the catalog reads, with the first such rule.
+
+    The rules reading the bonus lots (`reads_lots`) are not among them: the daily asset carries the
+    lots from day to day (`feature_carry.carried_lots`)."""
     needs: dict[str, str] = {}
     for cid in sorted(catalog.campaigns):
         campaign = catalog.campaigns[cid]
@@ -46,15 +48,19 @@ def history_tables(catalog: Catalog, filters: Iterable[Filter]) -> dict[str, str
         trigger = campaign.trigger
         if isinstance(trigger, AnniversaryTrigger | DateArrivalTrigger) and trigger.field.endswith("_check_date"):
             needs.setdefault("checks", f"campaign {cid}: a trigger on {trigger.field} reads each customer's checks")
-        if isinstance(trigger, EventTrigger) and trigger.event in LOT_EVENTS:
-            needs.setdefault("bonus_transactions", f"campaign {cid}: {trigger.event} reads the FIFO lots of the ledger")
-    specs = required_features(filters)
-    lots = sorted({s.field for s in specs if not carried(s) and s.source == "bonuses"})
-    if lots:
-        needs.setdefault("bonus_transactions", f"{', '.join(lots)} read the FIFO lots of the whole ledger")
     if "checks" in needs:
         needs.setdefault("check_items", needs["checks"])
     return needs
+
+
+def reads_lots(catalog: Catalog, filters: Iterable[Filter]) -> bool:
+    """Whether a rule reads what remains of the bonus lots: `bonus_balance` / `bonuses_expiring`
+    conditions, or the `bonus_expiring` / `bonus_expired` triggers."""
+    if any(not carried(s) and s.source == "bonuses" for s in required_features(filters)):
+        return True
+    return any(
+        isinstance(c.trigger, EventTrigger) and c.trigger.event in LOT_EVENTS for c in catalog.campaigns.values()
+    )
 
 
 def rows_since(point: AsOf, favourite_categories: pl.DataFrame) -> datetime:

@@ -40,6 +40,7 @@ from loyalty_assets.transforms.feature_state import (
     purchase_features,
 )
 from loyalty_assets.transforms.features import FeatureSpec, compute_features
+from loyalty_assets.transforms.ledger import build_lots, carry_lots, ledger_entries
 
 #: Frames of the carried state inside `loyalty_state` are named `features.<family>.<part>`.
 PREFIX = "features."
@@ -75,6 +76,10 @@ class FeatureCarry:
     purchases: PurchaseState | None = None
     events: Mapping[str, EventState] = field(default_factory=dict)
     signatures: Mapping[str, str] = field(default_factory=dict)
+    #: the bonus lots at the cutoff of `lots_day` as the day's rules saw them (before that day's own
+    #: accruals), without the lots with nothing remaining; None when no rule reads lots
+    lots: pl.DataFrame | None = None
+    lots_day: date | None = None
 
     def to_frames(self) -> dict[str, pl.DataFrame]:
         """Frames for `loyalty_state`, rows in a fixed order (a re-run stores the same files)."""
@@ -91,6 +96,9 @@ class FeatureCarry:
                 f"{PREFIX}{family}.expiring": st.expiring,
             }
             meta.append(_meta(family, st.day, st.fingerprint, "", self.signatures[family]))
+        if self.lots is not None and self.lots_day is not None:
+            out[f"{PREFIX}lots.lots"] = self.lots.filter(pl.col("remaining") != 0)
+            meta.append(_meta("lots", self.lots_day, "", "", ""))
         out = {name: frame.sort([c for c in _SORT if c in frame.columns]) for name, frame in out.items()}
         out[f"{PREFIX}meta"] = pl.DataFrame(meta, schema=_META_SCHEMA)
         return out
@@ -101,14 +109,17 @@ class FeatureCarry:
         meta = frames.get(f"{PREFIX}meta")
         if meta is None:
             return cls()
-        purchases, events, signatures = None, {}, {}
+        purchases, events, signatures, lots, lots_day = None, {}, {}, None, None
         for row in meta.iter_rows(named=True):
             family = str(row["family"])
-            signatures[family] = str(row["signature"])
 
             def part(name: str, family: str = family) -> pl.DataFrame:
                 return frames[f"{PREFIX}{family}.{name}"]
 
+            if family == "lots":
+                lots, lots_day = part("lots"), row["day"]
+                continue
+            signatures[family] = str(row["signature"])
             if family == "purchases":
                 keys = tuple(tuple(k) for k in json.loads(row["keys"]))
                 purchases = PurchaseState(row["day"], keys, row["fingerprint"], part("daily"), part("settled"))
@@ -116,7 +127,7 @@ class FeatureCarry:
                 events[family] = EventState(
                     row["day"], family, row["fingerprint"], part("daily"), part("settled"), part("expiring")
                 )
-        return cls(purchases, events, signatures)
+        return cls(purchases, events, signatures, lots, lots_day)
 
 
 def _meta(family: str, day: date, fingerprint: str, keys: str, sig: str) -> dict[str, object]:
@@ -129,11 +140,13 @@ class DayRows:
     `check_items`, `bonus_transactions`, `communications`, `site_visits`).
 
     `entered`: the rows that entered the validated sources on D (late rows included, on their own
-    day). `history`: every row visible as of D, for a rebuild. `own_entered` / `own_history`: this
-    project's own accruals that became visible on D / all visible as of D (`DayState`)."""
+    day). `history`: every row visible as of D, for a rebuild; `history_of`: the same for some
+    customers only. `own_entered` / `own_history`: this project's own accruals that became visible
+    on D / all visible as of D (`DayState`)."""
 
     entered: Callable[[str], pl.DataFrame]
     history: Callable[[str], pl.DataFrame]
+    history_of: Callable[[str, pl.Series], pl.DataFrame]
     own_entered: pl.DataFrame
     own_history: pl.DataFrame
 
@@ -189,6 +202,26 @@ def advance_carry(
             start = empty_event_state(family, day - timedelta(days=1), specs, categories)
             events[family] = advance_events(start, day, every, **common)  # type: ignore[arg-type]
     return FeatureCarry(purchases, events, signatures), rebuilt
+
+
+def carried_lots(previous: FeatureCarry, point: AsOf, rows: DayRows) -> tuple[pl.DataFrame, str | None]:
+    """The bonus lots at D's cutoff, as `build_lots` over the whole ledger and the own accruals
+    visible at D gives them, and why they were rebuilt from history (None: carried from D−1).
+
+    From D−1's carried lots: the entries that became visible on D advance them, and customers with
+    an entry stamped before D−1's cutoff are rebuilt from their own history (`carry_lots`)."""
+    yesterday = AsOf(point.date - timedelta(days=1), point.program_tz)
+    if previous.lots is None or previous.lots_day != yesterday.date:
+        held = previous.lots_day
+        why = "no carried lots (first run)" if held is None else f"the carried lots are as of {held.isoformat()}"
+        return build_lots(ledger_entries(rows.history("bonus_transactions"), rows.own_history), point.cutoff), why
+
+    def history_of(ids: pl.Series) -> pl.DataFrame:
+        own = rows.own_history.filter(pl.col("customer_id").is_in(ids.implode()))
+        return ledger_entries(rows.history_of("bonus_transactions", ids), own)
+
+    entries = ledger_entries(rows.entered("bonus_transactions"), _own_entered(rows))
+    return carry_lots(previous.lots, yesterday.cutoff, entries, history_of, point.cutoff), None
 
 
 def _own_entered(rows: DayRows) -> pl.DataFrame:

@@ -35,6 +35,7 @@ customers at once; never over rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -264,6 +265,34 @@ def build_lots(entries: pl.DataFrame, until: datetime) -> pl.DataFrame:
     return advance_lots(empty_lots(), entries, until)
 
 
+def carry_lots(
+    lots: pl.DataFrame,
+    since: datetime,
+    entries: pl.DataFrame,
+    history_of: Callable[[pl.Series], pl.DataFrame],
+    until: datetime,
+) -> pl.DataFrame:
+    """The lots as of `until` exactly as `build_lots` over every entry known then, from the lots as
+    of `since` and the entries that became known after it (`ENTRY_SCHEMA`).
+
+    Entries stamped at or after `since` advance the lots (`advance_lots`: FIFO runs forward in
+    time). A customer with an entry stamped before `since` — a late ledger row, this project's
+    accrual of an earlier instant, the history of a customer registering now — is rebuilt from
+    their own entries, `history_of(customer_ids)`: an accrual stamped in the past can change which
+    lot an earlier redemption consumed. Lots are per customer, so the others are untouched.
+    `lots` may leave out lots with nothing remaining (they never change again).
+    """
+    late = entries.filter(pl.col("ts") < pl.lit(since).cast(UTC_TS)).get_column("customer_id").unique()
+    if late.is_empty():
+        return advance_lots(lots, entries, until)
+    ids = late.implode()
+    advanced = advance_lots(
+        lots.filter(~pl.col("customer_id").is_in(ids)), entries.filter(~pl.col("customer_id").is_in(ids)), until
+    )
+    rebuilt = build_lots(history_of(late), until)
+    return pl.concat([advanced, rebuilt], how="vertical").sort(_FIFO, nulls_last=True)
+
+
 def balances(lots: pl.DataFrame) -> pl.DataFrame:
     """`customer_id`, `balance`: the sum of what remains of each customer's lots (overdrafts included)."""
     return lots.group_by("customer_id").agg(pl.col("remaining").sum().cast(MONEY).alias("balance")).sort("customer_id")
@@ -306,6 +335,7 @@ __all__ = [
     "advance_lots",
     "balances",
     "build_lots",
+    "carry_lots",
     "empty_lots",
     "expiry_mismatches",
     "ledger_entries",
@@ -321,3 +351,9 @@ def lots_as_of(frames: SourceFrames, cutoff: datetime) -> pl.DataFrame:
         ("bonus_lots", cutoff),
         lambda: build_lots(ledger_entries(frames.bonus_transactions, frames.own_accruals), cutoff),
     )
+
+
+def provide_lots(frames: SourceFrames, cutoff: datetime, lots: pl.DataFrame) -> None:
+    """Make `lots_as_of(frames, cutoff)` answer `lots` (carried from the day before by the daily
+    asset) instead of building them from `frames`, which then need not hold the whole ledger."""
+    frames.derived(("bonus_lots", cutoff), lambda: lots)
