@@ -23,8 +23,8 @@ from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.transforms.accruals import ACCRUALS_SCHEMA
 from loyalty_assets.transforms.day_state import DayState
 from loyalty_assets.transforms.feature_carry import DayRows, FeatureCarry, advance_carry, carried_features, carried_lots
-from loyalty_assets.transforms.ledger import build_lots, ledger_entries
 from loyalty_assets.transforms.features import FeatureSpec, compute_features
+from loyalty_assets.transforms.ledger import build_lots, ledger_entries
 from tests.test_feature_state import CATEGORIES, FIRST_DAYS, ZONES, customers
 
 TZ = "Europe/Moscow"
