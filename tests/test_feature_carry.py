@@ -302,7 +302,7 @@ def _what_rules_read(lots: pl.DataFrame, point: AsOf) -> pl.DataFrame:
 def test_carried_lots_equal_a_build_from_the_whole_ledger(history, skip) -> None:
     """Late ledger rows, own accruals stamped before the day they become visible and customers
     registering mid-way rebuild just their customers; a skipped day rebuilds everything."""
-    start, cust, tables, favourites, accruals = history
+    start, cust, tables, _, accruals = history
     store = Store(cust, tables)
     carry, rebuilt = FeatureCarry(), []
     for offset in range(4):
