@@ -95,3 +95,20 @@ def test_a_table_of_an_earlier_release_moves_its_date_to_bonus_lots_as_of(wareho
     assert held(warehouse_url) == [D1]
     assert write_lots(reopened, DAY2, D2, DAY1) == 2  # the day before is recognised: only the changes
     assert_frame_equal(table(warehouse_url), DAY2.sort("customer_id", "lot_id"), check_dtypes=False)
+
+
+def test_the_marker_keeps_a_digest_and_a_marker_without_one_is_checked_once(warehouse_url: str) -> None:
+    """The next day recognises the day before's lots by the marker's digest (no scan of the table);
+    a warehouse of the release before (marker without `lots_digest`) gets the column on open, its
+    table is checked by its sums once, and the write stores the digest from then on."""
+    wh = Warehouse(warehouse_url)
+    assert write_lots(wh, DAY1, D1) == 3
+    assert Warehouse(warehouse_url).read("bonus_lots_as_of")["lots_digest"].to_list() == ["3:55.00:55.00:0.00:0.00"]
+    with wh.transaction() as conn:
+        conn.execute(sa.text("DROP TABLE bonus_lots_as_of"))
+        conn.execute(sa.text("CREATE TABLE bonus_lots_as_of (as_of_date DATE NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO bonus_lots_as_of (as_of_date) VALUES (:d)"), {"d": D1})
+    reopened = Warehouse(warehouse_url)
+    assert write_lots(reopened, DAY2, D2, DAY1) == 2  # recognised by the table's sums: only the changes
+    assert held(warehouse_url) == [D2]
+    assert Warehouse(warehouse_url).read("bonus_lots_as_of")["lots_digest"].to_list() == ["3:52.50:37.50:15.00:0.00"]

@@ -95,8 +95,12 @@ def _migrate_activity_log(conn: sa.Connection) -> None:
 
 def _migrate_bonus_lots(conn: sa.Connection) -> None:
     """`bonus_lots` of an earlier release stamped the date it holds on every lot (`as_of_date`): the date
-    moves to `bonus_lots_as_of` (created by the DDL) and the column goes."""
+    moves to `bonus_lots_as_of` (created by the DDL) and the column goes. A marker table of the
+    release before this one lacks `lots_digest`: it is added."""
     inspector = sa.inspect(conn)
+    if "lots_digest" not in {c["name"] for c in inspector.get_columns("bonus_lots_as_of")}:
+        # a marker without the digest: the next write replaces the table once, then writes changes
+        conn.execute(sa.text("ALTER TABLE bonus_lots_as_of ADD COLUMN lots_digest TEXT"))
     if "bonus_lots" not in inspector.get_table_names():
         return
     if "as_of_date" not in {c["name"] for c in inspector.get_columns("bonus_lots")}:
