@@ -202,3 +202,18 @@ def test_manual_members_of_a_day_are_those_added_before_it_began() -> None:
     members = state.manual_members(["vip", "never_used"], D, MSK)
     assert members["vip"]["customer_id"].to_list() == [1]
     assert members["never_used"].is_empty()
+
+
+def test_a_stored_state_reads_back_whole_or_only_the_frames_asked_for(tmp_path) -> None:
+    """`loyalty_state` is a folder of frames: the daily asset reads all of them, the ledger only
+    `accruals` (`STATE_FRAMES`), and what was not read comes back empty, not missing."""
+    from loyalty_assets.warehouse.history import read_folder, write_folder
+
+    state = DayState.empty()
+    frames = state.to_frames() | {"accruals": state.accruals.clear()}
+    write_folder(tmp_path / "2025-06-10", frames)
+    assert sorted(read_folder(tmp_path / "2025-06-10") or {}) == sorted(frames)
+    only = read_folder(tmp_path / "2025-06-10", ["accruals"])
+    assert only is not None and list(only) == ["accruals"]
+    assert DayState.from_frames(only).triggered.is_empty()
+    assert read_folder(tmp_path / "2025-06-11") is None

@@ -13,7 +13,7 @@ import polars as pl
 
 from loyalty_assets.config.catalog import Catalog
 from loyalty_assets.defs.partitions import PREVIOUS_DAY, as_of
-from loyalty_assets.defs.resources import STATE_KEY, WITH_VISIBLE_DAY, WarehouseResource
+from loyalty_assets.defs.resources import STATE_FRAMES, STATE_KEY, WITH_VISIBLE_DAY, WarehouseResource
 from loyalty_assets.defs.sources import source_key
 from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA
 from loyalty_assets.sources.store import VISIBLE_DAY
@@ -31,7 +31,8 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
         key=BONUS_LEDGER_KEY,
         ins={
             "bonus_transactions": dg.AssetIn(source_key("bonus_transactions"), metadata={WITH_VISIBLE_DAY: True}),
-            "state": dg.AssetIn(STATE_KEY),
+            # the accruals only: the state's carried features and lots are not the ledger's business
+            "state": dg.AssetIn(STATE_KEY, metadata={STATE_FRAMES: ["accruals"]}),
             "previous": dg.AssetIn(BONUS_LEDGER_KEY, partition_mapping=PREVIOUS_DAY),
         },
         group_name="bonuses",

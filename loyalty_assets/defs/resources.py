@@ -120,7 +120,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame] | None:
         if context.has_asset_partitions and context.asset_key == STATE_KEY:
             keys = context.asset_partition_keys
-            return read_folder(self._path(context, keys[0]).with_suffix("")) if keys else None
+            names = (context.definition_metadata or {}).get(STATE_FRAMES)  # e.g. the ledger: accruals only
+            return read_folder(self._path(context, keys[0]).with_suffix(""), names) if keys else None
         if context.has_asset_partitions and context.asset_key in PREVIOUS_DAY_FRAMES:
             # a self-dependent frame: the day before the first date (or a date never run) is None
             keys = context.asset_partition_keys
@@ -176,6 +177,8 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
         return scan.collect()
 
 
+#: `AssetIn` metadata of a `loyalty_state` input: the names of the frames to load (default: all).
+STATE_FRAMES = "loyalty/state_frames"
 #: `AssetIn` metadata: load a source with each row's visible day (column `store.VISIBLE_DAY`).
 WITH_VISIBLE_DAY = "loyalty/with_visible_day"
 #: The source store's folder under the storage dir (one folder per table).

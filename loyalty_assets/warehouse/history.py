@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
@@ -22,10 +23,12 @@ def state_folder(storage_dir: Path | str, day: date | str) -> Path:
     return Path(storage_dir).joinpath(*STATE_PATH) / key
 
 
-def read_folder(folder: Path) -> dict[str, pl.DataFrame] | None:
+def read_folder(folder: Path, names: Iterable[str] | None = None) -> dict[str, pl.DataFrame] | None:
+    """The frames of a folder written by `write_folder`; only `names` (those present) when given."""
     if not folder.is_dir():
         return None
-    return {f.stem: pl.read_parquet(f) for f in sorted(folder.glob("*.parquet"))}
+    wanted = None if names is None else set(names)
+    return {f.stem: pl.read_parquet(f) for f in sorted(folder.glob("*.parquet")) if wanted is None or f.stem in wanted}
 
 
 def read_state(storage_dir: Path | str, day: date) -> dict[str, pl.DataFrame] | None:

@@ -92,7 +92,7 @@ def _holds(conn: sa.Connection, table: sa.Table, stored_digest: str | None, lots
         sa.select(sa.func.count(), sa.func.sum(table.c.amount), sa.func.sum(table.c.remaining))
     ).one()
     if count != lots.height or count == 0:
-        return count == lots.height
+        return bool(count == lots.height)
     # SQLite may sum the stored decimals as floats (a mismatch only costs a full replace)
     cents = Decimal("0.01")
     got = tuple(Decimal(str(v)).quantize(cents) for v in (amount, remaining))
