@@ -71,6 +71,15 @@ def test_the_days_changes_only(warehouse_url: str) -> None:
     assert held(warehouse_url) == [D2]
 
 
+def test_the_changes_are_looked_for_among_the_touched_customers_only(warehouse_url: str) -> None:
+    """With `touched` (customers 1, 2 and 4: an entry or a closing lot), customer 3 is not compared."""
+    assert write_lots(Warehouse(warehouse_url), DAY1, D1) == 3
+    touched = pl.Series([1, 2, 4])
+    assert write_lots(Warehouse(warehouse_url), DAY2, D2, DAY1, touched) == 2
+    assert_frame_equal(table(warehouse_url), DAY2.sort("customer_id", "lot_id"), check_dtypes=False)
+    assert Warehouse(warehouse_url).read("bonus_lots_as_of")["lots_digest"].to_list() == ["3:52.50:37.50:15.00:0.00"]
+
+
 def test_a_day_before_the_table_does_not_hold_replaces_it(warehouse_url: str) -> None:
     other = lots((9, "ledger:T9", "1.00", "1.00", None))
     assert write_lots(Warehouse(warehouse_url), other, D1) == 1

@@ -18,7 +18,13 @@ from loyalty_assets.defs.sources import source_key
 from loyalty_assets.sources.frames import OWN_ACCRUALS_SCHEMA
 from loyalty_assets.sources.store import VISIBLE_DAY
 from loyalty_assets.transforms.day_state import DayState
-from loyalty_assets.transforms.ledger import advance_lots, build_lots, expiry_mismatches, ledger_entries
+from loyalty_assets.transforms.ledger import (
+    advance_lots,
+    build_lots,
+    expiry_mismatches,
+    ledger_entries,
+    touched_customers,
+)
 from loyalty_assets.warehouse.lots import write_lots
 
 BONUS_LEDGER_KEY = dg.AssetKey(["bonus_ledger"])
@@ -65,7 +71,8 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
             day_rows = bonus_transactions.filter((pl.col("ts") >= point.start_literal) | late)
             entries = ledger_entries(day_rows.drop(VISIBLE_DAY).collect(), own).filter(new)
             lots, mode = advance_lots(previous, entries, point.cutoff), "advanced from D-1"
-        written = write_lots(wh, lots, point.date, previous)
+        touched = touched_customers(previous, entries, point.cutoff) if previous is not None else None
+        written = write_lots(wh, lots, point.date, previous, touched)
         mismatches = expiry_mismatches(lots, entries, point.cutoff).filter(pl.col("expired_at") >= point.start_literal)
         if mismatches.height:
             context.log.warning(f"{mismatches.height} source expiry rows disagree with the ledger on D (ledger wins)")

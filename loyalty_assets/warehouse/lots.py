@@ -48,12 +48,20 @@ def _held(conn: sa.Connection, marker: sa.Table) -> tuple[date | None, str | Non
     return held, row[1]
 
 
-def write_lots(warehouse: Warehouse, lots: pl.DataFrame, day: date, previous: pl.DataFrame | None = None) -> int | str:
+def write_lots(
+    warehouse: Warehouse,
+    lots: pl.DataFrame,
+    day: date,
+    previous: pl.DataFrame | None = None,
+    touched: pl.Series | None = None,
+) -> int | str:
     """Make `bonus_lots` the lots as of `day`; rows written, or why the write was skipped.
 
     When the table holds `previous` (the lots of the day before, as that run wrote them), only the
     lots that changed are written (`_write_changes`): a day touches a few lots of the whole history.
-    Otherwise (first date, a re-run, a backfill that starts over) the table is replaced.
+    `touched` (`ledger.touched_customers` of the advance from `previous`) limits the comparison to
+    the customers whose lots can differ. Otherwise (first date, a re-run, a backfill that starts
+    over) the table is replaced.
     """
     table, marker = warehouse.table(TABLE), warehouse.table(AS_OF_TABLE)
     with warehouse.transaction() as conn:
@@ -62,7 +70,11 @@ def write_lots(warehouse: Warehouse, lots: pl.DataFrame, day: date, previous: pl
         if held is not None and held > day:
             return f"skipped: holds the newer state of {held.isoformat()}"
         if previous is not None and held == day - timedelta(days=1) and _holds(conn, table, stored_digest, previous):
-            written = _write_changes(conn, table, lots, previous)
+            now, before = lots, previous
+            if touched is not None:
+                mine = pl.col("customer_id").is_in(touched.implode())
+                now, before = lots.filter(mine), previous.filter(mine)
+            written = _write_changes(conn, table, now, before)
         else:
             written = warehouse.replace(TABLE, lots, {}, conn=conn)
         conn.execute(sa.delete(marker))
