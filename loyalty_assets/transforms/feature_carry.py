@@ -93,7 +93,8 @@ class FeatureCarry:
             out |= {
                 f"{PREFIX}{family}.daily": st.daily,
                 f"{PREFIX}{family}.settled": st.settled,
-                f"{PREFIX}{family}.expiring": st.expiring,
+                # read by `bonuses_expiring` only, which the carried lots answer (`carried`): not kept
+                f"{PREFIX}{family}.expiring": st.expiring.clear(),
             }
             meta.append(_meta(family, st.day, st.fingerprint, "", self.signatures[family]))
         if self.lots is not None and self.lots_day is not None:
