@@ -244,3 +244,35 @@ def test_sql_sources_fill_the_store_as_files_do(birthday_data: Path, catalog_dir
         want, got = view(files, day), view(sql, day)
         for name, frame in want.items():
             same(got[name].select(frame.columns), frame, (name, day))
+
+
+@pytest.mark.long
+def test_the_daily_features_carried_from_day_to_day_equal_a_full_recomputation(
+    sample_data: Path, catalog_dir: Path, tmp_path: Path
+) -> None:
+    """The shipped catalog on generated sources (late loads, bad rows, duplicates): each date's
+    stored `customer_features` — advanced from the day before's carried state, from the rows that
+    entered the store that day — equal `compute_features` over the whole store as of that date,
+    and each date's state carries every family and the bonus lots as of itself."""
+    from loyalty_assets.config.catalog import load_catalog
+    from loyalty_assets.sources.frames import SourceFrames
+    from loyalty_assets.transforms.campaign_day import catalog_filters, day_features
+    from loyalty_assets.transforms.day_state import DayState
+    from loyalty_assets.warehouse.history import read_state
+
+    settings = settings_for(sample_data, catalog_dir, tmp_path, "carried")
+    run_days(settings, DAYS)
+    catalog = load_catalog(catalog_dir)
+    assert catalog_filters(catalog)  # the shipped catalog's conditions (purchases, bonuses, favourites)
+    store = store_of(settings)
+    for day in DAYS:
+        point = AsOf(day, TZ)
+        before = DayState.from_frames(read_state(settings.storage_dir, day - timedelta(days=1)) or {})
+        full = SourceFrames.from_tables(
+            {t: store.scan_as_of(t, day).collect() for t in SCHEMAS} | {"own_accruals": before.own_accruals(point)}
+        )
+        stored = pl.read_parquet(settings.storage_dir / "customer_features" / f"{day.isoformat()}.parquet")
+        assert_frame_equal(stored, day_features(catalog, full, point))
+        meta = (read_state(settings.storage_dir, day) or {})["features.meta"]
+        assert sorted(meta.get_column("family").to_list()) == ["bonuses", "lots", "purchases"]
+        assert set(meta.get_column("day").to_list()) == {day}
