@@ -5,8 +5,9 @@ the length of history. The daily asset instead carries, in `loyalty_state`, the 
 `transforms/feature_state` (purchases with their windows and category/product keys; bonus flows,
 message events and site visits as windowed per-day sums) and advances them with the rows that
 entered the validated source store on D. What no state covers (the profile, attributes,
-favourites, `customer.<column>`, and the bonus balance read from FIFO lots) is computed from D's
-frames as before: those tables are per-customer, not history.
+favourites, `customer.<column>`) is computed from D's frames as before: those tables are
+per-customer, not history. The bonus lots the balance features and the expiry triggers read are
+carried too (`carried_lots`: D−1's lots advanced by D's entries, `ledger.carry_lots`).
 
 When the carried state cannot be advanced (the first run, a gap, another catalog or category tree,
 specs whose windows changed), it is rebuilt from the history as of D, once; the features are the
