@@ -60,6 +60,7 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
         own = own.select(list(OWN_ACCRUALS_SCHEMA))
         # D's ledger rows, and every accrual not yet a lot (advance_lots skips those that are)
         new = (pl.col("ts") >= point.start_literal) | (pl.col("kind") == "accrual")
+        touched = None  # the customers whose lots D can change: the write compares only theirs
         if previous is None:
             entries = ledger_entries(bonus_transactions.drop(VISIBLE_DAY).collect(), own)
             lots, mode = build_lots(entries, point.cutoff), "rebuilt from history"
@@ -70,8 +71,8 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
             late = (pl.col("kind") == "accrual") & (pl.col(VISIBLE_DAY) == point.date)
             day_rows = bonus_transactions.filter((pl.col("ts") >= point.start_literal) | late)
             entries = ledger_entries(day_rows.drop(VISIBLE_DAY).collect(), own).filter(new)
-            lots, mode = advance_lots(previous, entries, point.cutoff), "advanced from D-1"
-        touched = touched_customers(previous, entries, point.cutoff) if previous is not None else None
+            touched = touched_customers(previous, entries, point.cutoff)
+            lots, mode = advance_lots(previous, entries, point.cutoff, touched), "advanced from D-1"
         written = write_lots(wh, lots, point.date, previous, touched)
         mismatches = expiry_mismatches(lots, entries, point.cutoff).filter(pl.col("expired_at") >= point.start_literal)
         if mismatches.height:

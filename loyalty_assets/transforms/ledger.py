@@ -230,16 +230,19 @@ def touched_customers(lots: pl.DataFrame, entries: pl.DataFrame, until: datetime
     ).unique()
 
 
-def advance_lots(lots: pl.DataFrame, entries: pl.DataFrame, until: datetime) -> pl.DataFrame:
+def advance_lots(
+    lots: pl.DataFrame, entries: pl.DataFrame, until: datetime, touched: pl.Series | None = None
+) -> pl.DataFrame:
     """The lots as of the instant `until`, from the lots as of an earlier instant and the entries since.
 
     `entries` (`ENTRY_SCHEMA`, e.g. one day's) must be those after the instant `lots` were computed
     for; entries at or after `until` are ignored (point in time). An accrual already in `lots` (same
     lot id) is not added twice. Source `expiry` entries are not applied (see the module docstring).
-    Only the `touched_customers` are worked on; the other lots pass through.
+    Only the `touched_customers` are worked on (`touched`: already computed by the caller, who also
+    needs them); the other lots pass through.
     """
     lots = lots.cast(LOT_SCHEMA)  # type: ignore[arg-type]
-    touched = touched_customers(lots, entries, until).implode()
+    touched = (touched if touched is not None else touched_customers(lots, entries, until)).implode()
     mine = pl.col("customer_id").is_in(touched)
     untouched = lots.filter(~mine)
     changed = _advance(lots.filter(mine), entries.filter(pl.col("customer_id").is_in(touched)), until)
