@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from unittest import mock
 
 import polars as pl
 import pytest
@@ -429,3 +430,79 @@ def test_newcombe_interval_holds_the_estimate_within_bounds(n_a: int, n_b: int, 
     assert -1 <= interval.low <= interval.estimate <= interval.high <= 1
     wider = proportion_difference(k_a, n_a, k_b, n_b, confidence=0.99)
     assert wider is not None and wider.low <= interval.low and wider.high >= interval.high
+
+
+# --- what results load of lazy sources ---------------------------------------------------------------
+
+
+def _as_figures(r: CampaignResults) -> tuple[object, ...]:
+    return (r.groups, r.differences, r.money, r.attributed, r.funnel, r.cumulative, r.sample_ratio, r.ab, r.notes)
+
+
+def test_lazy_sources_load_only_the_rows_windows_and_touches_reach() -> None:
+    """From lazy sources, results load the checks from the earliest window or touch on, of the
+    customers measured or touched, and the events of the messages read: the rest of history is
+    never collected, and every figure is the one the whole frames give."""
+    c = fx.demo_campaign()
+    windows = measurement_windows(c, fx.entrants(), fx.outbox(), fx.customers(), "Europe/Moscow")
+    all_touches = touches(fx.outbox(), fx.communications(), c.settings.attribution_from.as_dict())
+    old = pl.DataFrame(
+        {
+            "check_id": ["old1", "stranger"],
+            "customer_id": [1, 999],
+            "ts": [t("2024-01-05T10:00"), t("2025-06-11T10:00")],
+        },
+        schema_overrides={"ts": pl.Datetime("us", "UTC")},
+    ).with_columns(pl.lit(Decimal("5.00")).cast(pl.Decimal(14, 2)).alias("total"))
+    checks = pl.concat([fx.checks(), old])
+    from loyalty_assets.transforms.results import reachable_checks, reachable_events
+
+    loaded = reachable_checks(checks.lazy(), windows, all_touches)
+    # c9 (06-10 06:59 UTC) is before every window and touch; old1 is last year's; 999 is nobody's
+    assert sorted(loaded.get_column("check_id")) == sorted(set(fx.checks().get_column("check_id")) - {"c9"})
+    events = reachable_events(fx.communications().lazy(), [fx.outbox().head(1)])
+    assert set(events.get_column("message_id")) == {fx.outbox().get_column("message_id")[0]}
+    whole, lazy = results(checks=checks), results(checks=checks.lazy())  # type: ignore[arg-type]
+    assert str(_as_figures(whole)) == str(_as_figures(lazy)) == str(_as_figures(results()))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, 2, 5, 9, 10, 101, 102, 500]), st.integers(-24 * 40, 24 * 20), st.integers(1, 999)
+        ),
+        max_size=40,
+    )
+)
+def test_narrowed_sources_give_the_figures_of_whole_ones(extra: list[tuple[int, int, int]]) -> None:
+    """Whatever checks are added around the campaign (before, inside and after windows, of entrants,
+    of others), results with the sources narrowed equal results on every row (narrowing disabled)."""
+    from datetime import timedelta
+
+    import loyalty_assets.transforms.results as module
+
+    base = datetime(2025, 6, 10, 12, tzinfo=UTC)
+    added = pl.DataFrame(
+        {
+            "check_id": [f"x{n}" for n in range(len(extra))],
+            "customer_id": [cid for cid, _, _ in extra],
+            "ts": [base + timedelta(hours=h) for _, h, _ in extra],
+            "total": [Decimal(amount) for _, _, amount in extra],
+        },
+        schema={
+            "check_id": pl.String(),
+            "customer_id": pl.Int64(),
+            "ts": pl.Datetime("us", "UTC"),
+            "total": pl.Decimal(14, 2),
+        },
+    )
+    checks = pl.concat([fx.checks(), added])
+    narrowed = results(checks=checks.lazy(), communications=fx.communications().lazy())  # type: ignore[arg-type]
+    whole_frame = lambda frame, *_: frame.lazy().collect()  # noqa: E731 - narrowing disabled
+    with (
+        mock.patch.object(module, "reachable_checks", whole_frame),
+        mock.patch.object(module, "reachable_events", whole_frame),
+    ):
+        whole = results(checks=checks)
+    assert str(_as_figures(narrowed)) == str(_as_figures(whole))

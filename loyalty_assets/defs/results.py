@@ -4,7 +4,9 @@ The partition D holds the results of the campaign's entrants from its start up t
 visible at D's cutoff, so a re-run or a backfill of D gives the same figures. They are written to
 `campaign_results` (replacing that campaign and date) and shown as Markdown and table metadata.
 The figures are computed by `transforms.results` through `reporting.inputs.results_for`, the same
-call `loyalty report` makes.
+call `loyalty report` makes. The event tables come in as the source store's lazy scans as of D:
+each campaign loads only the checks its windows and touches reach and the events of the messages it
+reads, so the cost follows the entrants since the campaign's start, not the length of history.
 """
 
 from collections.abc import Iterator
@@ -18,9 +20,14 @@ from loyalty_assets.defs.campaigns import CAMPAIGN_OUTPUTS, campaign_key
 from loyalty_assets.defs.partitions import as_of
 from loyalty_assets.defs.resources import WarehouseResource
 from loyalty_assets.defs.sources import source_key
-from loyalty_assets.reporting.inputs import all_message_facts, period_start, results_for, touch_window_start
+from loyalty_assets.reporting.inputs import (
+    ResultSources,
+    all_message_facts,
+    period_start,
+    results_for,
+    touch_window_start,
+)
 from loyalty_assets.reporting.markdown import results_markdown
-from loyalty_assets.sources.frames import SourceFrames
 from loyalty_assets.transforms.results import GROUP_SCHEMA, format_value
 from loyalty_assets.warehouse.warehouse import Warehouse
 
@@ -59,14 +66,19 @@ def build_results_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) 
     @dg.multi_asset(
         name="campaign_results",
         specs=specs,
-        ins={table: dg.AssetIn(source_key(table)) for table in RESULT_SOURCES},
+        ins={table: dg.AssetIn(source_key(table)) for table in RESULT_SOURCES},  # typed by the annotations below
         partitions_def=partitions,
     )
     def campaign_results(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, **tables: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        customers: pl.DataFrame,
+        checks: pl.LazyFrame,  # the store's scans as of D: each campaign loads what its entrants reach
+        communications: pl.LazyFrame,
+        bonus_transactions: pl.LazyFrame,
     ) -> Iterator[dg.MaterializeResult]:
         point = as_of(context, catalog.program)
-        frames = SourceFrames.from_tables(dict(tables))
+        frames = ResultSources(customers, checks, communications, bonus_transactions)
         wh = warehouse.warehouse
         earliest = min(touch_window_start(catalog, period_start(catalog, cid)) for cid in catalog.campaigns)
         messages = all_message_facts(catalog, wh, earliest, point.date)  # read once for every campaign
@@ -77,7 +89,7 @@ def build_results_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) 
 
 
 def _campaign_results(
-    catalog: Catalog, cid: str, wh: Warehouse, frames: SourceFrames, day: date, messages: pl.DataFrame
+    catalog: Catalog, cid: str, wh: Warehouse, frames: ResultSources, day: date, messages: pl.DataFrame
 ) -> dg.MaterializeResult:
     start = period_start(catalog, cid)
     outcome = results_for(catalog, cid, wh, frames, start, day, messages)

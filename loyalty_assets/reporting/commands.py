@@ -6,7 +6,7 @@ from datetime import date
 from pathlib import Path
 
 from loyalty_assets.config.catalog import load_catalog
-from loyalty_assets.reporting.inputs import results_for
+from loyalty_assets.reporting.inputs import ResultSources, results_for
 from loyalty_assets.reporting.report import write_report
 from loyalty_assets.settings import Settings
 from loyalty_assets.sources.frames import AsOf
@@ -34,7 +34,7 @@ def build_results(settings: Settings, campaign_id: str, start: date, end: date) 
     point = AsOf(end, catalog.program.timezone)
     reader = make_reader(settings.data_dir, settings.source_database_url, point.cutoff)
     snapshot = load_snapshot(reader, point, own_accruals=own_accruals_through(wh, point))
-    return results_for(catalog, campaign_id, wh, snapshot.frames, start, end)
+    return results_for(catalog, campaign_id, wh, ResultSources.of(snapshot.frames), start, end)
 
 
 def report(settings: Settings, campaign_id: str, start: date, end: date, out: Path) -> tuple[Path, CampaignResults]:

@@ -8,7 +8,7 @@ added with scope `programme`.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 import polars as pl
@@ -55,11 +55,30 @@ def all_message_facts(catalog: Catalog, wh: Warehouse, since: date, end: date) -
     return everyone.filter(pl.col("campaign_id").is_in(sorted(catalog.campaigns)))
 
 
+@dataclass(frozen=True)
+class ResultSources:
+    """The point-in-time sources results read: customers whole (every entrant's zone), the event
+    tables lazily, so each campaign loads only the rows its windows, touches and accruals reach
+    (`transforms.results.reachable_checks`): the results asset hands the source store's scans,
+    history before the first entrant is never read."""
+
+    customers: pl.DataFrame
+    checks: pl.LazyFrame
+    communications: pl.LazyFrame
+    bonus_transactions: pl.LazyFrame
+
+    @classmethod
+    def of(cls, frames: SourceFrames) -> ResultSources:
+        """From frames held in memory (the report's `load_snapshot`)."""
+        lazy = frames.checks.lazy(), frames.communications.lazy(), frames.bonus_transactions.lazy()
+        return cls(frames.customers, *lazy)
+
+
 def results_for(
     catalog: Catalog,
     campaign_id: str,
     wh: Warehouse,
-    frames: SourceFrames,
+    frames: ResultSources,
     start: date,
     end: date,
     all_messages: pl.DataFrame | None = None,

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -294,10 +295,10 @@ def campaign_results(
     outbox: pl.DataFrame,
     all_outbox: pl.DataFrame,
     accruals: pl.DataFrame,
-    communications: pl.DataFrame,
-    checks: pl.DataFrame,
+    communications: pl.DataFrame | pl.LazyFrame,
+    checks: pl.DataFrame | pl.LazyFrame,
     customers: pl.DataFrame,
-    ledger: pl.DataFrame,
+    ledger: pl.DataFrame | pl.LazyFrame,
     program_tz: str,
     attribution_days: Mapping[str, int],
     attribution_rules: Mapping[str, Mapping[str, str]],
@@ -306,7 +307,9 @@ def campaign_results(
 
     `entrants`, `outbox`, `accruals`: this campaign's rows (any dates; filtered here); `all_outbox`:
     every campaign's messages (last touch across campaigns); `attribution_days` / `attribution_rules`:
-    per campaign id. `checks` etc. are the point-in-time sources (as of `end`'s cutoff).
+    per campaign id. `checks` etc. are the point-in-time sources (as of `end`'s cutoff); the event
+    tables may be lazy: only the rows a window, a touch or a link can reach are loaded
+    (`reachable_checks`, `reachable_events`), so history before the first entrant is never read.
     """
     cid = campaign.id
     confidence = float(campaign.settings.confidence)
@@ -314,6 +317,18 @@ def campaign_results(
     entrants = entrants.filter(in_range)
     outbox = outbox.filter(in_range & (pl.col("campaign_id") == cid))
     windows = measurement_windows(campaign, entrants, outbox, customers, program_tz)
+    communications = reachable_events(communications, [all_outbox, outbox])
+    rules = {k: dict(v) for k, v in attribution_rules.items()}
+    all_touches = pl.concat(
+        [
+            touches(all_outbox.filter(pl.col("campaign_id") == other), communications, rules[other])
+            for other in sorted(set(all_outbox.get_column("campaign_id").unique().to_list()) | {cid})
+            if other in rules
+        ]
+    )
+    mine = outbox.get_column("message_id")
+    all_touches = all_touches.filter((pl.col("campaign_id") != cid) | pl.col("message_id").is_in(mine.implode()))
+    checks = reachable_checks(checks, windows, all_touches)
     outcomes = customer_outcomes(windows, checks)
     window_checks = _checks_in_windows(windows, checks).join(
         windows.select("customer_id", "occasion", "group", "variant"), on=["customer_id", "occasion"], how="left"
@@ -369,16 +384,6 @@ def campaign_results(
 
     srm = sample_ratio_check(t["customers"], c["customers"], campaign.settings.control_group_percent)
 
-    rules = {k: dict(v) for k, v in attribution_rules.items()}
-    all_touches = pl.concat(
-        [
-            touches(all_outbox.filter(pl.col("campaign_id") == other), communications, rules[other])
-            for other in sorted(set(all_outbox.get_column("campaign_id").unique().to_list()) | {cid})
-            if other in rules
-        ]
-    )
-    mine = outbox.get_column("message_id")
-    all_touches = all_touches.filter((pl.col("campaign_id") != cid) | pl.col("message_id").is_in(mine.implode()))
     claims = attribute_checks(all_touches, checks, attribution_days)
     own = claims.filter(pl.col("campaign_id") == cid)
     last = own.filter(pl.col("last_touch"))
@@ -414,16 +419,38 @@ def campaign_results(
     )
 
 
-def _redeemed(ledger: pl.DataFrame, accruals: pl.DataFrame, campaign_id: str) -> Decimal:
+def reachable_checks(
+    checks: pl.DataFrame | pl.LazyFrame, windows: pl.DataFrame, touches_frame: pl.DataFrame
+) -> pl.DataFrame:
+    """The checks a measurement window or an attribution touch can reach, loaded (from a lazy scan:
+    only those rows are read). Every use of checks here asks `ts >= start_at` of a window or
+    `ts >= touch_at` of a touch of the same customer, so nothing before the earliest of them, nor of
+    other customers, can count."""
+    starts = [f.get_column(c).min() for f, c in ((windows, "start_at"), (touches_frame, "touch_at")) if f.height]
+    lazy = checks.lazy()
+    if not starts:
+        return lazy.head(0).collect()
+    reached = pl.concat([windows.select("customer_id"), touches_frame.select("customer_id")]).unique()
+    since = pl.lit(min(starts)).cast(pl.Datetime("us", "UTC"))  # type: ignore[type-var]
+    return lazy.filter((pl.col("ts") >= since) & pl.col("customer_id").is_in(reached.to_series().implode())).collect()
+
+
+def reachable_events(communications: pl.DataFrame | pl.LazyFrame, outboxes: list[pl.DataFrame]) -> pl.DataFrame:
+    """The communication events of the given messages, loaded: touches and the funnel read nothing else."""
+    ids = pl.concat([o.select("message_id") for o in outboxes]).unique().to_series()
+    return communications.lazy().filter(pl.col("message_id").is_in(ids.implode())).collect()
+
+
+def _redeemed(ledger: pl.DataFrame | pl.LazyFrame, accruals: pl.DataFrame, campaign_id: str) -> Decimal:
     """Redemptions the ledger links to this campaign (`source` = the campaign id or one of its accrual ids)."""
-    if ledger.is_empty() or "source" not in ledger.columns:
+    if "source" not in ledger.lazy().collect_schema().names():
         return cents(0)
     ids = (
         [campaign_id, *accruals.get_column("accrual_id").to_list()]
         if "accrual_id" in accruals.columns
         else [campaign_id]
     )
-    linked = ledger.filter((pl.col("kind") == "redemption") & pl.col("source").is_in(ids))
+    linked = ledger.lazy().filter((pl.col("kind") == "redemption") & pl.col("source").is_in(ids)).collect()
     return cents(linked.get_column("amount").abs().sum()) if linked.height else cents(0)
 
 
@@ -489,7 +516,7 @@ def cumulative_revenue(
 
 def programme_results(
     customers: pl.DataFrame,
-    checks: pl.DataFrame,
+    checks: pl.DataFrame | pl.LazyFrame,
     group: GlobalControlGroup,
     start: date,
     end: date,
@@ -499,10 +526,13 @@ def programme_results(
     """The programme as a whole: everybody else versus the global control group over `start..end`.
 
     Membership is that of `start`'s period; checks are those of local program days start..end.
-    Returns the group figures and the differences (as for a campaign).
+    Returns the group figures and the differences (as for a campaign). Of lazy `checks`, only those
+    from the start of `start` in the program's zone are loaded.
     """
     ids = customers.get_column("customer_id")
     held = global_control_members(ids, group, start).get_column("customer_id")
+    since = datetime.combine(start, time(0), ZoneInfo(program_tz)).astimezone(UTC)
+    checks = checks.lazy().filter(pl.col("ts") >= pl.lit(since).cast(pl.Datetime("us", "UTC"))).collect()
     zoned = add_local_date(
         with_zone(checks.with_columns(pl.lit(None, dtype=pl.String()).alias("timezone")), program_tz), "ts", "day"
     )
