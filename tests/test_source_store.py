@@ -172,6 +172,34 @@ def test_scan_pushes_projection_and_predicates_down(tmp_path: Path) -> None:
     assert "PROJECT" in plan and "SELECTION" in plan  # both reach the Parquet scan
 
 
+def test_a_filter_reaches_the_files_of_a_store_with_repeats_and_late_customers(tmp_path: Path) -> None:
+    """With a repeated key and a check waiting for its customer, the rules that depend on D are in
+    the plan: the consumer's filter must still reach the checks' files (no scan shared and read whole)."""
+    day2 = DAY1 + timedelta(days=1)
+    read = raw_tables(
+        {
+            "customers": [customer(1, at(DAY1, 8)), customer(2, at(day2, 9))],
+            "checks": [
+                check("a", 1, at(DAY1, 10), "10.00"),
+                check("b", 2, at(DAY1, 11), "20.00"),  # customer 2 registers on day 2
+                check("a", 1, at(day2, 10), "50.00"),  # repeats a: the first row wins
+                check("c", 1, at(day2, 12), "30.00"),
+            ],
+        }
+    )
+    store = SourceStore(tmp_path / "store", TZ)
+    run_days(store, read, [DAY1, day2])
+    since = pl.lit(at(day2, 0)).cast(pl.Datetime("us", "UTC"))
+    scan = store.scan_as_of("checks", day2).filter(pl.col("ts") >= since)
+    plan = scan.explain()
+    selections = [line for line in plan.splitlines() if "SELECTION" in line]
+    assert "CACHE" not in plan and any('col("ts")' in line for line in selections), plan
+    assert sorted(scan.collect().get_column("check_id")) == ["c"]  # a's later row lost to its first
+    whole = store.scan_as_of("checks", day2).collect().sort("check_id")
+    assert whole.get_column("check_id").to_list() == ["a", "b", "c"]
+    assert whole.filter(pl.col("check_id") == "a").item(0, "total") == Decimal("10.00")
+
+
 # ---------------------------------------------------------------- property
 
 DAYS = [DAY1 + timedelta(days=i) for i in range(4)]

@@ -516,12 +516,45 @@ class SourceStore:
         if table == "check_items":
             kept_checks = self.scan_as_of("checks", day).select("check_id")
             return rows.join(kept_checks, on="check_id", how="semi", nulls_equal=True)
+        files = [str(m["data"]) for m in manifests]
         if schema.customer_column is not None and any(int(m["pending"]) for m in manifests):  # type: ignore[call-overload]
             known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(schema.customer_column))
             rows = rows.join(known, on=schema.customer_column, how="semi", nulls_equal=True)
+            files += [str(m["data"]) for m in self._manifests_up_to("customers", day)]
         if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
-            rows = _first_of_key(rows, list(schema.key))
+            key = list(schema.key)
+            contested, first = self._contested((table, day, *files), rows, key)
+            # `rows` appears once in the plan, so a consumer's filter reaches the Parquet scan
+            rows = pl.concat([rows.join(contested.lazy(), on=key, how="anti", nulls_equal=True), first.lazy()])
         return rows
+
+    def _contested(
+        self, files: tuple[object, ...], rows: pl.LazyFrame, key: list[str]
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The keys with a repeated row as of `day`, and the first row of each (`_first_of_key`),
+        collected once per process for the same stored files.
+
+        Why eager: in one lazy plan the deduplicated rows and the others share the scan, and Polars
+        caches a shared scan whole, so no consumer's filter (the rows since D, one customer) reached
+        the Parquet files: every read of a table paid for its whole history. Collected, the contested
+        rows are a few thousand, and the plan reads the rest only where it is asked to. The files of
+        a day are never rewritten (a re-ingest writes new names), so their names (`files`: the table,
+        the day and the files the rows are read from) key the cache."""
+        cached = _CONTESTED.get((self.root, files))
+        if cached is None:
+            contested = rows.filter(pl.col(REPEAT)).select(key).unique().collect()
+            hashes = contested.select(_key_hash(key)).to_series()
+            first = (
+                rows.filter(pl.col(KHASH).is_in(hashes.implode()))  # pushed into the scan: a cheap prefilter
+                .join(contested.lazy(), on=key, how="semi", nulls_equal=True)
+                .sort(VDAY, SEQ)
+                .filter(pl.struct(key).is_first_distinct())
+                .collect()
+            )
+            cached = _CONTESTED[(self.root, files)] = (contested, first)
+            while len(_CONTESTED) > _CONTESTED_KEPT:
+                _CONTESTED.pop(next(iter(_CONTESTED)))
+        return cached
 
     def scan_entered(self, table: str, day: date) -> pl.DataFrame:
         """The rows kept as of `day` that were not kept the day before: the day's own rows, and earlier
@@ -769,6 +802,11 @@ def _without_duplicate_rule(schema: TableSchema) -> TableSchema:
 
 def _numbered(frame: pl.DataFrame, origin: str) -> RawTable:
     return RawTable(frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW)), origin)
+
+
+#: `SourceStore._contested` per (store root, stored files): a few thousand rows per table and day.
+_CONTESTED: dict[tuple[Path, tuple[object, ...]], tuple[pl.DataFrame, pl.DataFrame]] = {}
+_CONTESTED_KEPT = 64
 
 
 def _first_of_key(rows: pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
