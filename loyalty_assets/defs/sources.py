@@ -90,9 +90,8 @@ def _record(
 ) -> tuple[dict[str, dg.MetadataValue], pl.DataFrame]:
     """D's quarantine of `table` (every row set aside as of D) and the metadata describing the
     split as of D and what this run ingested."""
-    quarantine = store.quarantine_at(table, day)
+    kept_rows, quarantine = store.split_at(table, day)
     kept = store.scan_as_of(table, day)
-    kept_rows = int(kept.select(pl.len()).collect().item())
     by_rule = quarantine_summary(quarantine)
     if by_rule:
         context.log.warning(f"{table}: {quarantine.height} rows quarantined: {by_rule}")

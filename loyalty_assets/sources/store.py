@@ -512,27 +512,41 @@ class SourceStore:
         """`scan_as_of` with the store's columns (visible day, order, flags) still on."""
         schema = SCHEMAS[table]
         manifests = self._manifests_up_to(table, day)
-        rows = self._scan_manifests(table, manifests, day)
         if table == "check_items":
             kept_checks = self.scan_as_of("checks", day).select("check_id")
+            rows = self._scan_manifests(table, manifests, day)
             return rows.join(kept_checks, on="check_id", how="semi", nulls_equal=True)
-        files = [str(m["data"]) for m in manifests]
-        if schema.customer_column is not None and any(int(m["pending"]) for m in manifests):  # type: ignore[call-overload]
-            known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(schema.customer_column))
-            rows = rows.join(known, on=schema.customer_column, how="semi", nulls_equal=True)
-            files += [str(m["data"]) for m in self._manifests_up_to("customers", day)]
+        rows, files, _ = self._known(table, day, manifests)
         if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
             key = list(schema.key)
-            contested, first = self._contested((table, day, *files), rows, key)
+            contested, first = self._contested(files, rows, key)
             # `rows` appears once in the plan, so a consumer's filter reaches the Parquet scan
             rows = pl.concat([rows.join(contested.lazy(), on=key, how="anti", nulls_equal=True), first.lazy()])
         return rows
 
+    def _known(
+        self, table: str, day: date, manifests: list[dict[str, object]]
+    ) -> tuple[pl.LazyFrame, tuple[object, ...], pl.LazyFrame | None]:
+        """The stored rows as of `day` whose customer is known at `day`, the files they are read from
+        (with the table and day: `_contested`'s cache key), and the rows the unknown-customer rule
+        drops (None when no row ever waited for its customer). Only `__pending` rows can be dropped:
+        a row stored with a known customer keeps it on every later day."""
+        column = SCHEMAS[table].customer_column
+        rows = self._scan_manifests(table, manifests, day)
+        files: tuple[object, ...] = (table, day, *(str(m["data"]) for m in manifests))
+        if column is None or not any(int(m["pending"]) for m in manifests):  # type: ignore[call-overload]
+            return rows, files, None
+        known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(column))
+        files += tuple(str(m["data"]) for m in self._manifests_up_to("customers", day))
+        unknown = rows.filter(pl.col(PENDING)).join(known, on=column, how="anti", nulls_equal=True)
+        return rows.join(known, on=column, how="semi", nulls_equal=True), files, unknown
+
     def _contested(
         self, files: tuple[object, ...], rows: pl.LazyFrame, key: list[str]
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The keys with a repeated row as of `day`, and the first row of each (`_first_of_key`),
-        collected once per process for the same stored files.
+        """The keys with a repeated row as of `day`, and the first row of each in (visible day, file
+        order): `validate`'s duplicate rule. Only keys with a `__repeat` row can hold a duplicate.
+        Collected once per process for the same stored files.
 
         Why eager: in one lazy plan the deduplicated rows and the others share the scan, and Polars
         caches a shared scan whole, so no consumer's filter (the rows since D, one customer) reached
@@ -543,9 +557,8 @@ class SourceStore:
         cached = _CONTESTED.get((self.root, files))
         if cached is None:
             contested = rows.filter(pl.col(REPEAT)).select(key).unique().collect()
-            hashes = contested.select(_key_hash(key)).to_series()
             first = (
-                rows.filter(pl.col(KHASH).is_in(hashes.implode()))  # pushed into the scan: a cheap prefilter
+                _of_keys(rows, contested, key)
                 .join(contested.lazy(), on=key, how="semi", nulls_equal=True)
                 .sort(VDAY, SEQ)
                 .filter(pl.struct(key).is_first_distinct())
@@ -647,29 +660,41 @@ class SourceStore:
         check is not kept at D). Check lines are read with their check, so lines of a check that never
         entered the store (absent from the source, or itself quarantined) are not reported, and a bad
         line is reported from its check's visible day on."""
+        return self.split_at(table, day)[1]
+
+    def split_at(self, table: str, day: date) -> tuple[int, pl.DataFrame]:
+        """The number of rows kept as of `day` and `quarantine_at(table, day)`, together: the kept rows
+        are the stored ones less those the rules that depend on D drop, so nobody counts the whole
+        history again. The rules read only the rows they can drop: rows that waited for their
+        customer, rows of a repeated key."""
         at_ingest = self.quarantine_as_of(table, day).collect()
         if table == "categories":
-            return at_ingest
+            return int(self.scan_as_of(table, day).select(pl.len()).collect().item()), at_ingest
         schema = SCHEMAS[table]
         manifests = self._manifests_up_to(table, day)
         origin = str(manifests[-1].get("origin", ""))
-        rows = self._scan_manifests(table, manifests, day)
+        stored = int(self._scan_manifests(table, manifests, day).select(pl.len()).collect().item())
         dropped: list[tuple[str, str, pl.LazyFrame]] = []
         if table == "check_items":
+            rows = self._scan_manifests(table, manifests, day)
             parents = self._manifests_up_to("checks", day)
             if any(int(m["pending"]) or int(m["repeats"]) for m in parents):  # type: ignore[call-overload]
                 kept_checks = self.scan_as_of("checks", day).select("check_id")
                 orphans = rows.join(kept_checks, on="check_id", how="anti", nulls_equal=True)
                 dropped.append(("check missing or quarantined", "check_id", orphans))
         else:
-            column = schema.customer_column
-            if column is not None and any(int(m["pending"]) for m in manifests):  # type: ignore[call-overload]
-                known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(column))
-                dropped.append(("unknown customer", column, rows.join(known, on=column, how="anti", nulls_equal=True)))
-                rows = rows.join(known, on=column, how="semi", nulls_equal=True)
+            rows, files, unknown = self._known(table, day, manifests)
+            if unknown is not None:
+                dropped.append(("unknown customer", str(schema.customer_column), unknown))
             if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
-                winners = _first_of_key(rows, list(schema.key)).select(VDAY, SEQ)
-                dropped.append(("duplicate key", ",".join(schema.key), rows.join(winners, on=[VDAY, SEQ], how="anti")))
+                key = list(schema.key)
+                contested, first = self._contested(files, rows, key)
+                losers = (
+                    _of_keys(rows, contested, key)
+                    .join(contested.lazy(), on=key, how="semi", nulls_equal=True)
+                    .join(first.lazy().select(VDAY, SEQ), on=[VDAY, SEQ], how="anti")
+                )
+                dropped.append(("duplicate key", ",".join(key), losers))
         frames = [at_ingest]
         if table == "check_items":
             frames.append(self._orphans_at(day))
@@ -686,17 +711,14 @@ class SourceStore:
                         _row_json(frame, data).alias("row_data"),
                     ).cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
                 )
-        return pl.concat(frames, how="vertical")
+            stored -= frame.height
+        return stored, pl.concat(frames, how="vertical")
 
     def counts_as_of(self, table: str, day: date, rows_read: int) -> dict[str, int]:
         """How the `rows_read` rows of the source divide as of `day`: kept, quarantined (at ingest,
         or by the unknown-customer / duplicate / missing-check rules at `day`) and not yet visible."""
-        kept = self.scan_as_of(table, day).select(pl.len()).collect().item()
-        stored = self.stored(table, day).select(pl.len()).collect().item()
-        at_ingest = self.quarantine_as_of(table, day).select(pl.len()).collect().item()
-        quarantined = at_ingest + (stored - kept)
-        if table == "check_items":
-            quarantined += self._orphans_at(day).height
+        kept, quarantine = self.split_at(table, day)
+        quarantined = quarantine.height
         return {
             "rows_read": rows_read,
             "rows_kept": kept,
@@ -809,20 +831,11 @@ _CONTESTED: dict[tuple[Path, tuple[object, ...]], tuple[pl.DataFrame, pl.DataFra
 _CONTESTED_KEPT = 64
 
 
-def _first_of_key(rows: pl.LazyFrame, key: list[str]) -> pl.LazyFrame:
-    """Drop every row of a key after its first in (visible day, file order).
-
-    Only keys with a `__repeat` row can hold a duplicate, so only their rows are sorted and
-    deduplicated; the others pass through.
-    """
-    contested = rows.filter(pl.col(REPEAT)).select(key).unique()
-    plain = rows.join(contested, on=key, how="anti", nulls_equal=True)
-    first = (
-        rows.join(contested, on=key, how="semi", nulls_equal=True)
-        .sort(VDAY, SEQ)
-        .filter(pl.struct(key).is_first_distinct())
-    )
-    return pl.concat([plain, first], how="vertical")
+def _of_keys(rows: pl.LazyFrame, keys: pl.DataFrame, key: list[str]) -> pl.LazyFrame:
+    """A prefilter of `rows` to those whose stored key hash is one of `keys`' (pushed into the Parquet
+    scan, so only their rows are decoded; a join on the key itself must follow: hashes can collide)."""
+    hashes = keys.select(_key_hash(key)).to_series()
+    return rows.filter(pl.col(KHASH).is_in(hashes.implode()))
 
 
 def ingest_all(
