@@ -392,3 +392,9 @@ def test_the_frame_build_messages_renders_holds_the_documented_variables() -> No
     expected = [template_variables(c, row) for row in people.iter_rows(named=True)]
     assert variables_to_dicts(template_frame(c, people)) == expected
     assert expected[1]["bonus"] is None and expected[1]["favourite_categories"] == []
+
+
+def test_the_written_out_whitespace_is_every_character_python_calls_space() -> None:
+    from loyalty_assets.transforms.template_compiler import _PY_SPACE
+
+    assert "".join(chr(c) for c in range(0x110000) if chr(c).isspace()) == _PY_SPACE
