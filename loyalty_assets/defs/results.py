@@ -28,7 +28,7 @@ from loyalty_assets.reporting.inputs import (
     touch_window_start,
 )
 from loyalty_assets.reporting.markdown import results_markdown
-from loyalty_assets.transforms.results import GROUP_SCHEMA, format_value
+from loyalty_assets.transforms.results import GROUP_SCHEMA, format_value, reachable_events
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 RESULT_SOURCES = ("customers", "checks", "communications", "bonus_transactions")
@@ -78,10 +78,13 @@ def build_results_assets(catalog: Catalog, partitions: dg.PartitionsDefinition) 
         bonus_transactions: pl.LazyFrame,
     ) -> Iterator[dg.MaterializeResult]:
         point = as_of(context, catalog.program)
-        frames = ResultSources(customers, checks, communications, bonus_transactions)
         wh = warehouse.warehouse
         earliest = min(touch_window_start(catalog, period_start(catalog, cid)) for cid in catalog.campaigns)
         messages = all_message_facts(catalog, wh, earliest, point.date)  # read once for every campaign
+        # loaded once for every campaign: the events of all of them's messages, the redemptions
+        events = reachable_events(communications, [messages])
+        redemptions = bonus_transactions.filter(pl.col("kind") == "redemption").select("kind", "source", "amount")
+        frames = ResultSources(customers, checks, events.lazy(), redemptions.collect().lazy())
         for cid in sorted(catalog.campaigns):
             yield _campaign_results(catalog, cid, wh, frames, point.date, messages)
 

@@ -31,6 +31,10 @@ MESSAGE_FACTS = (
     "partition_date",
 )
 
+#: What results need of an entrant and of an accrual (the check and event columns are never read).
+ENTRANT_FACTS = ("campaign_id", "partition_date", "customer_id", "occasion", "triggered_at", "variant", "is_control")
+ACCRUAL_FACTS = ("accrual_id", "campaign_id", "partition_date", "customer_id", "amount")
+
 
 def period_start(catalog: Catalog, campaign_id: str) -> date:
     """The first date a campaign's results count entrants from: its start date, else the partitions'."""
@@ -90,11 +94,19 @@ def results_for(
     campaign = catalog.campaigns[campaign_id]
     after = end + timedelta(days=1)
     mine = {"campaign_id": campaign_id}
-    entrants = wh.read("triggered_customers", mine, since=("partition_date", start), before=("partition_date", after))
+    entrants = wh.read(
+        "triggered_customers",
+        mine,
+        since=("partition_date", start),
+        before=("partition_date", after),
+        columns=ENTRANT_FACTS,
+    )
     outbox = wh.read(
         "message_outbox", mine, since=("partition_date", start), before=("partition_date", after), columns=MESSAGE_FACTS
     )
-    accruals = wh.read("bonus_accruals", mine, since=("partition_date", start), before=("partition_date", after))
+    accruals = wh.read(
+        "bonus_accruals", mine, since=("partition_date", start), before=("partition_date", after), columns=ACCRUAL_FACTS
+    )
     # other campaigns' messages compete for the last touch: those that can reach a check of the period
     since = touch_window_start(catalog, start)
     if all_messages is None:
