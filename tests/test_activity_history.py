@@ -1,8 +1,9 @@
-"""The lean activity log: `activity_events` keeps skips, waits and ends; the history is complete.
+"""The lean activity log: `activity_events` keeps skips, waits and later ends; the history is complete.
 
 The SQL view `activity_log` (the contract's table) and `warehouse.activity.customer_activity` (Polars)
-derive entries, accruals and queued messages from their own tables; both must give the same rows, on
-both dialects, for any amount and timestamp. An `activity_log` table of an earlier release is migrated.
+derive entries, accruals, queued messages and same-run journey ends from their own tables; both must
+give the same rows, on both dialects, for any amount and timestamp. An `activity_log` table of an
+earlier release, and a `triggered_customers` table without the end columns, are migrated.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ SCOPE = {"campaign_id": "c1", "partition_date": DAY}
 UTC_US = pl.Datetime("us", "UTC")
 
 
-def entrants(*customers: int, control: tuple[int, ...] = ()) -> pl.DataFrame:
+Ended = tuple[datetime, str, str] | None
+
+
+def entrants(*customers: int, control: tuple[int, ...] = (), ends: list[Ended] | None = None) -> pl.DataFrame:
     n = len(customers)
+    ended = ends or [None] * n
     return pl.DataFrame(
         {
             "customer_id": list(customers),
@@ -38,6 +43,10 @@ def entrants(*customers: int, control: tuple[int, ...] = ()) -> pl.DataFrame:
             "check_id": [None] * n,
             "check_total": pl.Series([None] * n, dtype=pl.Decimal(14, 2)),
             "event_amount": pl.Series([None] * n, dtype=pl.Decimal(14, 2)),
+            # the journey's end when the run that entered it ended it (else a row of activity_events)
+            "ended_at": pl.Series([e[0] if e else None for e in ended], dtype=UTC_US),
+            "ended_reason": pl.Series([e[1] if e else None for e in ended], dtype=pl.String()),
+            "ended_step": pl.Series([e[2] if e else None for e in ended], dtype=pl.String()),
         },
         schema_overrides={"variant": pl.String(), "check_id": pl.String()},
     )
@@ -93,10 +102,12 @@ def skipped(customer: int) -> pl.DataFrame:
     )
 
 
-def write(wh: Warehouse, amounts: list[Decimal], expires: list[datetime | None]) -> None:
+def write(
+    wh: Warehouse, amounts: list[Decimal], expires: list[datetime | None], ends: list[Ended] | None = None
+) -> None:
     n = len(amounts)
     with wh.transaction() as conn:
-        wh.replace("triggered_customers", entrants(*range(1, n + 1), control=(n,)), SCOPE, conn=conn)
+        wh.replace("triggered_customers", entrants(*range(1, n + 1), control=(n,), ends=ends), SCOPE, conn=conn)
         wh.replace("bonus_accruals", accruals(amounts, expires), SCOPE, conn=conn)
         wh.replace("message_outbox", outbox(*range(1, n)), SCOPE, conn=conn)
         wh.replace("activity_events", skipped(n), {**SCOPE, "stage": "messages"}, conn=conn)
@@ -143,18 +154,33 @@ instant = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(amount, st.none() | instant), min_size=1, max_size=6))
-def test_view_equals_polars_for_any_amount_and_expiry(tmp_path_factory, rows) -> None:  # type: ignore[no-untyped-def]
+@given(
+    st.lists(
+        st.tuples(
+            amount,
+            st.none() | instant,
+            st.none()
+            | st.tuples(instant, st.sampled_from(["completed", "filtered_out"]), st.sampled_from(["", "mail"])),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_view_equals_polars_for_any_amount_expiry_and_end(tmp_path_factory, rows) -> None:  # type: ignore[no-untyped-def]
     wh = Warehouse(f"sqlite:///{tmp_path_factory.mktemp('activity')}/w.db")
-    write(wh, [a for a, _ in rows], [e for _, e in rows])
+    write(wh, [a for a, _, _ in rows], [e for _, e, _ in rows], [end for _, _, end in rows])
     assert view_rows(wh) == polars_rows(wh)
+    ended = [i + 1 for i, (_, _, end) in enumerate(rows) if end is not None]
+    journey = [r for r in polars_rows(wh) if r[2] == "journey_ended"]
+    assert [r[1] for r in journey] == ended  # one derived end per entrant whose run ended it, no other
 
 
 @pytest.mark.postgres
 def test_view_equals_polars_on_postgres_edge_values(postgres_url: str) -> None:
     wh = Warehouse(postgres_url)
     edge = [Decimal("0.00"), Decimal("0.01"), Decimal("999999999999.99"), Decimal("1000.50")]
-    write(wh, edge, [None, datetime(2099, 12, 31, 23, 59, 59, 999000, tzinfo=UTC), AT, AT])
+    ends: list[Ended] = [None, (AT, "completed", ""), (AT + timedelta(days=400), "filtered_out", "mail"), None]
+    write(wh, edge, [None, datetime(2099, 12, 31, 23, 59, 59, 999000, tzinfo=UTC), AT, AT], ends)
     assert view_rows(wh) == polars_rows(wh)
 
 
@@ -182,3 +208,30 @@ def test_an_earlier_activity_log_table_is_migrated(tmp_path) -> None:  # type: i
     kept = wh.read("activity_events").sort("event_id")
     assert kept["kind"].to_list() == ["message_skipped", "waiting"]  # `entered` now comes from triggered_customers
     assert [r[0] for r in view_rows(wh)] == ["e2", "e3"]
+
+
+def test_an_earlier_triggered_customers_table_gets_the_end_columns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A warehouse of the release before same-run ends were kept on the entrant's row: the columns are
+    added (empty), its ends stay rows of activity_events, and the view reads both."""
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE triggered_customers (campaign_id TEXT NOT NULL, partition_date DATE NOT NULL, "
+                "customer_id BIGINT NOT NULL, occasion TEXT NOT NULL, event_date DATE NOT NULL, "
+                "triggered_at TIMESTAMP NOT NULL, variant TEXT, is_control BOOLEAN NOT NULL, check_id TEXT, "
+                "check_total NUMERIC(14, 2), event_amount NUMERIC(14, 2), "
+                "PRIMARY KEY (campaign_id, customer_id, occasion))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO triggered_customers VALUES ('c1', '2025-06-26', 1, 'birthday:2025-07-03', "
+                "'2025-07-03', '2025-06-26 07:00:00.000000', NULL, 0, NULL, NULL, NULL)"
+            )
+        )
+    wh = Warehouse(url)
+    row = wh.read("triggered_customers").row(0, named=True)
+    assert (row["ended_at"], row["ended_reason"], row["ended_step"]) == (None, None, None)
+    assert [r[2] for r in view_rows(wh)] == ["entered"]

@@ -109,10 +109,13 @@ def test_week_early_birthday_on_22_february_2025(birthday_days: Warehouse) -> No
 
 
 def test_activity_log_is_lean_and_the_history_complete(birthday_days: Warehouse) -> None:
-    """The log stores only skips, waits and ends; entries, accruals and messages come from their tables."""
+    """The log stores only skips, waits and the ends of journeys that waited; entries, accruals, messages
+    and the ends of journeys that ended in the run that entered them come from their tables."""
     wh = birthday_days
     scope = {"campaign_id": WEEK_EARLY, "partition_date": date(2025, 2, 22)}
-    assert set(wh.read("activity_events", scope)["kind"]) == {"message_skipped", "journey_ended"}
+    assert set(wh.read("activity_events", scope)["kind"]) == {"message_skipped"}
+    ended = wh.read("triggered_customers", {**scope, "customer_id": 7}).row(0, named=True)
+    assert (ended["ended_at"], ended["ended_reason"], ended["ended_step"]) == (utc(2025, 2, 22, 7, 0), "completed", "")
 
     anna = customer_activity(wh, {**scope, "customer_id": 7})
     assert anna.select("kind", "details", "stage").rows() == [

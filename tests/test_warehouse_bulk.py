@@ -224,6 +224,9 @@ ROW_COLUMNS = {
     "check_id": st.none() | TEXT,
     "check_total": st.none() | AMOUNT,
     "event_amount": st.none() | AMOUNT,
+    "ended_at": st.none() | INSTANT,
+    "ended_reason": st.none() | TEXT,
+    "ended_step": st.none() | TEXT,
 }
 ROW = st.fixed_dictionaries(ROW_COLUMNS)
 

@@ -4,7 +4,8 @@ Event ids are built from stage, campaign, customer, occasion and step, so a re-r
 ids and the log never double-counts.
 
 Lean by design: the `activity_events` table stores only the decisions no other table records — messages
-skipped (with the reason), waits and journey ends (`LOGGED_KINDS`). Entries (`entered`,
+skipped (with the reason), waits and the ends of journeys that waited (`LOGGED_KINDS`); a journey that
+ends in the run that entered it keeps its end on its `triggered_customers` row (`split_ends`). Entries (`entered`,
 `entered_control_group`), accruals and queued messages are rows of `triggered_customers`,
 `bonus_accruals` and `message_outbox` already; `warehouse.activity.customer_activity` rebuilds their
 activity rows from those tables with the functions below (and the SQL view `activity_log`, the contract's
@@ -101,26 +102,59 @@ def message_activity(campaign_id: str, outbox: pl.DataFrame, skipped: pl.DataFra
     return pl.concat([queued_activity(campaign_id, outbox), skipped_activity(campaign_id, skipped)])
 
 
-def journey_activity(campaign_id: str, day: object) -> pl.DataFrame:
-    """`journey_ended` (completed / filtered_out at a step) and `waiting` (until when) per token."""
-    exits: pl.DataFrame = day.exits  # type: ignore[attr-defined]
-    pending: pl.DataFrame = day.pending  # type: ignore[attr-defined]
-    ended = exits.select(
-        _event_id("journey", campaign_id, pl.col("customer_id"), pl.col("occasion"), pl.lit("end")),
-        "customer_id",
-        "at",
-        pl.lit(campaign_id).alias("campaign_id"),
-        pl.lit("journey_ended").alias("kind"),
-        pl.format("{} at {} ({})", "reason", pl.col("step_id").replace("", "end"), "occasion").alias("details"),
-    ).rename({"at": "ts"})
-    waiting = pending.select(
-        _event_id("journey", campaign_id, pl.col("customer_id"), pl.col("occasion"), pl.col("node")),
-        "customer_id",
-        "at",
-        pl.lit(campaign_id).alias("campaign_id"),
-        pl.lit("waiting").alias("kind"),
-        pl.format("until {} at step {} ({})", pl.col("at").dt.strftime("%Y-%m-%dT%H:%MZ"), "node", "occasion").alias(
-            "details"
-        ),
-    ).rename({"at": "ts"})
-    return pl.concat([ended.cast(ACTIVITY_SCHEMA), waiting.cast(ACTIVITY_SCHEMA)])  # type: ignore[arg-type]
+def ended_activity(campaign_id: str, exits: pl.DataFrame) -> pl.DataFrame:
+    """`journey_ended` per exit (`journey.EXIT_SCHEMA`: reason, step, instant)."""
+    return (
+        exits.select(
+            _event_id("journey", campaign_id, pl.col("customer_id"), pl.col("occasion"), pl.lit("end")),
+            "customer_id",
+            "at",
+            pl.lit(campaign_id).alias("campaign_id"),
+            pl.lit("journey_ended").alias("kind"),
+            pl.format("{} at {} ({})", "reason", pl.col("step_id").replace("", "end"), "occasion").alias("details"),
+        )
+        .rename({"at": "ts"})
+        .cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def waiting_activity(campaign_id: str, pending: pl.DataFrame) -> pl.DataFrame:
+    """`waiting` (until when, at which step) per token left waiting."""
+    return (
+        pending.select(
+            _event_id("journey", campaign_id, pl.col("customer_id"), pl.col("occasion"), pl.col("node")),
+            "customer_id",
+            "at",
+            pl.lit(campaign_id).alias("campaign_id"),
+            pl.lit("waiting").alias("kind"),
+            pl.format(
+                "until {} at step {} ({})", pl.col("at").dt.strftime("%Y-%m-%dT%H:%MZ"), "node", "occasion"
+            ).alias("details"),
+        )
+        .rename({"at": "ts"})
+        .cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+#: The columns of `triggered_customers` that hold a journey's end when the run that entered it ended it.
+ENDED_COLUMNS = {"ended_at": "at", "ended_reason": "reason", "ended_step": "step_id"}
+
+
+def split_ends(entrants: pl.DataFrame, exits: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The day's entrants with the end of each journey that ended in the same run (`ENDED_COLUMNS`,
+    null otherwise), and the other exits (of tokens that entered on an earlier day).
+
+    Why: on a busy day nearly every journey ends the moment it starts (no wait), and its `journey_ended`
+    row repeated what the entrant's row says; stored on that row, the view derives it
+    (`derived_end_activity`) and `activity_events` keeps only the ends of journeys that waited."""
+    keys = ["customer_id", "occasion"]
+    own = exits.join(entrants.select(keys), on=keys, how="semi")
+    ends = own.select(*keys, *(pl.col(src).alias(dst) for dst, src in ENDED_COLUMNS.items()))
+    marked = entrants.join(ends, on=keys, how="left", maintain_order="left")
+    return marked, exits.join(own.select(keys), on=keys, how="anti")
+
+
+def derived_end_activity(campaign_id: str, triggered: pl.DataFrame) -> pl.DataFrame:
+    """`journey_ended` per `triggered_customers` row whose journey ended in the run that entered it."""
+    ended = triggered.filter(pl.col("ended_at").is_not_null())
+    return ended_activity(campaign_id, ended.rename({dst: src for dst, src in ENDED_COLUMNS.items()}))

@@ -1,9 +1,10 @@
 """The customer's complete activity history, assembled from the tables that hold each decision.
 
-`activity_events` stores only skips, waits and journey ends; entries, accruals and queued messages are
-derived here (as the SQL view `activity_log` derives them) from `triggered_customers`, `bonus_accruals`
-and `message_outbox` (never reading the message bodies) with the same functions that once wrote them,
-so the rows — event ids and details included — are those the full log held, at a fraction of its size.
+`activity_events` stores only skips, waits and the ends of journeys that waited; entries, accruals,
+queued messages and the ends of journeys ended by the run that entered them are derived here (as the
+SQL view `activity_log` derives them) from `triggered_customers`, `bonus_accruals` and
+`message_outbox` (never reading the message bodies) with the same functions that once wrote them, so
+the rows — event ids and details included — are those the full log held, at a fraction of its size.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import polars as pl
 
 from loyalty_assets.transforms.activity import (
     ACTIVITY_SCHEMA,
+    ENDED_COLUMNS,
     LOGGED_KINDS,
     accrual_activity,
+    derived_end_activity,
     entry_activity,
     queued_activity,
 )
@@ -26,7 +29,11 @@ from loyalty_assets.warehouse.warehouse import Warehouse
 HISTORY_COLUMNS = (*ACTIVITY_SCHEMA, "stage", "partition_date")
 
 _DERIVED = (
-    ("triggered_customers", "triggered", ("customer_id", "occasion", "triggered_at", "is_control")),
+    (
+        "triggered_customers",
+        "triggered",
+        ("customer_id", "occasion", "triggered_at", "is_control", *ENDED_COLUMNS),
+    ),
     (
         "bonus_accruals",
         "accruals",
@@ -58,6 +65,10 @@ def customer_activity(
         for (campaign_id,), mine in rows.partition_by("campaign_id", as_dict=True, maintain_order=True).items():
             built = _BUILD[stage](str(campaign_id), mine)
             parts.append(built.with_columns(pl.lit(stage).alias("stage"), mine.get_column("partition_date")))
+            if stage == "triggered":  # the ends of journeys ended by the run that entered them
+                ended = mine.filter(pl.col("ended_at").is_not_null())
+                built = derived_end_activity(str(campaign_id), ended)
+                parts.append(built.with_columns(pl.lit("journey").alias("stage"), ended.get_column("partition_date")))
     history = pl.concat([p.select(HISTORY_COLUMNS) for p in parts]) if parts else pl.DataFrame()
     if kinds is not None:
         history = history.filter(pl.col("kind").is_in(kinds))

@@ -3,8 +3,9 @@
 The daily asset and the pipeline benchmark both call `write_campaign_day`, so the benchmark measures the
 writes the run does. Every table is replaced in the scope (campaign, date), all in one transaction: a
 crash leaves the previous run's rows or this run's, never a mix. `activity_events` holds only what no
-other table records (skips with their reason from the message stage, waits and ends from the journey
-stage; the view `activity_log` adds the rest, see `transforms.activity`).
+other table records (skips with their reason from the message stage, waits and the ends of journeys
+that waited from the journey stage; a journey ended by the run that entered it is on its
+`triggered_customers` row; the view `activity_log` adds the rest, see `transforms.activity`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import date
 
 import polars as pl
 
-from loyalty_assets.transforms.activity import journey_activity, skipped_activity
+from loyalty_assets.transforms.activity import ended_activity, skipped_activity, split_ends, waiting_activity
 from loyalty_assets.transforms.campaign_day import CampaignDay
 from loyalty_assets.warehouse.warehouse import Warehouse
 
@@ -25,14 +26,16 @@ def campaign_rows(result: CampaignDay) -> dict[str, pl.DataFrame] | None:
     cid = result.campaign.id
     journey, batch = result.journey, result.messages
     assert result.segment_events is not None  # set together with journey (gate passed)
+    triggered, later_ends = split_ends(result.entered.entrants, journey.exits)
     activity = pl.concat(
         [
-            journey_activity(cid, journey).with_columns(pl.lit("journey").alias("stage")),
+            ended_activity(cid, later_ends).with_columns(pl.lit("journey").alias("stage")),
+            waiting_activity(cid, journey.pending).with_columns(pl.lit("journey").alias("stage")),
             skipped_activity(cid, batch.skipped).with_columns(pl.lit("messages").alias("stage")),
         ]
     )
     return {
-        "triggered_customers": result.entered.entrants,
+        "triggered_customers": triggered,
         "journey_pending": journey.pending.rename({"at": "due_at"}),
         "manual_segment_events": result.segment_events,
         "bonus_accruals": result.accruals,

@@ -93,6 +93,18 @@ def _migrate_activity_log(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"DROP INDEX IF EXISTS {index}"))
 
 
+def _migrate_triggered_customers(conn: sa.Connection) -> None:
+    """`triggered_customers` of an earlier release lacks the same-run journey end (`ended_*`), which the
+    view `activity_log` reads: the columns are added (NULL: those ends are rows of activity_events)."""
+    inspector = sa.inspect(conn)
+    if "triggered_customers" not in inspector.get_table_names():
+        return
+    have = {c["name"] for c in inspector.get_columns("triggered_customers")}
+    for column, kind in (("ended_at", "TIMESTAMP"), ("ended_reason", "TEXT"), ("ended_step", "TEXT")):
+        if column not in have:
+            conn.execute(sa.text(f"ALTER TABLE triggered_customers ADD COLUMN {column} {kind}"))
+
+
 def _migrate_bonus_lots(conn: sa.Connection) -> None:
     """`bonus_lots` of an earlier release stamped the date it holds on every lot (`as_of_date`): the date
     moves to `bonus_lots_as_of` (created by the DDL) and the column goes. A marker table of the
@@ -133,6 +145,7 @@ class Warehouse:
         with self._write() as conn:
             self.lock(conn, "ddl")
             _migrate_activity_log(conn)
+            _migrate_triggered_customers(conn)  # before the DDL: the view reads the new columns
             for statement in ddl_statements(self.sql_dir, self.dialect):
                 conn.execute(sa.text(statement))
             _migrate_bonus_lots(conn)
