@@ -101,16 +101,17 @@ def results_for(
         before=("partition_date", after),
         columns=ENTRANT_FACTS,
     )
-    outbox = wh.read(
-        "message_outbox", mine, since=("partition_date", start), before=("partition_date", after), columns=MESSAGE_FACTS
+    since = touch_window_start(catalog, start)
+    if all_messages is None:
+        all_messages = all_message_facts(catalog, wh, since, end)
+    # the campaign's own messages are among everyone's (read from `since` <= `start`): not read twice
+    outbox = all_messages.filter(
+        (pl.col("campaign_id") == campaign_id) & pl.col("partition_date").is_between(start, end)
     )
     accruals = wh.read(
         "bonus_accruals", mine, since=("partition_date", start), before=("partition_date", after), columns=ACCRUAL_FACTS
     )
     # other campaigns' messages compete for the last touch: those that can reach a check of the period
-    since = touch_window_start(catalog, start)
-    if all_messages is None:
-        all_messages = all_message_facts(catalog, wh, since, end)
     everyone = all_messages.filter(pl.col("partition_date").is_between(since, end))
     days = {cid: c.settings.attribution_days for cid, c in catalog.campaigns.items()}
     rules = {cid: c.settings.attribution_from.as_dict() for cid, c in catalog.campaigns.items()}

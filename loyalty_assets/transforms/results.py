@@ -437,8 +437,8 @@ def reachable_checks(
 
 def reachable_events(communications: pl.DataFrame | pl.LazyFrame, outboxes: list[pl.DataFrame]) -> pl.DataFrame:
     """The communication events of the given messages, loaded: touches and the funnel read nothing else."""
-    ids = pl.concat([o.select("message_id") for o in outboxes]).unique().to_series()
-    return communications.lazy().filter(pl.col("message_id").is_in(ids.implode())).collect()
+    ids = pl.concat([o.select("message_id") for o in outboxes]).unique()
+    return communications.lazy().join(ids.lazy(), on="message_id", how="semi").collect()
 
 
 def _redeemed(ledger: pl.DataFrame | pl.LazyFrame, accruals: pl.DataFrame, campaign_id: str) -> Decimal:
