@@ -18,7 +18,7 @@ FAST_TESTS := tests/test_ab_testing.py tests/test_event_triggers.py tests/test_f
 	tests/test_warehouse.py tests/test_sql_source.py tests/test_summary.py tests/test_cli_errors.py \
 	tests/test_ui_conventions.py tests/test_definitions.py tests/test_catalog.py
 
-.PHONY: help install run test test-fast dev lint typecheck bench bench-pipeline clean
+.PHONY: help install run test test-fast dev lint typecheck bench bench-history bench-pipeline clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ typecheck: install ## mypy only
 
 bench: install ## the segment benchmark: Polars vs DuckDB at several scales (see README)
 	$(BIN)/python -m loyalty_assets.bench
+
+bench-history: install ## a day's cost against the length of history: 1M customers, 100 vs 800 days (BENCH_ARGS=...; see README)
+	$(BIN)/python -m loyalty_assets.bench_history $(BENCH_ARGS)
 
 bench-pipeline: install ## the whole daily pipeline per stage beside its peers, 10k/100k/1M, SQLite + PostgreSQL (BENCH_ARGS=...; see README)
 	$(BIN)/python -m loyalty_assets.bench_pipeline $(BENCH_ARGS)

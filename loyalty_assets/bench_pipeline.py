@@ -493,8 +493,11 @@ def count_rows(url: str, day: date) -> dict[str, int]:
         wh.engine.dispose()
 
 
-def run_measured(command: Sequence[str], env: dict[str, str], log: Path) -> dict[str, Any]:
-    """Run `command`; wall, CPU of the process (`os.wait4`) and the peak RSS of its tree (psutil, 50 ms)."""
+def run_measured(
+    command: Sequence[str], env: dict[str, str], log: Path, samples: list[tuple[float, int]] | None = None
+) -> dict[str, Any]:
+    """Run `command`; wall, CPU of the process (`os.wait4`) and the peak RSS of its tree (psutil, 50 ms).
+    `samples` gets every (epoch seconds, tree RSS bytes) polled, for a caller that splits the peak by step."""
     import psutil
 
     with log.open("w") as out:
@@ -509,7 +512,10 @@ def run_measured(command: Sequence[str], env: dict[str, str], log: Path) -> dict
                 root = psutil.Process(child.pid)
                 while not done.is_set():
                     with suppress(psutil.Error):
-                        peak = max(peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
+                        rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+                        peak = max(peak, rss)
+                        if samples is not None:
+                            samples.append((time.time(), rss))
                     done.wait(0.05)
             except psutil.Error:
                 return
@@ -545,6 +551,20 @@ def dagster_steps_child(home: Path) -> dict[str, Any]:
             stats = instance.get_run_step_stats(run.run_id)
             steps = [(s.step_key, (s.end_time or s.start_time or 0) - (s.start_time or 0)) for s in stats]
             out[run.tags.get("dagster/partition", run.run_id)] = sorted(steps, key=lambda x: -x[1])
+    return out
+
+
+def dagster_step_times_child(home: Path) -> dict[str, Any]:
+    """Each recorded run's partition → its steps as (key, start, end) epoch seconds, in start order."""
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(home)
+    out: dict[str, Any] = {}
+    with dg.DagsterInstance.get() as instance:
+        for run in instance.get_runs():
+            stats = instance.get_run_step_stats(run.run_id)
+            steps = [(s.step_key, s.start_time or 0.0, s.end_time or s.start_time or 0.0) for s in stats]
+            out[run.tags.get("dagster/partition", run.run_id)] = sorted(steps, key=lambda x: x[1])
     return out
 
 
@@ -981,6 +1001,8 @@ def _child_main(child: list[str], pg_url: str) -> int:
         result = peer_write_child(warehouse, Path(frames), url)
     elif kind == "dagster-steps":
         result = dagster_steps_child(Path(rest[0]))
+    elif kind == "dagster-step-times":
+        result = dagster_step_times_child(Path(rest[0]))
     else:
         raise SystemExit(f"unknown child {kind!r}")
     print(MARK + json.dumps(result, default=str), flush=True)
