@@ -216,8 +216,15 @@ def open_instance(settings: Settings) -> Iterator[DagsterInstance]:
         instance.event_log_storage.get_latest_asset_check_execution_by_key([])
         if instance.schedule_storage is not None:
             instance.schedule_storage.all_instigator_state()
-    with instance:
-        yield instance
+    from loyalty_assets.event_log import pool_event_log
+
+    engines = pool_event_log(instance) or {}
+    try:
+        with instance:
+            yield instance
+    finally:
+        for engine in engines.values():
+            engine.dispose()
 
 
 @dataclass
