@@ -366,7 +366,6 @@ def run_dates(
 ) -> bool:
     """Materialise every asset for each date in order, in this process; stop at the first failure."""
     import gc
-    import threading
     import warnings
 
     catalog = load_checked_catalog(settings)
@@ -388,9 +387,6 @@ def run_dates(
     # sight (each run allocates thousands of Dagster objects, and every pass re-scanned all of these)
     gc.collect()
     gc.freeze()
-    from loyalty_assets.transforms.uplift import preload
-
-    threading.Thread(target=preload, name="preload-statistics", daemon=True).start()
     with _instance_for(settings) as instance:
         for day in days:
             started = time.monotonic()

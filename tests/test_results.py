@@ -506,18 +506,3 @@ def test_narrowed_sources_give_the_figures_of_whole_ones(extra: list[tuple[int, 
     ):
         whole = results(checks=checks)
     assert str(_as_figures(narrowed)) == str(_as_figures(whole))
-
-
-def test_preload_imports_every_library_the_statistics_use() -> None:
-    """`uplift.preload` (started by a run on a thread) must name the modules the statistics import."""
-    import ast
-    import inspect
-    import sys
-
-    from loyalty_assets.transforms import uplift
-
-    source = ast.parse(inspect.getsource(uplift))
-    used = {n.module for n in ast.walk(source) if isinstance(n, ast.ImportFrom) and n.module and "." in n.module}
-    assert used - {"collections.abc"} == set(uplift.LIBRARIES)
-    uplift.preload()
-    assert all(name in sys.modules for name in uplift.LIBRARIES)

@@ -40,21 +40,6 @@ class Interval:
         return self.low > 0 or self.high < 0
 
 
-#: The library modules the statistics import on first use (about 0.9 s: pandas and scipy.stats come
-#: with them); `preload` imports them ahead, off the caller's thread.
-LIBRARIES = ("statsmodels.stats.proportion", "statsmodels.stats.weightstats", "scipy.stats")
-
-
-def preload() -> None:
-    """Import `LIBRARIES` now. A daily run starts this on a thread while its first steps run (mostly
-    Polars and I/O, which release the interpreter), so the results step does not wait for the import;
-    Python's import locks make a concurrent first use wait for the same import, never repeat it."""
-    import importlib
-
-    for name in LIBRARIES:
-        importlib.import_module(name)
-
-
 def proportion_difference(
     successes_a: int, n_a: int, successes_b: int, n_b: int, confidence: float = 0.95
 ) -> Interval | None:
