@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from loyalty_assets.sources.day_view import TableAsOf
 from loyalty_assets.sources.readers import RawTable, SourceError, locate, read_file_table, read_sql_table
 from loyalty_assets.sources.store import SourceStore, StoreError, read_visible
-from loyalty_assets.warehouse.history import STATE_PATH, read_folder, write_folder
+from loyalty_assets.warehouse.history import STATE_PATH, read_folder, write_folder, write_frame
 from loyalty_assets.warehouse.warehouse import SQL_DIR, Warehouse
 
 
@@ -114,7 +114,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
             write_folder(path.with_suffix(""), obj)
             return
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        obj.write_parquet(tmp)
+        write_frame(obj, tmp)
         tmp.replace(path)
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame] | None:

@@ -36,13 +36,21 @@ def read_state(storage_dir: Path | str, day: date) -> dict[str, pl.DataFrame] | 
     return read_folder(state_folder(storage_dir, day))
 
 
+def write_frame(frame: pl.DataFrame, path: Path) -> None:
+    """A frame passed between assets, as Parquet with zstd at level 1: at 1M customers the ledger's
+    lots (647 MB in memory) took 2.1 CPU s at the default level 3 and 1.4 at level 1, and the file
+    came out smaller (136.6 vs 140.3 MB: the columns are ids, decimals and instants that the faster
+    level packs as well)."""
+    frame.write_parquet(path, compression="zstd", compression_level=1)
+
+
 def write_folder(folder: Path, frames: dict[str, pl.DataFrame]) -> None:
     """Write every frame into a fresh folder, then swap it in, so readers never see half a state."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.tmp")
     tmp.mkdir()
     for name, frame in frames.items():
-        frame.write_parquet(tmp / f"{name}.parquet")
+        write_frame(frame, tmp / f"{name}.parquet")
     old = folder.with_name(f"{folder.name}.{uuid.uuid4().hex}.old")
     if folder.exists():
         folder.rename(old)
