@@ -8,7 +8,13 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loyalty_assets.warehouse.membership import INTERVAL_SCHEMA, members_on, membership_changes, write_membership
+from loyalty_assets.warehouse.membership import (
+    INTERVAL_SCHEMA,
+    members_by_date,
+    members_on,
+    membership_changes,
+    write_membership,
+)
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 D1 = date(2025, 6, 1)
@@ -37,6 +43,9 @@ def test_a_week_of_turnover_writes_only_the_changes(warehouse_url: str) -> None:
     ]
     for n, ids in week.items():
         assert members_on(wh, "vip", day(n))["customer_id"].to_list() == ids
+        assert members_by_date(wh, day(n)).rows() == [("vip", i) for i in ids]  # what the summary reads
+    assert members_by_date(wh, day(8)).is_empty()  # nobody ran that date: no members, typed
+    assert members_by_date(wh, day(8)).schema == {"segment_id": pl.String(), "customer_id": pl.Int64()}
     # a re-run of any date changes nothing; the view answers per run date
     write_membership(wh, "vip", day(3), frame([1, 3]))
     assert wh.read("segment_members").height == 4
