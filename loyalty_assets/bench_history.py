@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,9 @@ def generate(customers: int, days: int, out: Path) -> None:
 
 def history_runs(data_dir: Path, dates: Sequence[date], work: Path) -> list[dict[str, Any]]:
     """`loyalty run --date d` for each of `dates` on fresh places; each run with its steps' wall and peak."""
-    work.mkdir(parents=True, exist_ok=True)
+    if work.exists():  # a reused --work-dir: the first date must find an empty store and warehouse
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),

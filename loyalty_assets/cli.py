@@ -218,12 +218,12 @@ def open_instance(settings: Settings) -> Iterator[DagsterInstance]:
             instance.schedule_storage.all_instigator_state()
     from loyalty_assets.event_log import pool_event_log
 
-    engines = pool_event_log(instance) or {}
+    engines = pool_event_log(instance)
     try:
         with instance:
             yield instance
     finally:
-        for engine in engines.values():
+        for engine in (engines or {}).values():
             engine.dispose()
 
 
@@ -357,6 +357,16 @@ def _instance_for(settings: Settings) -> Iterator[DagsterInstance]:
         yield instance
 
 
+@contextmanager
+def _frozen() -> Iterator[None]:
+    import gc
+
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def run_dates(
     settings: Settings,
     days: Sequence[date],
@@ -386,8 +396,8 @@ def run_dates(
     # the definitions, modules and catalog live as long as the process: out of the cyclic collector's
     # sight (each run allocates thousands of Dagster objects, and every pass re-scanned all of these)
     gc.collect()
-    gc.freeze()
-    with _instance_for(settings) as instance:
+    gc.freeze()  # undone when the runs end: a long-lived caller (the tests) keeps its collector
+    with _instance_for(settings) as instance, _frozen():
         for day in days:
             started = time.monotonic()
             result = job.execute_in_process(

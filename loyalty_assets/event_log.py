@@ -13,6 +13,7 @@ otherwise it is left as it is.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -22,9 +23,12 @@ import sqlalchemy as sa
 
 #: The dagster release whose `SqliteEventLogStorage._connect` is reproduced below.
 WRITTEN_FOR = "1.13.27"
+#: Engines kept, the most recently used: the index shard and the current run's, with room to spare
+#: (each holds a few files open; `loyalty backfill` runs hundreds of dates on one instance).
+KEPT_ENGINES = 4
 
 
-def pool_event_log(instance: Any) -> dict[str, sa.Engine] | None:
+def pool_event_log(instance: Any) -> OrderedDict[str, sa.Engine] | None:
     """Keep one engine per shard (run) of `instance`'s SQLite event log; the engines, to dispose of
     when the instance closes (None: the storage is another kind, or another dagster, left alone)."""
     from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
@@ -35,7 +39,7 @@ def pool_event_log(instance: Any) -> dict[str, sa.Engine] | None:
     storage = instance.event_log_storage
     if type(storage) is not SqliteEventLogStorage or version("dagster") != WRITTEN_FOR:
         return None
-    engines: dict[str, sa.Engine] = {}
+    engines: OrderedDict[str, sa.Engine] = OrderedDict()
 
     @contextmanager
     def connect(shard: str) -> Iterator[sa.Connection]:
@@ -47,6 +51,9 @@ def pool_event_log(instance: Any) -> dict[str, sa.Engine] | None:
                 )
                 sa.event.listen(engine, "connect", _normal_sync)
                 engines[shard] = engine
+                while len(engines) > KEPT_ENGINES:  # a backfill opens a database per date: keep the last few
+                    engines.popitem(last=False)[1].dispose()
+            engines.move_to_end(shard)
             if shard not in storage._initialized_dbs:
                 storage._initdb(engine)
                 storage._initialized_dbs.add(shard)

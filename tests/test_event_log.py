@@ -43,3 +43,22 @@ def test_another_dagster_release_is_left_alone(tmp_path: Path, monkeypatch: pyte
         before = instance.event_log_storage._connect
         assert event_log.pool_event_log(instance) is None
         assert instance.event_log_storage._connect == before
+
+
+def test_open_files_do_not_grow_with_the_number_of_runs(tmp_path: Path) -> None:
+    """A backfill runs every date on one instance, each date a run database of its own: only the last
+    few engines are kept (found by the review: 5 open files more per run before)."""
+    import os
+
+    with _instance(tmp_path / "home") as instance:
+        engines = event_log.pool_event_log(instance)
+        assert engines is not None
+        opened = []
+        for _ in range(3):  # `loyalty backfill` over 30 dates, the files counted every 10
+            for _ in range(10):
+                assert dg.materialize([tiny], instance=instance).success
+            opened.append(len(os.listdir("/proc/self/fd")))
+        assert len(engines) <= event_log.KEPT_ENGINES
+        for engine in engines.values():
+            engine.dispose()
+    assert max(opened) - min(opened) < 5, f"open files after 10, 20, 30 runs: {opened}"

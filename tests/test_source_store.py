@@ -16,7 +16,7 @@ from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.readers import RawTable, coerce
 from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.sources.snapshot import load_snapshot
-from loyalty_assets.sources.store import TABLE_ORDER, SourceStore, StoreError, ingest_all
+from loyalty_assets.sources.store import KHASH, TABLE_ORDER, SourceStore, StoreError, ingest_all
 
 TZ = "Europe/Moscow"  # UTC+3: 21:00 UTC is already the next local day
 NOW = datetime(2025, 6, 30, tzinfo=UTC)
@@ -416,3 +416,64 @@ def test_a_history_ingest_answers_for_every_earlier_day(tmp_path_factory: pytest
             ), ("quarantine", table, day)
             rows = len(history.get(table, []))
             assert first_run_last.counts_as_of(table, day, rows) == daily.counts_as_of(table, day, rows), (table, day)
+
+
+def _as_if_written_by_another_polars(root: Path, table: str) -> None:
+    """Parts whose `__khash` came from another hash function (the manifest's `hash_probe` differs)."""
+    import json
+
+    from loyalty_assets.sources import store as store_module
+
+    for manifest_path in (root / table).glob("*.json"):
+        manifest = json.loads(manifest_path.read_text())
+        part = root / table / manifest["data"]
+        pl.read_parquet(part).with_columns((pl.col(KHASH) ^ 0x5A5A5A5A).alias(KHASH)).write_parquet(part)
+        manifest["hash_probe"] = manifest["hash_probe"] ^ 1
+        manifest_path.write_text(json.dumps(manifest, sort_keys=True))
+    store_module._MANIFESTS.clear()
+    store_module._CONTESTED.clear()
+
+
+def test_a_repeated_key_survives_a_store_hashed_by_another_polars(tmp_path: Path) -> None:
+    """The contested keys' first rows are found by the stored key hash only when every part's hashes
+    are this Polars' (found by the review: the key vanished from the scan and the count)."""
+    day2 = DAY1 + timedelta(days=1)
+    read = raw_tables(
+        {
+            "customers": [customer(1, at(DAY1, 8))],
+            "checks": [
+                check("a", 1, at(DAY1, 10), "10.00"),
+                check("a", 1, at(day2, 10), "50.00"),  # repeats a: the first row wins
+                check("c", 1, at(day2, 12), "30.00"),
+            ],
+        }
+    )
+    run_days(SourceStore(tmp_path / "store", TZ), read, [DAY1, day2])
+    _as_if_written_by_another_polars(tmp_path / "store", "checks")
+    store = SourceStore(tmp_path / "store", TZ)
+    kept = store.scan_as_of("checks", day2).collect().sort("check_id")
+    assert kept.get_column("check_id").to_list() == ["a", "c"]
+    assert kept.filter(pl.col("check_id") == "a").item(0, "total") == Decimal("10.00")
+    count, quarantine = store.split_at("checks", day2)
+    assert count == 2 and quarantine.get_column("rule").to_list() == ["duplicate key"]
+
+
+def test_a_customer_registered_later_on_a_rerun_of_an_earlier_day(tmp_path: Path) -> None:
+    """Day 2 run again after day 3 with a corrected customers source (customer 2 now registers on
+    day 4): day 3's check of customer 2, stored while she was known, is quarantined as of day 3 and
+    not counted as kept (found by the review)."""
+    day2, day3 = DAY1 + timedelta(days=1), DAY1 + timedelta(days=2)
+    rows = {
+        "customers": [customer(1, at(DAY1, 8)), customer(2, at(day2, 9))],
+        "checks": [check("p", 9, at(DAY1, 10), "1.00"), check("b", 2, at(day3, 11), "20.00")],  # 9: never
+    }
+    store = SourceStore(tmp_path / "s", TZ)
+    run_days(store, raw_tables(rows), [DAY1, day2, day3])
+    rows["customers"] = [customer(1, at(DAY1, 8)), customer(2, at(day3 + timedelta(days=1), 9))]
+    for table in ("customers", "checks"):
+        store.ingest_day(table, day2, raw_tables(rows)(table), now=NOW)
+    fresh = SourceStore(tmp_path / "s", TZ)
+    assert fresh.scan_as_of("checks", day3).collect().is_empty()
+    count, quarantine = fresh.split_at("checks", day3)
+    assert count == 0
+    assert sorted(quarantine.get_column("rule").to_list()) == ["unknown customer", "unknown customer"]

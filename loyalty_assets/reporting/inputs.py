@@ -63,8 +63,9 @@ def all_message_facts(catalog: Catalog, wh: Warehouse, since: date, end: date) -
 class ResultSources:
     """The point-in-time sources results read: customers whole (every entrant's zone), the event
     tables lazily, so each campaign loads only the rows its windows, touches and accruals reach
-    (`transforms.results.reachable_checks`): the results asset hands the source store's scans,
-    history before the first entrant is never read."""
+    (`transforms.results.reachable_checks`): the results asset hands the source store's scans, and
+    the checks before the first window or touch are never read (but by a global control group's
+    programme figures, which count every check from the campaign's start)."""
 
     customers: pl.DataFrame
     checks: pl.LazyFrame

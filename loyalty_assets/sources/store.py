@@ -519,7 +519,7 @@ class SourceStore:
         rows, files, _ = self._known(table, day, manifests)
         if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
             key = list(schema.key)
-            contested, first = self._contested(files, rows, key)
+            contested, first = self._contested(files, rows, key, manifests)
             # `rows` appears once in the plan, so a consumer's filter reaches the Parquet scan
             rows = pl.concat([rows.join(contested.lazy(), on=key, how="anti", nulls_equal=True), first.lazy()])
         return rows
@@ -529,8 +529,9 @@ class SourceStore:
     ) -> tuple[pl.LazyFrame, tuple[object, ...], pl.LazyFrame | None]:
         """The stored rows as of `day` whose customer is known at `day`, the files they are read from
         (with the table and day: `_contested`'s cache key), and the rows the unknown-customer rule
-        drops (None when no row ever waited for its customer). Only `__pending` rows can be dropped:
-        a row stored with a known customer keeps it on every later day."""
+        drops (None when no row ever waited for its customer). Every stored row is judged, not only
+        those stored while their customer was unknown: a re-ingest of an earlier day of `customers`
+        can move a registration later."""
         column = SCHEMAS[table].customer_column
         rows = self._scan_manifests(table, manifests, day)
         files: tuple[object, ...] = (table, day, *(str(m["data"]) for m in manifests))
@@ -538,11 +539,11 @@ class SourceStore:
             return rows, files, None
         known = self.scan_as_of("customers", day).select(pl.col("customer_id").alias(column))
         files += tuple(str(m["data"]) for m in self._manifests_up_to("customers", day))
-        unknown = rows.filter(pl.col(PENDING)).join(known, on=column, how="anti", nulls_equal=True)
+        unknown = rows.join(known, on=column, how="anti", nulls_equal=True)
         return rows.join(known, on=column, how="semi", nulls_equal=True), files, unknown
 
     def _contested(
-        self, files: tuple[object, ...], rows: pl.LazyFrame, key: list[str]
+        self, files: tuple[object, ...], rows: pl.LazyFrame, key: list[str], manifests: list[dict[str, object]]
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """The keys with a repeated row as of `day`, and the first row of each in (visible day, file
         order): `validate`'s duplicate rule. Only keys with a `__repeat` row can hold a duplicate.
@@ -558,7 +559,7 @@ class SourceStore:
         if cached is None:
             contested = rows.filter(pl.col(REPEAT)).select(key).unique().collect()
             first = (
-                _of_keys(rows, contested, key)
+                _of_keys(rows, contested, key, manifests)
                 .join(contested.lazy(), on=key, how="semi", nulls_equal=True)
                 .sort(VDAY, SEQ)
                 .filter(pl.struct(key).is_first_distinct())
@@ -688,9 +689,9 @@ class SourceStore:
                 dropped.append(("unknown customer", str(schema.customer_column), unknown))
             if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
                 key = list(schema.key)
-                contested, first = self._contested(files, rows, key)
+                contested, first = self._contested(files, rows, key, manifests)
                 losers = (
-                    _of_keys(rows, contested, key)
+                    _of_keys(rows, contested, key, manifests)
                     .join(contested.lazy(), on=key, how="semi", nulls_equal=True)
                     .join(first.lazy().select(VDAY, SEQ), on=[VDAY, SEQ], how="anti")
                 )
@@ -831,9 +832,15 @@ _CONTESTED: dict[tuple[Path, tuple[object, ...]], tuple[pl.DataFrame, pl.DataFra
 _CONTESTED_KEPT = 64
 
 
-def _of_keys(rows: pl.LazyFrame, keys: pl.DataFrame, key: list[str]) -> pl.LazyFrame:
+def _of_keys(
+    rows: pl.LazyFrame, keys: pl.DataFrame, key: list[str], manifests: list[dict[str, object]]
+) -> pl.LazyFrame:
     """A prefilter of `rows` to those whose stored key hash is one of `keys`' (pushed into the Parquet
-    scan, so only their rows are decoded; a join on the key itself must follow: hashes can collide)."""
+    scan, so only their rows are decoded; a join on the key itself must follow: hashes can collide).
+    When a part's hashes came from another Polars version (its manifest's probe differs), no
+    prefilter: the key join alone decides."""
+    if not all(m.get("hash_probe") == _hash_probe() for m in manifests):
+        return rows
     hashes = keys.select(_key_hash(key)).to_series()
     return rows.filter(pl.col(KHASH).is_in(hashes.implode()))
 

@@ -4,7 +4,7 @@ Event ids are built from stage, campaign, customer, occasion and step, so a re-r
 ids and the log never double-counts.
 
 Lean by design: the `activity_events` table stores only the decisions no other table records — messages
-skipped (with the reason), waits and the ends of journeys that waited (`LOGGED_KINDS`); a journey that
+skipped (with the reason), waits and the ends of journeys entered on an earlier day (`LOGGED_KINDS`); a journey that
 ends in the run that entered it keeps its end on its `triggered_customers` row (`split_ends`). Entries (`entered`,
 `entered_control_group`), accruals and queued messages are rows of `triggered_customers`,
 `bonus_accruals` and `message_outbox` already; `warehouse.activity.customer_activity` rebuilds their
@@ -146,7 +146,7 @@ def split_ends(entrants: pl.DataFrame, exits: pl.DataFrame) -> tuple[pl.DataFram
 
     Why: on a busy day nearly every journey ends the moment it starts (no wait), and its `journey_ended`
     row repeated what the entrant's row says; stored on that row, the view derives it
-    (`derived_end_activity`) and `activity_events` keeps only the ends of journeys that waited."""
+    (`derived_end_activity`) and `activity_events` keeps only the ends of journeys entered earlier."""
     keys = ["customer_id", "occasion"]
     own = exits.join(entrants.select(keys), on=keys, how="semi")
     ends = own.select(*keys, *(pl.col(src).alias(dst) for dst, src in ENDED_COLUMNS.items()))

@@ -1,6 +1,6 @@
 """The customer's complete activity history, assembled from the tables that hold each decision.
 
-`activity_events` stores only skips, waits and the ends of journeys that waited; entries, accruals,
+`activity_events` stores only skips, waits and the ends of journeys entered earlier; entries, accruals,
 queued messages and the ends of journeys ended by the run that entered them are derived here (as the
 SQL view `activity_log` derives them) from `triggered_customers`, `bonus_accruals` and
 `message_outbox` (never reading the message bodies) with the same functions that once wrote them, so

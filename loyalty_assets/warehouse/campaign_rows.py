@@ -4,7 +4,7 @@ The daily asset and the pipeline benchmark both call `write_campaign_day`, so th
 writes the run does. Every table is replaced in the scope (campaign, date), all in one transaction: a
 crash leaves the previous run's rows or this run's, never a mix. `activity_events` holds only what no
 other table records (skips with their reason from the message stage, waits and the ends of journeys
-that waited from the journey stage; a journey ended by the run that entered it is on its
+entered on an earlier day from the journey stage; a journey ended by the run that entered it is on its
 `triggered_customers` row; the view `activity_log` adds the rest, see `transforms.activity`).
 """
 

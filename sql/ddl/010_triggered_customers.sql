@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS triggered_customers (
     check_total     NUMERIC(14, 2),
     event_amount    NUMERIC(14, 2),        -- e.g. the bonuses about to expire
     -- the journey's end when it ended in the run that entered it (most journeys: no wait); the view
-    -- activity_log derives its `journey_ended` row from these, activity_events keeps the later ends
+    -- activity_log derives its `journey_ended` row from these, activity_events keeps the ends of earlier days' entries
     ended_at        TIMESTAMP,             -- UTC
     ended_reason    TEXT,                  -- completed, filtered_out, no_variant
     ended_step      TEXT,                  -- the step it ended at ('' = the end of the chain)
