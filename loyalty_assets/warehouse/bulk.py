@@ -195,6 +195,11 @@ def insert_into_sqlite(conn: sa.Connection, table: sa.Table, rows: pl.DataFrame)
     head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in rows.columns)}) VALUES "
     one = "(" + ", ".join("?" for _ in rows.columns) + ")"
     statement = head + ", ".join([one] * per)
+    key = [c.name for c in table.primary_key.columns]
+    if key and all(k in rows.columns for k in key):
+        # in key order the primary key's B-tree grows at its edge instead of splitting pages all over
+        # it: 709k outbox rows (random message ids) went in with 6.2 → 4.8 CPU s
+        rows = rows.sort(key)
     cursor = raw.cursor()
     try:
         for chunk in _chunks(_sqlite_stored(rows)):
