@@ -542,16 +542,10 @@ def dagster_steps_child(home: Path) -> dict[str, Any]:
     Why: `loyalty run` materialises the whole daily job, not only `loyalty_day` (the chain measured
     in process): the results, ledger and summary assets and the source steps show here by name.
     """
-    import dagster as dg
-
-    os.environ["DAGSTER_HOME"] = str(home)
-    out: dict[str, Any] = {}
-    with dg.DagsterInstance.get() as instance:
-        for run in instance.get_runs():
-            stats = instance.get_run_step_stats(run.run_id)
-            steps = [(s.step_key, (s.end_time or s.start_time or 0) - (s.start_time or 0)) for s in stats]
-            out[run.tags.get("dagster/partition", run.run_id)] = sorted(steps, key=lambda x: -x[1])
-    return out
+    return {
+        partition: sorted(((key, end - start) for key, start, end in steps), key=lambda x: -x[1])
+        for partition, steps in dagster_step_times_child(home).items()
+    }
 
 
 def dagster_step_times_child(home: Path) -> dict[str, Any]:

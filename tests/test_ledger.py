@@ -139,6 +139,9 @@ def test_source_expiry_that_disagrees_is_flagged_and_the_ledger_wins() -> None:
     lots = build_lots(entries, ts(30))
     mismatches = expiry_mismatches(lots, entries, ts(30))
     assert mismatches.rows() == [(1, ts(10), D("35.00"), D("20.00"))]
+    # a day's check compares that day's instants only: the disagreement of day 10 is not day 11's
+    assert expiry_mismatches(lots, entries, ts(30), since=ts(10)).rows() == mismatches.rows()
+    assert expiry_mismatches(lots, entries, ts(30), since=ts(11)).is_empty()
     # the reported 35 is not subtracted: a2 expired with what FIFO left (20)
     assert lots.filter(pl.col("lot_id") == "ledger:a2")["expired"].to_list() == [D("20.00")]
 

@@ -74,11 +74,7 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
             touched = touched_customers(previous, entries, point.cutoff)
             lots, mode = advance_lots(previous, entries, point.cutoff, touched), "advanced from D-1"
         written = write_lots(wh, lots, point.date, previous, touched)
-        # only D's instants are reported, so only lots expiring on D can take part (not every lot)
-        expiring = lots.filter(pl.col("expires_at") >= point.start_literal)
-        mismatches = expiry_mismatches(expiring, entries, point.cutoff).filter(
-            pl.col("expired_at") >= point.start_literal
-        )
+        mismatches = expiry_mismatches(lots, entries, point.cutoff, since=point.start)  # D's instants
         if mismatches.height:
             context.log.warning(f"{mismatches.height} source expiry rows disagree with the ledger on D (ledger wins)")
         balance = lots.get_column("remaining").sum()

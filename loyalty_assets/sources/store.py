@@ -331,12 +331,8 @@ class SourceStore:
             manifests = self._manifests_up_to(table, day)
         except StoreError:
             return keys.clear()
-        stored = self._scan_manifests(table, manifests, day)
-        if all(m.get("hash_probe") == _hash_probe() for m in manifests):
-            hashes = keys.select(_key_hash(key).alias(KHASH)).get_column(KHASH)
-            stored = stored.filter(pl.col(KHASH).is_in(hashes.implode()))
-        found = stored.select(key).unique().collect()
-        return keys.join(found, on=key, how="semi", nulls_equal=True)
+        found = _of_keys(self._scan_manifests(table, manifests, day), keys, key, manifests)
+        return keys.join(found.select(key).unique().collect(), on=key, how="semi", nulls_equal=True)
 
     def _commit(
         self,
@@ -519,7 +515,7 @@ class SourceStore:
         rows, files, _ = self._known(table, day, manifests)
         if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
             key = list(schema.key)
-            contested, first = self._contested(files, rows, key, manifests)
+            contested, first, _ = self._contested(files, rows, key, manifests)
             # `rows` appears once in the plan, so a consumer's filter reaches the Parquet scan
             rows = pl.concat([rows.join(contested.lazy(), on=key, how="anti", nulls_equal=True), first.lazy()])
         return rows
@@ -544,10 +540,10 @@ class SourceStore:
 
     def _contested(
         self, files: tuple[object, ...], rows: pl.LazyFrame, key: list[str], manifests: list[dict[str, object]]
-    ) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The keys with a repeated row as of `day`, and the first row of each in (visible day, file
-        order): `validate`'s duplicate rule. Only keys with a `__repeat` row can hold a duplicate.
-        Collected once per process for the same stored files.
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """The keys with a repeated row as of `day`, the first row of each in (visible day, file
+        order) — `validate`'s duplicate rule keeps it — and the others, which it drops. Only keys with
+        a `__repeat` row can hold a duplicate. Collected once per process for the same stored files.
 
         Why eager: in one lazy plan the deduplicated rows and the others share the scan, and Polars
         caches a shared scan whole, so no consumer's filter (the rows since D, one customer) reached
@@ -558,14 +554,9 @@ class SourceStore:
         cached = _CONTESTED.get((self.root, files))
         if cached is None:
             contested = rows.filter(pl.col(REPEAT)).select(key).unique().collect()
-            first = (
-                _of_keys(rows, contested, key, manifests)
-                .join(contested.lazy(), on=key, how="semi", nulls_equal=True)
-                .sort(VDAY, SEQ)
-                .filter(pl.struct(key).is_first_distinct())
-                .collect()
-            )
-            cached = _CONTESTED[(self.root, files)] = (contested, first)
+            theirs = _of_keys(rows, contested, key, manifests).sort(VDAY, SEQ).collect()
+            first = pl.struct(key).is_first_distinct()
+            cached = _CONTESTED[(self.root, files)] = (contested, theirs.filter(first), theirs.filter(~first))
             while len(_CONTESTED) > _CONTESTED_KEPT:
                 _CONTESTED.pop(next(iter(_CONTESTED)))
         return cached
@@ -666,8 +657,8 @@ class SourceStore:
     def split_at(self, table: str, day: date) -> tuple[int, pl.DataFrame]:
         """The number of rows kept as of `day` and `quarantine_at(table, day)`, together: the kept rows
         are the stored ones less those the rules that depend on D drop, so nobody counts the whole
-        history again. The rules read only the rows they can drop: rows that waited for their
-        customer, rows of a repeated key."""
+        history again. The duplicate rule's rows come from `_contested` (cached, shared with the
+        scans); a check line's from `_stored_checks_not_kept`."""
         at_ingest = self.quarantine_as_of(table, day).collect()
         if table == "categories":
             return int(self.scan_as_of(table, day).select(pl.len()).collect().item()), at_ingest
@@ -688,13 +679,8 @@ class SourceStore:
                 dropped.append(("unknown customer", str(schema.customer_column), unknown))
             if any(int(m["repeats"]) for m in manifests):  # type: ignore[call-overload]
                 key = list(schema.key)
-                contested, first = self._contested(files, rows, key, manifests)
-                losers = (
-                    _of_keys(rows, contested, key, manifests)
-                    .join(contested.lazy(), on=key, how="semi", nulls_equal=True)
-                    .join(first.lazy().select(VDAY, SEQ), on=[VDAY, SEQ], how="anti")
-                )
-                dropped.append(("duplicate key", ",".join(key), losers))
+                _, _, losers = self._contested(files, rows, key, manifests)
+                dropped.append(("duplicate key", ",".join(key), losers.lazy()))
         frames = [at_ingest]
         if table == "check_items":
             frames.append(self._orphans_at(day))
@@ -842,21 +828,21 @@ def _numbered(frame: pl.DataFrame, origin: str) -> RawTable:
 
 
 #: `SourceStore._contested` per (store root, stored files): a few thousand rows per table and day.
-_CONTESTED: dict[tuple[Path, tuple[object, ...]], tuple[pl.DataFrame, pl.DataFrame]] = {}
+_CONTESTED: dict[tuple[Path, tuple[object, ...]], tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
 _CONTESTED_KEPT = 64
 
 
 def _of_keys(
     rows: pl.LazyFrame, keys: pl.DataFrame, key: list[str], manifests: list[dict[str, object]]
 ) -> pl.LazyFrame:
-    """A prefilter of `rows` to those whose stored key hash is one of `keys`' (pushed into the Parquet
-    scan, so only their rows are decoded; a join on the key itself must follow: hashes can collide).
-    When a part's hashes came from another Polars version (its manifest's probe differs), no
-    prefilter: the key join alone decides."""
-    if not all(m.get("hash_probe") == _hash_probe() for m in manifests):
-        return rows
-    hashes = keys.select(_key_hash(key)).to_series()
-    return rows.filter(pl.col(KHASH).is_in(hashes.implode()))
+    """The `rows` whose key is one of `keys`' (distinct key rows). The stored key hash is filtered
+    first (pushed into the Parquet scan, so only those rows are decoded), then the key itself (hashes
+    can collide). When a part's hashes came from another Polars version (its manifest's probe
+    differs), only the key join decides."""
+    if all(m.get("hash_probe") == _hash_probe() for m in manifests):
+        hashes = keys.select(_key_hash(key)).to_series()
+        rows = rows.filter(pl.col(KHASH).is_in(hashes.implode()))
+    return rows.join(keys.lazy(), on=key, how="semi", nulls_equal=True)
 
 
 def ingest_all(

@@ -104,36 +104,27 @@ def message_activity(campaign_id: str, outbox: pl.DataFrame, skipped: pl.DataFra
 
 def ended_activity(campaign_id: str, exits: pl.DataFrame) -> pl.DataFrame:
     """`journey_ended` per exit (`journey.EXIT_SCHEMA`: reason, step, instant)."""
-    return (
-        exits.select(
-            _event_id("journey", campaign_id, pl.col("customer_id"), pl.col("occasion"), pl.lit("end")),
-            "customer_id",
-            "at",
-            pl.lit(campaign_id).alias("campaign_id"),
-            pl.lit("journey_ended").alias("kind"),
-            pl.format("{} at {} ({})", "reason", pl.col("step_id").replace("", "end"), "occasion").alias("details"),
-        )
-        .rename({"at": "ts"})
-        .cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
-    )
+    details = pl.format("{} at {} ({})", "reason", pl.col("step_id").replace("", "end"), "occasion")
+    return _journey_rows(campaign_id, exits, pl.lit("end"), "journey_ended", details)
 
 
 def waiting_activity(campaign_id: str, pending: pl.DataFrame) -> pl.DataFrame:
     """`waiting` (until when, at which step) per token left waiting."""
-    return (
-        pending.select(
-            _event_id("journey", campaign_id, pl.col("customer_id"), pl.col("occasion"), pl.col("node")),
-            "customer_id",
-            "at",
-            pl.lit(campaign_id).alias("campaign_id"),
-            pl.lit("waiting").alias("kind"),
-            pl.format(
-                "until {} at step {} ({})", pl.col("at").dt.strftime("%Y-%m-%dT%H:%MZ"), "node", "occasion"
-            ).alias("details"),
-        )
-        .rename({"at": "ts"})
-        .cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
-    )
+    until = pl.col("at").dt.strftime("%Y-%m-%dT%H:%MZ")
+    details = pl.format("until {} at step {} ({})", until, "node", "occasion")
+    return _journey_rows(campaign_id, pending, pl.col("node"), "waiting", details)
+
+
+def _journey_rows(campaign_id: str, tokens: pl.DataFrame, step: pl.Expr, kind: str, details: pl.Expr) -> pl.DataFrame:
+    """One activity row per journey token (customer, occasion, instant `at`), its id ending in `step`."""
+    return tokens.select(
+        _event_id("journey", campaign_id, pl.col("customer_id"), pl.col("occasion"), step),
+        "customer_id",
+        pl.col("at").alias("ts"),
+        pl.lit(campaign_id).alias("campaign_id"),
+        pl.lit(kind).alias("kind"),
+        details.alias("details"),
+    ).cast(ACTIVITY_SCHEMA)  # type: ignore[arg-type]
 
 
 #: The columns of `triggered_customers` that hold a journey's end when the run that entered it ended it.

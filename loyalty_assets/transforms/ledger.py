@@ -328,14 +328,21 @@ def balances(lots: pl.DataFrame) -> pl.DataFrame:
     return lots.group_by("customer_id").agg(pl.col("remaining").sum().cast(MONEY).alias("balance")).sort("customer_id")
 
 
-def expiry_mismatches(lots: pl.DataFrame, entries: pl.DataFrame, until: datetime) -> pl.DataFrame:
+def expiry_mismatches(
+    lots: pl.DataFrame, entries: pl.DataFrame, until: datetime, since: datetime | None = None
+) -> pl.DataFrame:
     """(customer, instant) pairs where the loyalty system's `expiry` rows differ from the computed expiry.
 
     Reported: the sum of `expiry` entries at that instant; computed: the sum of `expired` of the lots
     (as of `until`) whose `expires_at` is that instant. Either side may be absent (0). Instants at or
-    after `until` are not compared (neither side has reached them).
+    after `until` are not compared (neither side has reached them), nor, with `since` (a day's check:
+    only that day's lots are then looked at, not every lot), those before it.
     """
     cut = pl.lit(until).cast(UTC_TS)
+    if since is not None:
+        start = pl.lit(since).cast(UTC_TS)
+        lots = lots.filter(pl.col("expires_at") >= start)
+        entries = entries.filter(pl.col("ts") >= start)
     reported = (
         entries.filter((pl.col("kind") == "expiry") & (pl.col("ts") < cut))
         .group_by("customer_id", pl.col("ts").alias("expired_at"))

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from loyalty_assets.config.campaigns import Campaign, GlobalControlGroup
+from loyalty_assets.sources.frames import AsOf, utc_literal
 from loyalty_assets.sources.schemas import MONEY
 from loyalty_assets.transforms.attribution import attribute_checks, measurement_windows, touches
 from loyalty_assets.transforms.control_groups import global_control_members
@@ -431,7 +431,7 @@ def reachable_checks(
     if not starts:
         return lazy.head(0).collect()
     reached = pl.concat([windows.select("customer_id"), touches_frame.select("customer_id")]).unique()
-    since = pl.lit(min(starts)).cast(pl.Datetime("us", "UTC"))  # type: ignore[type-var]
+    since = utc_literal(min(starts))  # type: ignore[type-var,arg-type]
     return lazy.filter((pl.col("ts") >= since) & pl.col("customer_id").is_in(reached.to_series().implode())).collect()
 
 
@@ -531,8 +531,7 @@ def programme_results(
     """
     ids = customers.get_column("customer_id")
     held = global_control_members(ids, group, start).get_column("customer_id")
-    since = datetime.combine(start, time(0), ZoneInfo(program_tz)).astimezone(UTC)
-    checks = checks.lazy().filter(pl.col("ts") >= pl.lit(since).cast(pl.Datetime("us", "UTC"))).collect()
+    checks = checks.lazy().filter(pl.col("ts") >= AsOf(start, program_tz).start_literal).collect()
     zoned = add_local_date(
         with_zone(checks.with_columns(pl.lit(None, dtype=pl.String()).alias("timezone")), program_tz), "ts", "day"
     )

@@ -391,17 +391,23 @@ def _read_sqlite(conn: sa.Connection, table: sa.Table, condition: str, params: l
     """
     query, raw_schema = _sqlite_select(table, conn.dialect)
     cursor = _driver(conn).cursor()  # plain tuples: SQLAlchemy's Row objects cost a third more
-    parts = []
     try:
         cursor.execute(query + condition, params)
-        while batch := cursor.fetchmany(FETCH_ROWS):  # Python objects for one batch at a time only
-            parts.append(pl.DataFrame(batch, schema=raw_schema, orient="row"))
+        raw = fetched(cursor, raw_schema)
     except conn.dialect.loaded_dbapi.Error as exc:
         raise _dbapi_error(conn, query + condition, exc) from exc
     finally:
         cursor.close()
-    raw = pl.concat(parts, rechunk=False) if parts else pl.DataFrame(schema=raw_schema)
     return _decode(raw, schema_of(table), text_booleans=False)
+
+
+def fetched(cursor: Any, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """The rows left in a DB-API cursor as a frame of `schema`, FETCH_ROWS at a time (Python objects
+    for one batch at a time only)."""
+    parts = [pl.DataFrame(schema=schema)]
+    while batch := cursor.fetchmany(FETCH_ROWS):
+        parts.append(pl.DataFrame(batch, schema=schema, orient="row"))
+    return pl.concat(parts, rechunk=False)
 
 
 def read(

@@ -138,13 +138,10 @@ def members_by_date(wh: Warehouse, day: date) -> pl.DataFrame:
         .where(r.partition_date == day, m.entered_on <= day, sa.or_(m.left_on.is_(None), m.left_on > day))
         .order_by(m.segment_id, m.customer_id)
     )
-    schema = {"segment_id": pl.String(), "customer_id": pl.Int64()}
-    parts = [pl.DataFrame(schema=schema)]
+    schema: dict[str, pl.DataType] = {"segment_id": pl.String(), "customer_id": pl.Int64()}
     with wh.engine.connect() as conn:
         result = conn.execute(query)
         try:  # the driver's plain tuples (a text and an integer need no decoding): Row objects cost more
-            while batch := result.cursor.fetchmany(100_000):
-                parts.append(pl.DataFrame(batch, schema=schema, orient="row"))
+            return bulk.fetched(result.cursor, schema)
         finally:
             result.close()
-    return pl.concat(parts)
