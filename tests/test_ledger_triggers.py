@@ -113,3 +113,26 @@ def test_balance_and_expiring_features_are_net_of_consumption() -> None:
         (2, money("0.00"), money("0.00"), money("0.00")),  # L3 expired on 30 June
         (3, money("0.00"), money("0.00"), money("70.00")),
     ]
+
+
+def test_warning_finds_lots_whose_local_expiry_day_is_not_their_utc_day() -> None:
+    """The target's local date in UTC+14 starts 14 h before its UTC date; in UTC−11 it ends 11 h
+    after: lots expiring there are warned for that date, their UTC neighbours are not."""
+    people = customers(
+        {"customer_id": 7, "timezone": "Pacific/Kiritimati"},  # UTC+14
+        {"customer_id": 8, "timezone": "Pacific/Pago_Pago"},  # UTC−11
+        {"customer_id": 9, "timezone": "UTC"},
+    )
+    rows = [
+        txn("K1", 7, "2025-06-01T00:00", "accrual", "11", "2025-06-27T10:30"),  # 28 Jun 00:30 local
+        txn("K2", 7, "2025-06-01T00:00", "accrual", "12", "2025-06-28T10:30"),  # 29 Jun 00:30 local
+        txn("P1", 8, "2025-06-01T00:00", "accrual", "21", "2025-06-29T10:30"),  # 28 Jun 23:30 local
+        txn("P2", 8, "2025-06-01T00:00", "accrual", "22", "2025-06-28T10:30"),  # 27 Jun 23:30 local
+        txn("U1", 9, "2025-06-01T00:00", "accrual", "31", "2025-06-29T00:00"),  # 29 Jun: not the target
+    ]
+    frames = SourceFrames.from_tables({"customers": people, "bonus_transactions": table("bonus_transactions", rows)})
+    warned = fire(trigger(event="bonus_expiring", days_before=3), frames, AsOf(date(2025, 6, 25)))
+    assert rows_of(warned.sort("customer_id"), "customer_id", "occasion", "event_amount") == [
+        (7, "bonus_expiring:2025-06-28", money("11.00")),
+        (8, "bonus_expiring:2025-06-28", money("21.00")),
+    ]

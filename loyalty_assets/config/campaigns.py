@@ -523,6 +523,9 @@ class Program(_Model):
     #: The daily and closing schedules start STOPPED (a UI opened on sample data must not launch runs
     #: for today); `true` in production makes them start running when the code location loads.
     schedules_running: bool = False
+    #: The day's per-customer work in this many customer shards, run in turn (`transforms.shards`):
+    #: the same outputs for any count; more shards, less memory at a time.
+    shards: int = Field(default=1, ge=1, le=4096)
 
     _zone_ok = field_validator("timezone")(_check_zone)
 

@@ -28,14 +28,22 @@ from loyalty_assets.defs.resources import STATE_KEY, WarehouseResource
 from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
 from loyalty_assets.defs.warehouse_io import WAREHOUSE_IO
-from loyalty_assets.sources.day_view import TableAsOf, load_day_frames
+from loyalty_assets.sources.day_view import TableAsOf, day_rows, load_day_frames
 from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.transforms.audience import closure, masked_sample
-from loyalty_assets.transforms.campaign_day import CampaignDay, by_priority, catalog_filters, run_day
+from loyalty_assets.transforms.campaign_day import (
+    CampaignDay,
+    ShardInputs,
+    by_priority,
+    catalog_filters,
+    decision_frames,
+    run_day,
+    shard_state,
+)
 from loyalty_assets.transforms.day_inputs import history_tables
 from loyalty_assets.transforms.day_state import DayState
-from loyalty_assets.transforms.feature_carry import DayRows
 from loyalty_assets.transforms.features import required_features
+from loyalty_assets.transforms.shards import Shard
 from loyalty_assets.warehouse.audiences import export_audiences
 from loyalty_assets.warehouse.campaign_rows import write_campaign_day
 from loyalty_assets.warehouse.history import read_state, state_partitions
@@ -212,17 +220,21 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
         point = as_of(context, program)
         state = previous_state(context, previous, point.date, storage_dir, over_gap=config.carry_state_over_gap)
         tables = {name.removeprefix("source_"): t for name, t in inputs.items()}
-        own = state.own_accruals(point)
-        frames, loaded = load_day_frames(tables, point, whole=whole_history, own_accruals=own)
-        rows = DayRows(
-            entered=lambda t: tables[t].entered(),
-            # a table loaded whole already is its history; the others are read for a rebuild only
-            history=lambda t: getattr(frames, t) if t in whole_history else tables[t].history(),
-            history_of=lambda t, ids: tables[t].scan().filter(pl.col("customer_id").is_in(ids.implode())).collect(),
-            own_entered=state.own_accruals_entered(point),
-            own_history=own,
-        )
-        day = run_day(catalog, frames, point, state, renderer=renderer, rows=rows)
+        loaded: dict[str, int] = {}
+
+        def load(shard: Shard) -> ShardInputs:
+            """One shard's rows, read from the store when its turn comes (then dropped)."""
+            mine = shard_state(state, shard)
+            own = mine.own_accruals(point)
+            frames, counts = load_day_frames(tables, point, whole=whole_history, own_accruals=own, shard=shard)
+            for table, n in counts.items():
+                loaded[table] = loaded.get(table, 0) + n
+            own_entered = mine.own_accruals_entered(point)
+            rows = day_rows(tables, frames, whole=whole_history, own_entered=own_entered, own_history=own, shard=shard)
+            return ShardInputs(frames, mine, rows)
+
+        decided = decision_frames(catalog, state, lambda t: tables[t].scan())
+        day = run_day(catalog, decided, point, state, renderer=renderer, shards=program.shards, load=load)
         for family, why in day.feature_rebuilds.items():
             context.log.info(f"features ({family}): rebuilt from history: {why}")
         wh = warehouse.warehouse

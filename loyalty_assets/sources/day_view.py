@@ -18,6 +18,8 @@ import polars as pl
 from loyalty_assets.sources.frames import AsOf, SourceFrames, utc_literal
 from loyalty_assets.sources.store import SourceStore
 from loyalty_assets.transforms.day_inputs import EVENT_TIME, WHOLE_TABLES, rows_since
+from loyalty_assets.transforms.feature_carry import DayRows
+from loyalty_assets.transforms.shards import EVERYONE, Shard
 
 
 @dataclass(frozen=True)
@@ -42,20 +44,71 @@ class TableAsOf:
 
 
 def load_day_frames(
-    tables: Mapping[str, TableAsOf], point: AsOf, *, whole: Iterable[str], own_accruals: pl.DataFrame
+    tables: Mapping[str, TableAsOf],
+    point: AsOf,
+    *,
+    whole: Iterable[str],
+    own_accruals: pl.DataFrame,
+    shard: Shard = EVERYONE,
 ) -> tuple[SourceFrames, dict[str, int]]:
     """D's frames for `run_day` with carried features: the per-customer tables whole; each event
-    table from `rows_since` unless it is in `whole`; the lines of the loaded checks. Also the rows
-    loaded per table (the step's metadata)."""
+    table from `rows_since` unless it is in `whole`; the lines of the loaded checks. Only the rows
+    of `shard`'s customers (the filter is pushed into the store's scans; `own_accruals` must be
+    the shard's already). Also the rows loaded per table (the step's metadata)."""
     whole = set(whole)
-    loaded: dict[str, pl.DataFrame] = {t: tables[t].scan().collect() for t in WHOLE_TABLES}
-    since = utc_literal(rows_since(point, loaded["favourite_categories"]))
+    # over every customer, so that a shard reads from the same instant as the whole day
+    favourites = tables["favourite_categories"].scan().select("period_start", "period_end", "chosen_at")
+    since = utc_literal(rows_since(point, favourites.collect()))
+
+    def scan(table: str) -> pl.LazyFrame:
+        frame = tables[table].scan()
+        return frame if table in ("categories", "check_items") else frame.filter(shard.keep())
+
+    loaded: dict[str, pl.DataFrame] = {t: scan(t).collect() for t in WHOLE_TABLES}
     for table, ts in EVENT_TIME.items():
-        scan = tables[table].scan()
-        loaded[table] = (scan if table in whole else scan.filter(pl.col(ts) >= since)).collect(engine="streaming")
+        rows = scan(table)
+        loaded[table] = (rows if table in whole else rows.filter(pl.col(ts) >= since)).collect(engine="streaming")
     items = tables["check_items"].scan()
-    if "check_items" not in whole:
+    if "check_items" not in whole or not shard.whole:
         items = items.join(loaded["checks"].select("check_id").lazy(), on="check_id", how="semi")
     loaded["check_items"] = items.collect(engine="streaming")
     counts = {t: f.height for t, f in loaded.items()}
     return SourceFrames.from_tables(loaded | {"own_accruals": own_accruals}), counts
+
+
+def day_rows(
+    tables: Mapping[str, TableAsOf],
+    frames: SourceFrames,
+    *,
+    whole: Iterable[str],
+    own_entered: pl.DataFrame,
+    own_history: pl.DataFrame,
+    shard: Shard = EVERYONE,
+) -> DayRows:
+    """Where `shard`'s carried features get D's rows: what entered the store on D, and for a rebuild
+    the history (a table loaded whole already is its history in `frames`; the others are scanned
+    with the shard's filter pushed into the store). The own accruals must be the shard's."""
+    whole = set(whole)
+
+    def entered(table: str) -> pl.DataFrame:
+        rows = tables[table].entered()
+        if table == "check_items":
+            return rows.join(entered("checks").select("check_id"), on="check_id", how="semi")
+        return shard.rows(rows)
+
+    def history(table: str) -> pl.DataFrame:
+        if table in whole:
+            got: pl.DataFrame = getattr(frames, table)
+            return got
+        if table == "check_items":
+            checks = history("checks").select("check_id").lazy()
+            return tables[table].scan().join(checks, on="check_id", how="semi").collect(engine="streaming")
+        return tables[table].scan().filter(shard.keep()).collect(engine="streaming")
+
+    return DayRows(
+        entered=entered,
+        history=history,
+        history_of=lambda t, ids: tables[t].scan().filter(pl.col("customer_id").is_in(ids.implode())).collect(),
+        own_entered=own_entered,
+        own_history=own_history,
+    )

@@ -8,8 +8,8 @@ fail-closed gates and the small derived inputs (favourite category names, manual
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -40,8 +40,9 @@ from loyalty_assets.transforms.journey import (
 )
 from loyalty_assets.transforms.ledger import provide_lots
 from loyalty_assets.transforms.local_time import add_local_date, with_zone
-from loyalty_assets.transforms.messages import MessageBatch, build_messages
+from loyalty_assets.transforms.messages import MessageBatch, build_messages, schedule_messages
 from loyalty_assets.transforms.segments import evaluate_segments
+from loyalty_assets.transforms.shards import Shard, add_counts, all_shards, stack, stack_frames, stack_series
 from loyalty_assets.transforms.templates import TemplateRenderer
 from loyalty_assets.transforms.triggers import TRIGGERED_SCHEMA, fire
 
@@ -102,12 +103,14 @@ def campaign_entrants(
     members_today: Mapping[str, pl.DataFrame],
     members_yesterday: Mapping[str, pl.DataFrame],
     history: CampaignHistory,
+    decision: Decision | None,
     manual_segments: Iterable[str] = (),
 ) -> EntrantsResult:
     """Who enters on D (with control flags and variants), and how many each rule removed.
 
     A saved segment with no members recorded yesterday is taken as unknown (the day was not run);
-    `manual_segments` (kept by campaign steps as an event log) are always known.
+    `manual_segments` (kept by campaign steps as an event log) are always known. `decision`: the
+    adaptive split's (`campaign_decision`, made over every customer), None without one.
     """
     if not campaign.is_live_on(as_of.date):
         empty = pl.DataFrame(schema=TRIGGERED_SCHEMA)
@@ -136,19 +139,6 @@ def campaign_entrants(
         global_control = global_control_members(
             frames.customers.get_column("customer_id"), program.global_control_group, as_of.date
         ).get_column("customer_id")
-    decision = None
-    split = campaign.ab_split()
-    if split is not None and split.adaptive is not None:
-        decision = adaptive_decision(
-            split,
-            as_of.date,
-            history=history.triggered.filter(pl.col("partition_date") < as_of.date),
-            outbox=history.outbox,
-            communications=frames.communications,
-            checks=frames.checks,
-            attribution_days=campaign.settings.attribution_days,
-            confidence=float(campaign.settings.confidence),
-        )
     entrants, counts = select_entrants(
         campaign,
         fired,
@@ -159,6 +149,36 @@ def campaign_entrants(
         winner=decision.winner if decision else None,
     )
     return EntrantsResult(entrants, counts, decision, fired=fired, audience=audience, global_control=global_control)
+
+
+def campaign_decision(campaign: Campaign, as_of: AsOf, state: DayState, frames: SourceFrames) -> Decision | None:
+    """The adaptive A/B split's decision for D (None without one), from every customer's history:
+    it compares the variants' rates, so it is made once, before the day's work is split by shard."""
+    split = campaign.ab_split()
+    if split is None or split.adaptive is None or not campaign.is_live_on(as_of.date):
+        return None
+    return adaptive_decision(
+        split,
+        as_of.date,
+        history=state.campaign_triggered(campaign.id).filter(pl.col("partition_date") < as_of.date),
+        outbox=state.campaign_outbox(campaign.id),
+        communications=frames.communications,
+        checks=frames.checks,
+        attribution_days=campaign.settings.attribution_days,
+        confidence=float(campaign.settings.confidence),
+    )
+
+
+def decision_frames(catalog: Catalog, state: DayState, scan: Callable[[str], pl.LazyFrame]) -> SourceFrames:
+    """What `campaign_decision` reads of the sources, when the day's frames are loaded by shard: the
+    checks and message events of the adaptive splits' entrants (every test customer is one; the
+    decision reads no one else's rows). `scan(table)`: the table as of D."""
+    adaptive = [c.id for c in catalog.campaigns.values() if (s := c.ab_split()) is not None and s.adaptive]
+    if not adaptive:
+        return SourceFrames.from_tables({})
+    ids = state.triggered.filter(pl.col("campaign_id").is_in(adaptive)).get_column("customer_id").unique()
+    wanted = pl.col("customer_id").is_in(ids.implode())
+    return SourceFrames.from_tables({t: scan(t).filter(wanted).collect() for t in ("checks", "communications")})
 
 
 def _known(members: pl.DataFrame | None) -> pl.DataFrame | None:
@@ -195,6 +215,7 @@ def campaign_messages(
     accruals: pl.DataFrame,
     renderer: TemplateRenderer,
     recent_messages: pl.DataFrame | None,
+    schedule: bool = True,
 ) -> MessageBatch:
     return build_messages(
         campaign,
@@ -211,6 +232,7 @@ def campaign_messages(
         ),
         recent_messages=recent_messages,
         frequency_cap=program.frequency_cap,
+        schedule=schedule,
     )
 
 
@@ -398,6 +420,78 @@ class DayResult:
     feature_rebuilds: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ShardInputs:
+    """What one shard of D's run reads: its customers' rows of D's sources and of D−1's state, and
+    (carried features) of the rows that entered the store on D."""
+
+    frames: SourceFrames
+    state: DayState
+    rows: DayRows | None = None
+
+
+def shard_inputs(inputs: ShardInputs, shard: Shard) -> ShardInputs:
+    """`inputs` restricted to the customers of `shard` (the whole inputs for a single shard)."""
+    if shard.whole:
+        return inputs
+    tables = {f.name: getattr(inputs.frames, f.name) for f in fields(inputs.frames) if f.init}
+    return ShardInputs(
+        SourceFrames.from_tables(shard_tables(tables, shard)),
+        shard_state(inputs.state, shard),
+        shard_rows(inputs.rows, shard) if inputs.rows is not None else None,
+    )
+
+
+def shard_state(state: DayState, shard: Shard) -> DayState:
+    """The state's rows of `shard`'s customers (what is not per customer, whole)."""
+    if shard.whole:
+        return state
+    return DayState.from_frames({name: shard.rows(f) for name, f in state.to_frames().items()})
+
+
+def shard_tables(tables: Mapping[str, pl.DataFrame], shard: Shard) -> dict[str, pl.DataFrame]:
+    """Source tables of `shard`'s customers; check lines follow their checks, categories stay whole."""
+    out = {name: shard.rows(frame) for name, frame in tables.items()}
+    if "check_items" in out and "checks" in out and not shard.whole:
+        out["check_items"] = out["check_items"].join(out["checks"].select("check_id"), on="check_id", how="semi")
+    return out
+
+
+def shard_rows(rows: DayRows, shard: Shard) -> DayRows:
+    """`rows` of `shard`'s customers (check lines by their checks, as `shard_tables`)."""
+
+    def pick(get: Callable[[str], pl.DataFrame]) -> Callable[[str], pl.DataFrame]:
+        def rows_of(table: str) -> pl.DataFrame:
+            if table == "check_items":
+                checks = shard.rows(get("checks")).select("check_id")
+                return get(table).join(checks, on="check_id", how="semi")
+            return shard.rows(get(table))
+
+        return rows_of
+
+    return DayRows(
+        entered=pick(rows.entered),
+        history=pick(rows.history),
+        history_of=rows.history_of,  # asked for this shard's customers only
+        own_entered=shard.rows(rows.own_entered),
+        own_history=shard.rows(rows.own_history),
+    )
+
+
+@dataclass(frozen=True)
+class _ShardDay:
+    """One shard's share of D: everything per customer, before the gates and the hourly limits."""
+
+    features: pl.DataFrame
+    members: dict[str, pl.DataFrame]
+    members_yesterday: dict[str, pl.DataFrame]
+    campaigns: list[CampaignDay]
+    yesterday_entrants: dict[str, int]
+    state: DayState  # D−1's, of this shard's customers
+    carry: FeatureCarry | None
+    feature_rebuilds: dict[str, str]
+
+
 def run_day(
     catalog: Catalog,
     frames: SourceFrames,
@@ -407,20 +501,75 @@ def run_day(
     renderer: TemplateRenderer | None = None,
     only: Iterable[str] | None = None,
     rows: DayRows | None = None,
+    shards: int = 1,
+    load: Callable[[Shard], ShardInputs] | None = None,
 ) -> DayResult:
     """The whole daily pipeline for D, given D's sources and the state D−1's run left.
 
     `frames.own_accruals` must be `state.own_accruals(point)`. Campaigns run in priority order so
     the frequency cap is one arbitration across campaigns: each sees earlier dates' messages (from
-    the state) and the messages of higher-priority campaigns today. `only` restricts the campaigns
-    (a dry run of one campaign still runs the higher-priority ones, whose messages count toward the
-    cap). The asset, the dry run and nothing else compute a day, all through this function.
+    the state) and the messages of higher-priority campaigns today, as planned before the hourly
+    limit spreads them. `only` restricts the campaigns (a dry run of one campaign still runs the
+    higher-priority ones, whose messages count toward the cap). The asset, the dry run and nothing
+    else compute a day, all through this function.
 
     With `rows` (the daily asset), the features come from the state's carried feature states plus
     D's rows (`carried_day_features`) and `frames` may hold only the rows D's rules read; without
     (the dry run, previews: full frames), from all history, with the same result.
+
+    The per-customer work runs in `shards` customer shards in turn (`transforms.shards`), each on
+    its customers' inputs: `load(shard)` when given (a shard read straight from the store; `frames`
+    then need only hold what the decisions read, `decision_frames`), else `frames`/`state`/`rows`
+    split in memory. Around them, once: the adaptive A/B decisions before
+    (from `frames` and `state`: every customer's history), the audience gates and hourly limits
+    after. The result is the same, row for row and in the same order, for every shard count.
+    A gate that fails is known only once every shard counted its entrants: the shards then run
+    again with that campaign held back (a day with a failed gate costs twice).
     """
+    renderer = renderer or catalog.renderer()
+    ordered = by_priority(catalog)
+    cap = catalog.program.frequency_cap
+    if only is not None:
+        wanted = set(only)
+        last = max((i for i, c in enumerate(ordered) if c.id in wanted), default=-1)
+        ordered = ordered[: last + 1] if cap is not None else [c for c in ordered if c.id in wanted]
+    decisions = {c.id: campaign_decision(c, point, state, frames) for c in ordered}
+    whole = ShardInputs(frames, state, rows)
+    inputs = load or (lambda shard: shard_inputs(whole, shard))
+    held: set[str] = set()
+    while True:
+        parts = [
+            _run_shard(catalog, inputs(shard), point, renderer, ordered, decisions, held)
+            for shard in all_shards(shards)
+        ]
+        gates = {
+            c.id: audience_gate(
+                c.settings.gates,
+                point.date,
+                sum(p.campaigns[i].entered.entrants.height for p in parts),
+                sum(p.yesterday_entrants[c.id] for p in parts) or None,
+            )
+            for i, c in enumerate(ordered)
+        }
+        failed = {cid for cid, gate in gates.items() if not gate.passed}
+        if failed <= held:
+            return _merge(catalog, point, parts, ordered, gates)
+        held |= failed
+
+
+def _run_shard(
+    catalog: Catalog,
+    inputs: ShardInputs,
+    point: AsOf,
+    renderer: TemplateRenderer,
+    ordered: list[Campaign],
+    decisions: Mapping[str, Decision | None],
+    held: set[str],
+) -> _ShardDay:
+    """Everything per customer for one shard; the campaigns in `held` (their gate failed) stop
+    after their entrants."""
     program = catalog.program
+    frames, state, rows = inputs.frames, inputs.state, inputs.rows
     carry: FeatureCarry | None = None
     rebuilt: dict[str, str] = {}
     if rows is None:
@@ -436,16 +585,11 @@ def run_day(
     members_today = {**manual_today, **members}
     members_yesterday = {**state.manual_members(manual, point.date - timedelta(days=1), point.program_tz)}
     members_yesterday |= saved_yesterday
-    renderer = renderer or catalog.renderer()
     cap = program.frequency_cap
     earlier_messages = state.recent_messages(point, cap.days) if cap is not None else None
     today_messages: list[pl.DataFrame] = []
-    ordered = by_priority(catalog)
-    if only is not None:
-        wanted = set(only)
-        last = max((i for i, c in enumerate(ordered) if c.id in wanted), default=-1)
-        ordered = ordered[: last + 1] if cap is not None else [c for c in ordered if c.id in wanted]
     results = []
+    yesterday_entrants = {}
     for campaign in ordered:
         cid = campaign.id
         history = CampaignHistory(
@@ -463,12 +607,12 @@ def run_day(
             members_today=members_today,
             members_yesterday=members_yesterday,
             history=history,
+            decision=decisions[cid],
             manual_segments=manual,
         )
-        yesterday = state.entrants_on(cid, point.date - timedelta(days=1))
-        gate = audience_gate(campaign.settings.gates, point.date, entered.entrants.height, yesterday or None)
-        if not gate.passed:
-            results.append(CampaignDay(campaign, entered, gate, history.pending_due.height))
+        yesterday_entrants[cid] = state.entrants_on(cid, point.date - timedelta(days=1))
+        if cid in held:
+            results.append(CampaignDay(campaign, entered, _HELD, history.pending_due.height))
             continue
         journey = campaign_journeys(
             campaign,
@@ -497,13 +641,14 @@ def run_day(
             accruals=occasion_accruals,
             renderer=renderer,
             recent_messages=recent,
+            schedule=False,  # over every shard's messages, in `_merge_campaign`
         )
         today_messages.append(batch.outbox)
         results.append(
             CampaignDay(
                 campaign,
                 entered,
-                gate,
+                _PASSED,
                 history.pending_due.height,
                 journey=journey,
                 accruals=accruals,
@@ -511,8 +656,33 @@ def run_day(
                 messages=batch,
             )
         )
-    written = [r for r in results if r.journey is not None]
-    new_state = state.next(
+    return _ShardDay(features, members, members_yesterday, results, yesterday_entrants, state, carry, rebuilt)
+
+
+#: placeholders of a shard's gate: the real one is decided over all shards (`run_day`)
+_PASSED = GateResult(True, "decided over all shards")
+_HELD = GateResult(False, "decided over all shards")
+
+
+def _merge(
+    catalog: Catalog, point: AsOf, parts: list[_ShardDay], ordered: list[Campaign], gates: Mapping[str, GateResult]
+) -> DayResult:
+    """The shards' results as one day in canonical row order, the hourly limits, and D's state
+    (from D−1's state of every shard: the same state whatever the shard count)."""
+    campaigns = [
+        _merge_campaign(campaign, [p.campaigns[i] for p in parts], gates[campaign.id])
+        for i, campaign in enumerate(ordered)
+    ]
+    members = _stack_members([p.members for p in parts])
+    carries = [p.carry for p in parts if p.carry is not None]
+    # the order of these rows does not reach D's state, which is put in canonical order at the end
+    carry = carries[0] if len(carries) == 1 else None
+    if len(carries) > 1:
+        carry = FeatureCarry.from_frames(stack_frames((c.to_frames() for c in carries), ordered=False))
+    previous = DayState.from_frames(stack_frames((p.state.to_frames() for p in parts), ordered=False))
+    written = [r for r in campaigns if r.journey is not None]
+    cap = catalog.program.frequency_cap
+    state = previous.next(
         point,
         members=members,
         triggered={r.campaign.id: r.entered.entrants for r in written},
@@ -525,4 +695,62 @@ def run_day(
         retention={c.id: entrant_retention(c) for c in catalog.campaigns.values()},
         features=carry,
     )
-    return DayResult(features, members, members_yesterday, results, new_state, rebuilt)
+    rebuilt: dict[str, str] = {}
+    for p in parts:
+        rebuilt |= p.feature_rebuilds
+    return DayResult(
+        features=stack([p.features for p in parts], first=["customer_id"], unique=True),
+        members=members,
+        members_yesterday=_stack_members([p.members_yesterday for p in parts]),
+        campaigns=campaigns,
+        state=DayState.from_frames(stack_frames([state.to_frames()])),
+        feature_rebuilds=rebuilt,
+    )
+
+
+def _stack_members(parts: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
+    return {sid: stack([p[sid] for p in parts if sid in p], first=["customer_id"], unique=True) for sid in parts[0]}
+
+
+def _merge_campaign(campaign: Campaign, parts: list[CampaignDay], gate: GateResult) -> CampaignDay:
+    """One campaign's results from every shard; its messages scheduled over all of them."""
+    first = parts[0].entered
+    entered = EntrantsResult(
+        entrants=stack([p.entered.entrants for p in parts], first=["customer_id", "occasion"]),
+        counts=add_counts([p.entered.counts for p in parts], flags=("not_live",)),
+        decision=first.decision,
+        fired=stack([p.entered.fired for p in parts if p.entered.fired is not None], first=["customer_id"])
+        if first.fired is not None
+        else None,
+        audience=stack_series([p.entered.audience for p in parts]),
+        global_control=stack_series([p.entered.global_control for p in parts]),
+    )
+    resumed = sum(p.resumed for p in parts)
+    if not gate.passed:
+        return CampaignDay(campaign, entered, gate, resumed)
+    journeys = [p.journey for p in parts if p.journey is not None]
+    batches = [p.messages for p in parts if p.messages is not None]
+    journey = JourneyDay(
+        actions=stack([j.actions for j in journeys], first=["customer_id"]),
+        pending=stack([j.pending for j in journeys], first=["customer_id"]),
+        exits=stack([j.exits for j in journeys], first=["customer_id"]),
+        counts=add_counts([j.counts for j in journeys]),
+    )
+    messages = schedule_messages(
+        campaign,
+        MessageBatch(
+            outbox=pl.concat([b.outbox for b in batches]),
+            skipped=stack([b.skipped for b in batches], first=["customer_id", "step_id"]),
+            zones=pl.concat([b.zones for b in batches if b.zones is not None]),
+        ),
+    )
+    return CampaignDay(
+        campaign,
+        entered,
+        gate,
+        resumed,
+        journey=journey,
+        accruals=stack([p.accruals for p in parts if p.accruals is not None], first=["customer_id"]),
+        segment_events=stack([p.segment_events for p in parts if p.segment_events is not None], first=["ts"]),
+        messages=messages,
+    )

@@ -1,4 +1,4 @@
-"""Stable pseudo-random buckets for control groups, A/B splits and `random_sample` segments.
+"""Stable pseudo-random buckets for control groups, A/B splits, `random_sample` segments and shards.
 
 The one place the project hashes customers. Python's `hash()` is salted per process and Polars'
 `Expr.hash` may change between versions; a control group must contain the same customers in every
@@ -30,10 +30,14 @@ def splitmix64(x: pl.Expr) -> pl.Expr:
     return z.xor(z // pl.lit(1 << 31, _U64))
 
 
+def customer_hash(customer_id: pl.Expr, salt: str) -> pl.Expr:
+    """A UInt64 per customer id, the same for the same (salt, id) forever."""
+    return splitmix64(customer_id.cast(pl.Int64).cast(_U64, wrap_numerical=True).xor(pl.lit(salt_key(salt), _U64)))
+
+
 def bucket_expr(customer_id: pl.Expr, salt: str) -> pl.Expr:
     """A bucket in [0, 10000) per customer id, the same for the same (salt, id) forever."""
-    x = customer_id.cast(pl.Int64).cast(_U64, wrap_numerical=True).xor(pl.lit(salt_key(salt), _U64))
-    return (splitmix64(x) % pl.lit(BUCKETS, _U64)).cast(pl.Int64)
+    return (customer_hash(customer_id, salt) % pl.lit(BUCKETS, _U64)).cast(pl.Int64)
 
 
 def percent_threshold(percent: float) -> int:

@@ -92,6 +92,9 @@ _STEP_CHANNEL = {"send_email": "email", "send_sms": "sms", "send_push": "push", 
 class MessageBatch:
     outbox: pl.DataFrame
     skipped: pl.DataFrame
+    #: `customer_id, __zone` of the outbox's customers while it is not yet scheduled
+    #: (`build_messages(..., schedule=False)`), for `schedule_messages`; None once scheduled
+    zones: pl.DataFrame | None = None
 
 
 def build_messages(
@@ -105,12 +108,15 @@ def build_messages(
     favourites: pl.DataFrame | None = None,
     recent_messages: pl.DataFrame | None = None,
     frequency_cap: FrequencyCap | None = None,
+    schedule: bool = True,
 ) -> MessageBatch:
     """Render the messages of the executed send steps in `actions` and plan when they go out.
 
     `accruals` (this campaign's, any date) supplies `bonus.*` variables; `favourites` (customer_id,
     favourite_categories) the favourite category names; `recent_messages` (customer_id, channel,
     send_at of messages already planned by other campaigns or dates) feeds the frequency cap.
+    With `schedule=False` the hourly limit is left to `schedule_messages`, which must see every
+    message of the campaign's day at once (the customers of one shard are not all of them).
     """
     profile = with_zone(customers, as_of.program_tz)
     people = actions.join(profile, on="customer_id", how="left")
@@ -140,17 +146,28 @@ def build_messages(
     if frequency_cap is not None:
         outbox, capped = apply_frequency_cap(outbox, recent_messages, frequency_cap, as_of)
         skipped.append(capped)
-    outbox = plan_batches(outbox, campaign.settings.max_messages_per_hour)
-    outbox = _quiet_hours(campaign, outbox, profile)  # a later batch must not fall into the night either
     skipped_frame = (
         pl.concat([s.select(list(SKIPPED_SCHEMA)).cast(SKIPPED_SCHEMA) for s in skipped])  # type: ignore[arg-type]
         if skipped
         else pl.DataFrame(schema=SKIPPED_SCHEMA)
     )
-    return MessageBatch(
-        outbox=outbox.cast(OUTBOX_SCHEMA).sort("send_at", "customer_id", "step_id"),  # type: ignore[arg-type]
-        skipped=skipped_frame.sort("customer_id", "step_id"),
-    )
+    zones = profile.select("customer_id", "__zone").join(outbox.select("customer_id"), on="customer_id", how="semi")
+    batch = MessageBatch(_in_send_order(outbox), skipped_frame.sort("customer_id", "step_id"), zones)
+    return schedule_messages(campaign, batch) if schedule else batch
+
+
+def _in_send_order(outbox: pl.DataFrame) -> pl.DataFrame:
+    return outbox.cast(OUTBOX_SCHEMA).sort("send_at", "customer_id", "step_id", "message_id")  # type: ignore[arg-type]
+
+
+def schedule_messages(campaign: Campaign, batch: MessageBatch) -> MessageBatch:
+    """The campaign's hourly limit over all of a day's messages (`plan_batches`), then quiet hours
+    again: a later batch must not fall into the night either."""
+    if batch.zones is None:
+        raise ValueError("these messages are scheduled already")
+    outbox = plan_batches(batch.outbox, campaign.settings.max_messages_per_hour)
+    outbox = _quiet_hours(campaign, outbox, batch.zones)
+    return MessageBatch(outbox=_in_send_order(outbox), skipped=batch.skipped)
 
 
 def _skip(rows: pl.DataFrame, reason: pl.Expr) -> pl.DataFrame:
@@ -390,11 +407,13 @@ def apply_frequency_cap(
 def plan_batches(outbox: pl.DataFrame, per_hour: int | None) -> pl.DataFrame:
     """Spread messages to at most `per_hour` per hour: batch n is sent n-1 hours after its planned time.
 
-    Order is by planned time then customer id, so the plan is the same on every re-run.
+    Order is by planned time then customer id (then step and message id), so the plan is the same
+    on every re-run.
     """
     if per_hour is None or outbox.is_empty():
         return outbox
-    ordered = outbox.sort("send_at", "customer_id", "step_id").with_row_index("__n")
+    keys = [c for c in ("send_at", "customer_id", "step_id", "message_id") if c in outbox.columns]
+    ordered = outbox.sort(keys, maintain_order=True).with_row_index("__n")
     batch = (pl.col("__n") // per_hour).cast(pl.Int64)
     return ordered.with_columns(
         (batch + 1).alias("batch_no"),

@@ -8,7 +8,7 @@ date's run sees it. Dates are compared in the customer's local calendar.
 from __future__ import annotations
 
 import calendar
-from datetime import time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import polars as pl
 
@@ -19,7 +19,7 @@ from loyalty_assets.config.campaigns import (
     FixedDateTrigger,
     Trigger,
 )
-from loyalty_assets.sources.frames import AsOf, SourceFrames
+from loyalty_assets.sources.frames import AsOf, SourceFrames, utc_literal
 from loyalty_assets.sources.schemas import MONEY
 from loyalty_assets.transforms.anniversaries import anniversary_hits
 from loyalty_assets.transforms.cashback import favourite_cashback
@@ -300,9 +300,16 @@ def _bonus_expiry(trigger: EventTrigger, frames: SourceFrames, as_of: AsOf) -> p
     people = frames.customers.select("customer_id", "timezone")
     delay = pl.lit(trigger.delay.timedelta)
     if trigger.event == "bonus_expiring":
-        live = lots.filter((pl.col("remaining") > 0) & pl.col("expires_at").is_not_null())
-        zoned = with_zone(live.join(people, on="customer_id", how="inner"), as_of.program_tz)
         target = as_of.date + timedelta(days=trigger.days_before or 0)
+        # a local date lies within a day of the same UTC date in every zone (UTC−12…UTC+14): only
+        # the lots expiring near the target get a zone and a local date, not every live lot
+        near = datetime.combine(target, time(0), UTC)
+        live = lots.filter(
+            (pl.col("remaining") > 0)
+            & (pl.col("expires_at") >= utc_literal(near - timedelta(days=1)))
+            & (pl.col("expires_at") < utc_literal(near + timedelta(days=2)))
+        )
+        zoned = with_zone(live.join(people, on="customer_id", how="inner"), as_of.program_tz)
         due = (
             add_local_date(zoned, "expires_at", "expiry_date")
             .filter(pl.col("expiry_date") == target)
