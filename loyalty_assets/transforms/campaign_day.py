@@ -26,7 +26,13 @@ from loyalty_assets.transforms.audience import audience_ids, manual_members
 from loyalty_assets.transforms.cashback import favourite_period_summary
 from loyalty_assets.transforms.control_groups import global_control_members
 from loyalty_assets.transforms.day_inputs import reads_lots
-from loyalty_assets.transforms.day_state import MANUAL_EVENT_SCHEMA, DayState, EntrantRetention, manual_members_at
+from loyalty_assets.transforms.day_state import (
+    MANUAL_EVENT_SCHEMA,
+    DayState,
+    EntrantRetention,
+    manual_members_at,
+    state_keys,
+)
 from loyalty_assets.transforms.entry import select_entrants
 from loyalty_assets.transforms.feature_carry import DayRows, FeatureCarry, advance_carry, carried_features, carried_lots
 from loyalty_assets.transforms.features import compute_features, required_features
@@ -478,14 +484,15 @@ def shard_rows(rows: DayRows, shard: Shard) -> DayRows:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _ShardDay:
-    """One shard's share of D: everything per customer, before the gates and the hourly limits."""
+    """One shard's share of D: everything per customer, before the gates and the hourly limits.
+    Consumed by `_merge`, which lets go of each part once merged (one copy of a day at a time)."""
 
-    features: pl.DataFrame
+    features: pl.DataFrame | None
     members: dict[str, pl.DataFrame]
     members_yesterday: dict[str, pl.DataFrame]
-    campaigns: list[CampaignDay]
+    campaigns: list[CampaignDay | None]
     yesterday_entrants: dict[str, int]
     state: DayState  # D−1's, of this shard's customers
     carry: FeatureCarry | None
@@ -546,7 +553,7 @@ def run_day(
             c.id: audience_gate(
                 c.settings.gates,
                 point.date,
-                sum(p.campaigns[i].entered.entrants.height for p in parts),
+                sum(_part(p.campaigns, i).entered.entrants.height for p in parts),
                 sum(p.yesterday_entrants[c.id] for p in parts) or None,
             )
             for i, c in enumerate(ordered)
@@ -588,7 +595,7 @@ def _run_shard(
     cap = program.frequency_cap
     earlier_messages = state.recent_messages(point, cap.days) if cap is not None else None
     today_messages: list[pl.DataFrame] = []
-    results = []
+    results: list[CampaignDay | None] = []
     yesterday_entrants = {}
     for campaign in ordered:
         cid = campaign.id
@@ -669,10 +676,16 @@ def _merge(
 ) -> DayResult:
     """The shards' results as one day in canonical row order, the hourly limits, and D's state
     (from D−1's state of every shard: the same state whatever the shard count)."""
-    campaigns = [
-        _merge_campaign(campaign, [p.campaigns[i] for p in parts], gates[campaign.id])
-        for i, campaign in enumerate(ordered)
-    ]
+    campaigns = []
+    for i, campaign in enumerate(ordered):
+        pieces = [_part(p.campaigns, i) for p in parts]
+        for p in parts:
+            p.campaigns[i] = None
+        campaigns.append(_merge_campaign(campaign, pieces, gates[campaign.id]))
+        del pieces
+    features = stack([p.features for p in parts if p.features is not None], first=["customer_id"])
+    for p in parts:
+        p.features = None
     members = _stack_members([p.members for p in parts])
     carries = [p.carry for p in parts if p.carry is not None]
     # the order of these rows does not reach D's state, which is put in canonical order at the end
@@ -698,18 +711,29 @@ def _merge(
     rebuilt: dict[str, str] = {}
     for p in parts:
         rebuilt |= p.feature_rebuilds
+    frames = state.to_frames()
+    del state, previous, carry, carries
+    for name, frame in frames.items():  # one frame copied at a time
+        frames[name] = stack_frames([{name: frame}], keys=state_keys)[name]
+        del frame
     return DayResult(
-        features=stack([p.features for p in parts], first=["customer_id"], unique=True),
+        features=features,
         members=members,
         members_yesterday=_stack_members([p.members_yesterday for p in parts]),
         campaigns=campaigns,
-        state=DayState.from_frames(stack_frames([state.to_frames()])),
+        state=DayState.from_frames(frames),
         feature_rebuilds=rebuilt,
     )
 
 
+def _part(campaigns: list[CampaignDay | None], i: int) -> CampaignDay:
+    got = campaigns[i]
+    assert got is not None, "a shard's campaign is merged once"
+    return got
+
+
 def _stack_members(parts: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
-    return {sid: stack([p[sid] for p in parts if sid in p], first=["customer_id"], unique=True) for sid in parts[0]}
+    return {sid: stack([p[sid] for p in parts if sid in p], first=["customer_id"]) for sid in parts[0]}
 
 
 def _merge_campaign(campaign: Campaign, parts: list[CampaignDay], gate: GateResult) -> CampaignDay:
@@ -719,7 +743,7 @@ def _merge_campaign(campaign: Campaign, parts: list[CampaignDay], gate: GateResu
         entrants=stack([p.entered.entrants for p in parts], first=["customer_id", "occasion"]),
         counts=add_counts([p.entered.counts for p in parts], flags=("not_live",)),
         decision=first.decision,
-        fired=stack([p.entered.fired for p in parts if p.entered.fired is not None], first=["customer_id"])
+        fired=stack([p.entered.fired for p in parts if p.entered.fired is not None], first=["customer_id", "occasion"])
         if first.fired is not None
         else None,
         audience=stack_series([p.entered.audience for p in parts]),
@@ -731,16 +755,16 @@ def _merge_campaign(campaign: Campaign, parts: list[CampaignDay], gate: GateResu
     journeys = [p.journey for p in parts if p.journey is not None]
     batches = [p.messages for p in parts if p.messages is not None]
     journey = JourneyDay(
-        actions=stack([j.actions for j in journeys], first=["customer_id"]),
-        pending=stack([j.pending for j in journeys], first=["customer_id"]),
-        exits=stack([j.exits for j in journeys], first=["customer_id"]),
+        actions=stack([j.actions for j in journeys], first=["customer_id", "occasion", "step_id"]),
+        pending=stack([j.pending for j in journeys], first=["customer_id", "occasion", "node"]),
+        exits=stack([j.exits for j in journeys], first=["customer_id", "occasion"]),
         counts=add_counts([j.counts for j in journeys]),
     )
     messages = schedule_messages(
         campaign,
         MessageBatch(
             outbox=pl.concat([b.outbox for b in batches]),
-            skipped=stack([b.skipped for b in batches], first=["customer_id", "step_id"]),
+            skipped=stack([b.skipped for b in batches], first=["customer_id", "occasion", "step_id"]),
             zones=pl.concat([b.zones for b in batches if b.zones is not None]),
         ),
     )
@@ -750,7 +774,7 @@ def _merge_campaign(campaign: Campaign, parts: list[CampaignDay], gate: GateResu
         gate,
         resumed,
         journey=journey,
-        accruals=stack([p.accruals for p in parts if p.accruals is not None], first=["customer_id"]),
-        segment_events=stack([p.segment_events for p in parts if p.segment_events is not None], first=["ts"]),
+        accruals=stack([p.accruals for p in parts if p.accruals is not None], first=["accrual_id"]),
+        segment_events=stack([p.segment_events for p in parts if p.segment_events is not None], first=["event_id"]),
         messages=messages,
     )

@@ -74,6 +74,24 @@ STATE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 }
 
 
+#: What tells a state frame's rows apart (its canonical order, `transforms.shards.canonical`).
+STATE_KEYS: dict[str, tuple[str, ...]] = {
+    "accruals": ("accrual_id",),
+    "members": ("segment_id", "customer_id"),
+    "manual_events": ("event_id",),
+    "triggered": ("campaign_id", "customer_id", "occasion", "partition_date"),
+    "outbox": ("message_id",),
+    "pending": ("campaign_id", "customer_id", "occasion", "node"),
+}
+
+
+def state_keys(name: str) -> tuple[str, ...]:
+    """The key of a `DayState.to_frames` frame (the carried features': customer, day, expiry; lots: id)."""
+    if name in STATE_KEYS:
+        return STATE_KEYS[name]
+    return ("lot_id",) if name.endswith(".lots") else ("customer_id", "_day", "_exp")
+
+
 #: Days of entrants kept for "once per occasion" alone. Every trigger binds an occasion to one run
 #: date (its event date is D − offset, or the event's own day), so an occasion handled on an earlier
 #: date can only come back when its definition changed (e.g. a new `offset_days`): a month of margin.

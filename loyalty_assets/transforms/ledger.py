@@ -248,6 +248,12 @@ def advance_lots(
     changed = _advance(lots.filter(mine), entries.filter(pl.col("customer_id").is_in(touched)), until)
     if untouched.is_empty():
         return changed
+    changed = changed.sort(_FIFO, nulls_last=True)
+    if untouched.get_column("customer_id").is_sorted():
+        # the lots come in FIFO order (customer first) and the two sides hold different customers: a
+        # merge on the customer keeps that order without sorting every lot again (at 1M customers
+        # the sort held a third copy of the 650 MB of lots)
+        return untouched.merge_sorted(changed, key="customer_id")
     return pl.concat([untouched, changed], how="vertical").sort(_FIFO, nulls_last=True)
 
 

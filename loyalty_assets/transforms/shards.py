@@ -14,7 +14,7 @@ one shard is not a special case, it goes through the same merge.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -73,31 +73,38 @@ def _sortable(dtype: pl.DataType) -> bool:
     return not isinstance(dtype, pl.List | pl.Array | pl.Struct | pl.Object)
 
 
-def canonical(frame: pl.DataFrame, first: Iterable[str] = (), *, unique: bool = False) -> pl.DataFrame:
-    """The frame in one fixed row order: by `first`, then by every other sortable column (only by
-    `first` when the caller knows them `unique`: a customer's one row of features).
+def canonical(frame: pl.DataFrame, first: Sequence[str] = ()) -> pl.DataFrame:
+    """The frame in one fixed row order: by `first` (the frame's key: a customer's row of features,
+    a message id), or by every sortable column when `first` does not tell every row apart.
 
     Rows equal on every sortable column are identical in practice (a list column is derived from
     them); the order of such ties is the input's, so it is the same for the same input.
     """
-    head = [c for c in first if c in frame.columns]
-    keys = head if unique and head else head + [c for c, t in frame.schema.items() if c not in head and _sortable(t)]
-    if frame.height < 2 or not keys:
+    if frame.height < 2:
         return frame
-    return frame.sort(keys, nulls_last=True, maintain_order=True)
+    head = [c for c in first if c in frame.columns]
+    if head and not frame.select(pl.struct(head).is_duplicated().any()).item():
+        return frame.sort(head, nulls_last=True)
+    keys = head + [c for c, t in frame.schema.items() if c not in head and _sortable(t)]
+    return frame.sort(keys, nulls_last=True, maintain_order=True) if keys else frame
 
 
-def stack(parts: Iterable[pl.DataFrame], first: Iterable[str] = (), *, unique: bool = False) -> pl.DataFrame:
+def stack(parts: Iterable[pl.DataFrame], first: Sequence[str] = ()) -> pl.DataFrame:
     """The shards' parts of one frame, as one frame in canonical order."""
     frames = list(parts)
     if len(frames) == 1:
-        return canonical(frames[0], first, unique=unique)
-    return canonical(pl.concat(frames, how="vertical_relaxed"), first, unique=unique)
+        return canonical(frames[0], first)
+    return canonical(pl.concat(frames, how="vertical_relaxed"), first)
 
 
-def stack_frames(parts: Iterable[Mapping[str, pl.DataFrame]], *, ordered: bool = True) -> dict[str, pl.DataFrame]:
-    """Frames by name from every shard, each stacked (in canonical order unless not `ordered`); a
-    frame without customers (a meta row) is the same in every shard and is taken once."""
+def stack_frames(
+    parts: Iterable[Mapping[str, pl.DataFrame]],
+    *,
+    keys: Callable[[str], Sequence[str]] = lambda name: (),
+    ordered: bool = True,
+) -> dict[str, pl.DataFrame]:
+    """Frames by name from every shard, each stacked (in canonical order by `keys(name)` unless not
+    `ordered`); a frame without customers (a meta row) is the same in every shard and is taken once."""
     frames = list(parts)
     out: dict[str, pl.DataFrame] = {}
     for name in frames[0]:
@@ -105,7 +112,7 @@ def stack_frames(parts: Iterable[Mapping[str, pl.DataFrame]], *, ordered: bool =
         if CUSTOMER not in pieces[0].columns:
             out[name] = pieces[0]
         elif ordered:
-            out[name] = stack(pieces)
+            out[name] = stack(pieces, keys(name))
         else:
             out[name] = pieces[0] if len(pieces) == 1 else pl.concat(pieces, how="vertical_relaxed")
     return out
