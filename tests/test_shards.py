@@ -29,7 +29,15 @@ from loyalty_assets.sources.readers import make_reader
 from loyalty_assets.sources.snapshot import load_snapshot
 from loyalty_assets.transforms.campaign_day import DayResult, run_day
 from loyalty_assets.transforms.day_state import DayState
-from loyalty_assets.transforms.shards import Shard, add_counts, all_shards, canonical, shard_of, stack_frames
+from loyalty_assets.transforms.shards import (
+    Shard,
+    _strictly_increasing,
+    add_counts,
+    all_shards,
+    canonical,
+    shard_of,
+    stack_frames,
+)
 from loyalty_assets.warehouse.warehouse import Warehouse
 from tests.conftest import make_settings, run_days
 
@@ -246,3 +254,19 @@ def test_shard_rows_of_a_state_put_back_together(count: int) -> None:
     merged = stack_frames(parts)
     assert_frame_equal(merged["members"], canonical(members))
     assert merged["meta"].equals(frames["meta"])
+
+
+@given(
+    rows=st.lists(
+        st.tuples(st.one_of(st.none(), st.integers(0, 4)), st.one_of(st.none(), st.sampled_from(["a", "b"]))),
+        max_size=30,
+    )
+)
+def test_a_frame_in_key_order_is_left_as_it_is_and_only_then(rows: list[tuple[int | None, str | None]]) -> None:
+    """`canonical` skips the sort exactly when the rows are already in (nulls-last) key order with
+    every key different; otherwise it sorts, and both ways give the same frame."""
+    frame = pl.DataFrame(rows, schema={"k": pl.Int64(), "s": pl.String()}, orient="row")
+    by_sort = frame.sort(["k", "s"], nulls_last=True, maintain_order=True)
+    distinct = frame.height < 2 or frame.select(pl.struct("k", "s").n_unique()).item() == frame.height
+    assert _strictly_increasing(frame, ["k", "s"]) == (frame.equals(by_sort) and distinct)
+    assert canonical(frame, ["k", "s"]).equals(canonical(by_sort, ["k", "s"]))

@@ -78,7 +78,7 @@ STATE_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 STATE_KEYS: dict[str, tuple[str, ...]] = {
     "accruals": ("accrual_id",),
     "members": ("segment_id", "customer_id"),
-    "manual_events": ("event_id",),
+    "manual_events": ("ts", "event_id"),
     "triggered": ("campaign_id", "customer_id", "occasion", "partition_date"),
     "outbox": ("message_id",),
     "pending": ("campaign_id", "customer_id", "occasion", "node"),
@@ -89,7 +89,9 @@ def state_keys(name: str) -> tuple[str, ...]:
     """The key of a `DayState.to_frames` frame (the carried features': customer, day, expiry; lots: id)."""
     if name in STATE_KEYS:
         return STATE_KEYS[name]
-    return ("lot_id",) if name.endswith(".lots") else ("customer_id", "_day", "_exp")
+    if name.endswith(".lots"):
+        return ("customer_id", "expires_at", "accrued_at", "lot_id")  # FIFO, as the ledger keeps them
+    return ("customer_id", "_day", "_exp")
 
 
 #: Days of entrants kept for "once per occasion" alone. Every trigger binds an occasion to one run
