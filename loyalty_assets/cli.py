@@ -389,6 +389,7 @@ def run_dates(
 
     from loyalty_assets.defs.definitions import build_definitions
     from loyalty_assets.defs.schedules import DAILY_JOB
+    from loyalty_assets.in_process import run_date
     from loyalty_assets.signals import InterruptWatch
 
     signals = InterruptWatch()
@@ -400,12 +401,7 @@ def run_dates(
     with _instance_for(settings) as instance, _frozen():
         for day in days:
             started = time.monotonic()
-            result = job.execute_in_process(
-                partition_key=day.isoformat(),
-                instance=instance,
-                raise_on_error=False,
-                run_config=_quiet_run_config(verbose),
-            )
+            result = run_date(job, day.isoformat(), instance, run_config=_quiet_run_config(verbose))
             outcome = describe_result(day, result, catalog, settings.database_url, time.monotonic() - started)
             if signals.received():
                 outcome.interrupted = True
