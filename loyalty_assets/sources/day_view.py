@@ -56,15 +56,17 @@ def load_day_frames(
     of `shard`'s customers (the filter is pushed into the store's scans; `own_accruals` must be
     the shard's already). Also the rows loaded per table (the step's metadata)."""
     whole = set(whole)
-    # over every customer, so that a shard reads from the same instant as the whole day
-    favourites = tables["favourite_categories"].scan().select("period_start", "period_end", "chosen_at")
-    since = utc_literal(rows_since(point, favourites.collect()))
 
     def scan(table: str) -> pl.LazyFrame:
         frame = tables[table].scan()
         return frame if table in ("categories", "check_items") else frame.filter(shard.keep())
 
     loaded: dict[str, pl.DataFrame] = {t: scan(t).collect() for t in WHOLE_TABLES}
+    # over every customer, so that a shard reads from the same instant as the whole day
+    favourites = loaded["favourite_categories"]
+    if not shard.whole:
+        favourites = tables["favourite_categories"].scan().select("period_start", "period_end", "chosen_at").collect()
+    since = utc_literal(rows_since(point, favourites))
     for table, ts in EVENT_TIME.items():
         rows = scan(table)
         loaded[table] = (rows if table in whole else rows.filter(pl.col(ts) >= since)).collect(engine="streaming")
@@ -92,6 +94,8 @@ def day_rows(
 
     def entered(table: str) -> pl.DataFrame:
         rows = tables[table].entered()
+        if shard.whole:
+            return rows
         if table == "check_items":
             return rows.join(entered("checks").select("check_id"), on="check_id", how="semi")
         return shard.rows(rows)
@@ -100,6 +104,8 @@ def day_rows(
         if table in whole:
             got: pl.DataFrame = getattr(frames, table)
             return got
+        if shard.whole:
+            return tables[table].history()
         if table == "check_items":
             checks = history("checks").select("check_id").lazy()
             return tables[table].scan().join(checks, on="check_id", how="semi").collect(engine="streaming")

@@ -48,7 +48,15 @@ from loyalty_assets.transforms.ledger import provide_lots
 from loyalty_assets.transforms.local_time import add_local_date, with_zone
 from loyalty_assets.transforms.messages import MessageBatch, build_messages, schedule_messages
 from loyalty_assets.transforms.segments import evaluate_segments
-from loyalty_assets.transforms.shards import Shard, add_counts, all_shards, stack, stack_frames, stack_series
+from loyalty_assets.transforms.shards import (
+    Shard,
+    add_counts,
+    all_shards,
+    in_canonical_order,
+    stack,
+    stack_frames,
+    stack_series,
+)
 from loyalty_assets.transforms.templates import TemplateRenderer
 from loyalty_assets.transforms.triggers import TRIGGERED_SCHEMA, fire
 
@@ -444,7 +452,6 @@ def shard_inputs(inputs: ShardInputs, shard: Shard) -> ShardInputs:
     return ShardInputs(
         SourceFrames.from_tables(shard_tables(tables, shard)),
         shard_state(inputs.state, shard),
-        shard_rows(inputs.rows, shard) if inputs.rows is not None else None,
     )
 
 
@@ -461,27 +468,6 @@ def shard_tables(tables: Mapping[str, pl.DataFrame], shard: Shard) -> dict[str, 
     if "check_items" in out and "checks" in out and not shard.whole:
         out["check_items"] = out["check_items"].join(out["checks"].select("check_id"), on="check_id", how="semi")
     return out
-
-
-def shard_rows(rows: DayRows, shard: Shard) -> DayRows:
-    """`rows` of `shard`'s customers (check lines by their checks, as `shard_tables`)."""
-
-    def pick(get: Callable[[str], pl.DataFrame]) -> Callable[[str], pl.DataFrame]:
-        def rows_of(table: str) -> pl.DataFrame:
-            if table == "check_items":
-                checks = shard.rows(get("checks")).select("check_id")
-                return get(table).join(checks, on="check_id", how="semi")
-            return shard.rows(get(table))
-
-        return rows_of
-
-    return DayRows(
-        entered=pick(rows.entered),
-        history=pick(rows.history),
-        history_of=rows.history_of,  # asked for this shard's customers only
-        own_entered=shard.rows(rows.own_entered),
-        own_history=shard.rows(rows.own_history),
-    )
 
 
 @dataclass
@@ -507,7 +493,6 @@ def run_day(
     *,
     renderer: TemplateRenderer | None = None,
     only: Iterable[str] | None = None,
-    rows: DayRows | None = None,
     shards: int = 1,
     load: Callable[[Shard], ShardInputs] | None = None,
 ) -> DayResult:
@@ -520,18 +505,16 @@ def run_day(
     higher-priority ones, whose messages count toward the cap). The asset, the dry run and nothing
     else compute a day, all through this function.
 
-    With `rows` (the daily asset), the features come from the state's carried feature states plus
-    D's rows (`carried_day_features`) and `frames` may hold only the rows D's rules read; without
-    (the dry run, previews: full frames), from all history, with the same result.
-
     The per-customer work runs in `shards` customer shards in turn (`transforms.shards`), each on
-    its customers' inputs: `load(shard)` when given (a shard read straight from the store; `frames`
-    then need only hold what the decisions read, `decision_frames`), else `frames`/`state`/`rows`
-    split in memory. Around them, once: the adaptive A/B decisions before
-    (from `frames` and `state`: every customer's history), the audience gates and hourly limits
-    after. The result is the same, row for row and in the same order, for every shard count.
-    A gate that fails is known only once every shard counted its entrants: the shards then run
-    again with that campaign held back (a day with a failed gate costs twice).
+    its customers' inputs: `load(shard)` when given (the daily asset: a shard read straight from the
+    store, with D's `rows` for the carried features, `carried_day_features`; `frames` then need only
+    hold what the decisions read, `decision_frames`), else `frames`/`state` split in memory, the
+    features computed from all history (the dry run, previews), with the same result. Around the
+    shards, once: the adaptive A/B decisions before (from `frames` and `state`: every customer's
+    history), the audience gates and hourly limits after. The result is the same, row for row and
+    in the same order, for every shard count. A gate that fails is known only once every shard
+    counted its entrants: the shards then run again with that campaign held back (a day with a
+    failed gate costs twice).
     """
     renderer = renderer or catalog.renderer()
     ordered = by_priority(catalog)
@@ -541,7 +524,7 @@ def run_day(
         last = max((i for i, c in enumerate(ordered) if c.id in wanted), default=-1)
         ordered = ordered[: last + 1] if cap is not None else [c for c in ordered if c.id in wanted]
     decisions = {c.id: campaign_decision(c, point, state, frames) for c in ordered}
-    whole = ShardInputs(frames, state, rows)
+    whole = ShardInputs(frames, state)
     inputs = load or (lambda shard: shard_inputs(whole, shard))
     held: set[str] = set()
     while True:
@@ -690,7 +673,7 @@ def _merge(
     carries = [p.carry for p in parts if p.carry is not None]
     # the order of these rows does not reach D's state, which is put in canonical order at the end
     carry = carries[0] if len(carries) == 1 else None
-    if len(carries) > 1:
+    if len(carries) > 1:  # one shard's carry is passed on as it is
         carry = FeatureCarry.from_frames(stack_frames((c.to_frames() for c in carries), ordered=False))
     previous = DayState.from_frames(stack_frames((p.state.to_frames() for p in parts), ordered=False))
     written = [r for r in campaigns if r.journey is not None]
@@ -713,9 +696,8 @@ def _merge(
         rebuilt |= p.feature_rebuilds
     frames = state.to_frames()
     del state, previous, carry, carries
-    for name, frame in frames.items():  # one frame copied at a time
-        frames[name] = stack_frames([{name: frame}], keys=state_keys)[name]
-        del frame
+    for name in frames:  # one frame copied at a time (the unsorted one is let go at once)
+        frames[name] = in_canonical_order(name, frames[name], state_keys)
     return DayResult(
         features=features,
         members=members,

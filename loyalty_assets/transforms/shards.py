@@ -128,13 +128,21 @@ def stack_frames(
     out: dict[str, pl.DataFrame] = {}
     for name in frames[0]:
         pieces = [f[name] for f in frames]
-        if CUSTOMER not in pieces[0].columns:
-            out[name] = pieces[0]
-        elif ordered:
-            out[name] = stack(pieces, keys(name))
-        else:
-            out[name] = pieces[0] if len(pieces) == 1 else pl.concat(pieces, how="vertical_relaxed")
+        whole = (
+            pieces[0]
+            if len(pieces) == 1 or CUSTOMER not in pieces[0].columns
+            else pl.concat(pieces, how="vertical_relaxed")
+        )
+        out[name] = in_canonical_order(name, whole, keys) if ordered else whole
     return out
+
+
+def in_canonical_order(
+    name: str, frame: pl.DataFrame, keys: Callable[[str], Sequence[str]] = lambda name: ()
+) -> pl.DataFrame:
+    """Frame `name` of a set in canonical order by `keys(name)`; one without customers (a meta row,
+    the same in every shard) as it is."""
+    return canonical(frame, keys(name)) if CUSTOMER in frame.columns else frame
 
 
 def stack_series(parts: Iterable[pl.Series | None]) -> pl.Series | None:
