@@ -10,10 +10,14 @@ frame) with `shards: 4` in program.yaml.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 import sqlalchemy as sa
@@ -41,6 +45,7 @@ from loyalty_assets.transforms.shards import (
 from loyalty_assets.warehouse.warehouse import Warehouse
 from tests.conftest import make_settings, run_days
 
+ROOT = Path(__file__).resolve().parents[1]
 DAYS = [date(2025, 6, 24) + timedelta(days=i) for i in range(4)]  # 26 June: the heavy day
 
 
@@ -216,12 +221,7 @@ def test_the_daily_job_writes_the_same_with_four_shards(sample: tuple[Path, Path
     data, catalog_dir = sample
     results = {}
     for shards in (1, 4):
-        mine = tmp_path / f"n{shards}"
-        shutil.copytree(catalog_dir, mine / "catalog")
-        program_path = mine / "catalog" / "program.yaml"
-        program = yaml.safe_load(program_path.read_text())
-        program["shards"] = shards
-        program_path.write_text(yaml.safe_dump(program))
+        mine = _with_shards(catalog_dir, tmp_path / f"n{shards}", shards)
         url = f"sqlite:///{mine / 'wh.db'}"
         run_days(make_settings(data, mine / "catalog", url, mine / "storage"), DAYS)
         stored = {
@@ -270,3 +270,63 @@ def test_a_frame_in_key_order_is_left_as_it_is_and_only_then(rows: list[tuple[in
     distinct = frame.height < 2 or frame.select(pl.struct("k", "s").n_unique()).item() == frame.height
     assert _strictly_increasing(frame, ["k", "s"]) == (frame.equals(by_sort) and distinct)
     assert canonical(frame, ["k", "s"]).equals(canonical(by_sort, ["k", "s"]))
+
+
+@pytest.mark.long
+def test_shards_run_as_parallel_steps_of_the_dagster_cli(sample: tuple[Path, Path], tmp_path: Path) -> None:
+    """`shards: 3`: `dagster asset materialize` runs each shard as a step in a process of its own
+    (the multiprocess executor), two at a time, and writes what one step writes."""
+    data, catalog_dir = sample
+    days = DAYS[:2]
+    results = {}
+    for shards in (1, 3):
+        mine = _with_shards(catalog_dir, tmp_path / f"n{shards}", shards)
+        url = f"sqlite:///{mine / 'wh.db'}"
+        if shards == 1:
+            run_days(make_settings(data, mine / "catalog", url, mine / "storage"), days)
+        else:
+            home = mine / "dagster_home"
+            home.mkdir()
+            env = {
+                **os.environ,
+                "LOYALTY_DATA_DIR": str(data),
+                "LOYALTY_CAMPAIGNS_DIR": str(mine / "catalog"),
+                "LOYALTY_DATABASE_URL": url,
+                "LOYALTY_STORAGE_DIR": str(mine / "storage"),
+                "DAGSTER_HOME": str(home),
+            }
+            dagster = Path(sys.executable).parent / "dagster"
+            for day in days:
+                command = [str(dagster), "asset", "materialize", "-f", "definitions.py", "--select", "*"]
+                command += ["--partition", day.isoformat(), "-c", str(_max_concurrent(mine, 2))]
+                done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                assert done.returncode == 0, done.stderr[-3000:]
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                runs = instance.get_runs()
+                assert len(runs) == 2
+                starts = instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.STEP_START)
+                pids = {e.step_key: e.dagster_event.pid for e in starts if e.dagster_event is not None}
+            shard_steps = sorted(k for k in pids if k is not None and ".shard_" in k)
+            assert shard_steps == ["loyalty_day.shard_0", "loyalty_day.shard_1", "loyalty_day.shard_2"]
+            assert len({pids[k] for k in shard_steps}) == 3  # a process per step
+            assert not any((mine / "storage" / "loyalty_day_steps").glob("*/*"))  # the merge let go of them
+        results[shards] = _warehouse_tables(url)
+    assert list(results[1]) == list(results[3])
+    for table in results[1]:
+        _same_frame(results[1][table], results[3][table], f"warehouse {table}")
+
+
+def _with_shards(catalog_dir: Path, root: Path, shards: int) -> Path:
+    """`root` with a copy of the catalog (`root/catalog`) whose program.yaml sets `shards`."""
+    shutil.copytree(catalog_dir, root / "catalog")
+    program_path = root / "catalog" / "program.yaml"
+    program = yaml.safe_load(program_path.read_text())
+    program["shards"] = shards
+    program_path.write_text(yaml.safe_dump(program))
+    return root
+
+
+def _max_concurrent(root: Path, n: int) -> Path:
+    config = root / "run_config.yaml"
+    config.write_text(yaml.safe_dump({"execution": {"config": {"multiprocess": {"max_concurrent": n}}}}))
+    return config

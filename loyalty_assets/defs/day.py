@@ -11,7 +11,9 @@ Why one step: a day at 5,000 customers used to be 60 Dagster steps whose bookkee
 the work. Business logic is `transforms.campaign_day.run_day`; this module only wires and writes.
 """
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -24,33 +26,43 @@ from loyalty_assets.defs.campaigns import campaign_key, used_segments
 from loyalty_assets.defs.features import FEATURES_KEY
 from loyalty_assets.defs.metadata import OWNERS, column_schema, counts_table, daily_freshness, table_metadata, tags
 from loyalty_assets.defs.partitions import PREVIOUS_DAY, as_of
-from loyalty_assets.defs.resources import STATE_KEY, WarehouseResource
+from loyalty_assets.defs.resources import STATE_FOLDER, STATE_KEY, WarehouseResource
 from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
 from loyalty_assets.defs.warehouse_io import WAREHOUSE_IO
 from loyalty_assets.sources.day_view import TableAsOf, day_rows, load_day_frames
+from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.schemas import SCHEMAS
+from loyalty_assets.transforms.ab_testing import Decision
 from loyalty_assets.transforms.audience import closure, masked_sample
 from loyalty_assets.transforms.campaign_day import (
     CampaignDay,
+    DayPlan,
+    DayResult,
+    ShardDay,
     ShardInputs,
     by_priority,
     catalog_filters,
     decision_frames,
+    finish_day,
+    plan_day,
     run_day,
+    run_shard,
     shard_state,
 )
 from loyalty_assets.transforms.day_inputs import history_tables
 from loyalty_assets.transforms.day_state import DayState
 from loyalty_assets.transforms.features import required_features
-from loyalty_assets.transforms.shards import Shard
+from loyalty_assets.transforms.shards import EVERYONE, Shard
 from loyalty_assets.warehouse.audiences import export_audiences
 from loyalty_assets.warehouse.campaign_rows import write_campaign_day
-from loyalty_assets.warehouse.history import read_state, state_partitions
+from loyalty_assets.warehouse.history import read_folder, state_folder, state_partitions
 from loyalty_assets.warehouse.membership import write_membership
 from loyalty_assets.warehouse.warehouse import Warehouse
 
 GATE = "audience_within_expected_range"
+#: the context of `loyalty_day`'s step, or of one of its steps when sharded
+StepContext = dg.AssetExecutionContext | dg.OpExecutionContext
 ACTIVE_RUN_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
 FAILED_RUN_STATUSES = ("FAILURE", "CANCELED", "CANCELING")
 
@@ -175,11 +187,13 @@ def _tags(key: dg.AssetKey) -> dict[str, str]:
 
 
 def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, storage_dir: Path) -> dg.AssetsDefinition:
+    """`loyalty_day`: one step (`shards: 1`), or a graph of steps, one per customer shard, between a
+    step that plans D and one that merges the shards (`shards` > 1; `_sharded_day_asset`)."""
+    if catalog.program.shards > 1:
+        return _sharded_day_asset(catalog, partitions, storage_dir)
     program = catalog.program
     renderer = catalog.renderer()
     specs = _specs(catalog)
-    freshness = daily_freshness(program)
-    # event tables some rule reads whole (with why); the others load from near D
     whole_history = history_tables(catalog)
 
     @dg.multi_asset(
@@ -192,11 +206,10 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
                 description=spec.description,
                 dagster_type=Any,
                 is_required=spec.key == STATE_KEY,
-                # campaign rows and segment members: the warehouse table is the storage
-                io_manager_key=WAREHOUSE_IO if spec.key.path[0] in ("campaign", "segment") else None,
+                io_manager_key=_io_manager_key(spec.key),
                 owners=OWNERS,
                 tags=_tags(spec.key),
-                freshness_policy=freshness,
+                freshness_policy=daily_freshness(program),
             )
             for spec in specs
         },
@@ -205,7 +218,7 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
         ins={
             # handles on the store: the step loads what D's rules read (`load_day_frames`)
             **{f"source_{t}": dg.AssetIn(source_key(t), dagster_type=TableAsOf) for t in SCHEMAS},
-            "previous": dg.AssetIn(STATE_KEY, partition_mapping=PREVIOUS_DAY),
+            "previous": dg.AssetIn(STATE_KEY, partition_mapping=PREVIOUS_DAY, metadata={STATE_FOLDER: True}),
         },
         partitions_def=partitions,
         can_subset=False,
@@ -214,52 +227,279 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
         context: dg.AssetExecutionContext,
         config: DayConfig,
         warehouse: WarehouseResource,
-        previous: dict[str, pl.DataFrame] | None,
+        previous: Path | None,
         **inputs: TableAsOf,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         point = as_of(context, program)
-        state = previous_state(context, previous, point.date, storage_dir, over_gap=config.carry_state_over_gap)
-        tables = {name.removeprefix("source_"): t for name, t in inputs.items()}
+        start = day_start(catalog, context, previous, point, storage_dir, over_gap=config.carry_state_over_gap)
+        state = start.state(EVERYONE)
+        tables = _tables(inputs)
         loaded: dict[str, int] = {}
-
-        def load(shard: Shard) -> ShardInputs:
-            """One shard's rows, read from the store when its turn comes (then dropped)."""
-            mine = shard_state(state, shard)
-            own = mine.own_accruals(point)
-            frames, counts = load_day_frames(tables, point, whole=whole_history, own_accruals=own, shard=shard)
-            for table, n in counts.items():
-                loaded[table] = loaded.get(table, 0) + n
-            own_entered = mine.own_accruals_entered(point)
-            rows = day_rows(tables, frames, whole=whole_history, own_entered=own_entered, own_history=own, shard=shard)
-            return ShardInputs(frames, mine, rows)
-
+        load = _shard_loader(tables, point, whole_history, lambda shard: shard_state(state, shard), loaded)
         decided = decision_frames(catalog, state, lambda t: tables[t].scan())
-        day = run_day(catalog, decided, point, state, renderer=renderer, shards=program.shards, load=load)
-        for family, why in day.feature_rebuilds.items():
-            context.log.info(f"features ({family}): rebuilt from history: {why}")
-        wh = warehouse.warehouse
-        yield dg.Output(
-            day.features,
-            output_name=output_name(FEATURES_KEY),
-            metadata={
-                "dagster/row_count": dg.MetadataValue.int(day.features.height),
-                "feature_columns": dg.MetadataValue.int(day.features.width),
-                "rows_loaded": counts_table(loaded, key="source table", value="rows"),
-                "read_whole_history": dg.MetadataValue.json(whole_history),
-                "features_rebuilt": dg.MetadataValue.json(day.feature_rebuilds),
-            },
-        )
-        for sid in sorted(catalog.segments):
-            yield _segment_output(catalog, wh, sid, point.date, day.members[sid], day.members_yesterday, day.features)
-        for result in day.campaigns:
-            yield from _campaign_outputs(wh, point.date, result, day.features)
-        yield dg.Output(
-            day.state.to_frames(),
-            output_name=output_name(STATE_KEY),
-            metadata={f"{name}_rows": dg.MetadataValue.int(f.height) for name, f in day.state.to_frames().items()},
-        )
+        day = run_day(catalog, decided, point, state, renderer=renderer, load=load)
+        yield from _day_outputs(catalog, context, warehouse.warehouse, point.date, day, loaded, whole_history)
 
     return loyalty_day
+
+
+def _io_manager_key(key: dg.AssetKey) -> str | None:
+    # campaign rows and segment members: the warehouse table is the storage
+    return WAREHOUSE_IO if key.path[0] in ("campaign", "segment") else None
+
+
+def _tables(inputs: Mapping[str, TableAsOf]) -> dict[str, TableAsOf]:
+    return {name.removeprefix("source_"): t for name, t in inputs.items()}
+
+
+def _shard_loader(
+    tables: Mapping[str, TableAsOf],
+    point: AsOf,
+    whole_history: Mapping[str, str],
+    state_of: Callable[[Shard], DayState],
+    loaded: dict[str, int],
+) -> Callable[[Shard], ShardInputs]:
+    """`load(shard)`: one shard's rows of D's sources and of D−1's state, read from the store when
+    its turn comes (then dropped); the rows read are counted into `loaded`."""
+
+    def load(shard: Shard) -> ShardInputs:
+        mine = state_of(shard)
+        own = mine.own_accruals(point)
+        frames, counts = load_day_frames(tables, point, whole=whole_history, own_accruals=own, shard=shard)
+        for table, n in counts.items():
+            loaded[table] = loaded.get(table, 0) + n
+        own_entered = mine.own_accruals_entered(point)
+        rows = day_rows(tables, frames, whole=whole_history, own_entered=own_entered, own_history=own, shard=shard)
+        return ShardInputs(frames, mine, rows)
+
+    return load
+
+
+def _day_outputs(
+    catalog: Catalog,
+    context: StepContext,
+    wh: Warehouse,
+    day: date,
+    result: DayResult,
+    loaded: Mapping[str, int],
+    whole_history: Mapping[str, str],
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Every output of D's result, written to the warehouse where that is its storage."""
+    for family, why in result.feature_rebuilds.items():
+        context.log.info(f"features ({family}): rebuilt from history: {why}")
+    yield dg.Output(
+        result.features,
+        output_name=output_name(FEATURES_KEY),
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(result.features.height),
+            "feature_columns": dg.MetadataValue.int(result.features.width),
+            "rows_loaded": counts_table(dict(loaded), key="source table", value="rows"),
+            "read_whole_history": dg.MetadataValue.json(whole_history),
+            "features_rebuilt": dg.MetadataValue.json(result.feature_rebuilds),
+        },
+    )
+    for sid in sorted(catalog.segments):
+        yield _segment_output(catalog, wh, sid, day, result.members[sid], result.members_yesterday, result.features)
+    for campaign in result.campaigns:
+        yield from _campaign_outputs(wh, day, campaign, result.features)
+    frames = result.state.to_frames()
+    yield dg.Output(
+        frames,
+        output_name=output_name(STATE_KEY),
+        metadata={f"{name}_rows": dg.MetadataValue.int(f.height) for name, f in frames.items()},
+    )
+
+
+# --- shards as steps -------------------------------------------------------------------------------
+
+#: The IO manager of the values passed between `loyalty_day`'s own steps (the plan, each shard's
+#: part of D): pickles under the storage dir, one folder per run (`FilesystemIOManager`); with steps
+#: in several pods, an object store's pickle IO manager under the same key (README "Customer shards").
+STEP_IO = "day_step_io"
+STEP_IO_DIR = "loyalty_day_steps"
+
+
+@dataclass(frozen=True)
+class DayStart:
+    """What the planning step hands every shard step and the merge: where D−1's state is (None: D
+    starts from the empty state) and the adaptive A/B decisions, made once over every customer."""
+
+    folder: str | None
+    decisions: dict[str, Decision | None]
+
+    def state(self, shard: Shard) -> DayState:
+        """D−1's state of `shard`'s customers (what is not per customer, whole)."""
+        frames = read_folder(Path(self.folder), shard=shard) if self.folder is not None else None
+        return DayState.from_frames(frames) if frames is not None else DayState.empty()
+
+
+def day_start(
+    catalog: Catalog,
+    context: StepContext,
+    previous: Path | None,
+    point: AsOf,
+    storage_dir: Path,
+    *,
+    over_gap: bool,
+    tables: Mapping[str, TableAsOf] | None = None,
+) -> DayStart:
+    """The guard (`previous_folder`), then (given the source `tables`) D's A/B decisions, which
+    read only the state's entrants and messages."""
+    folder = previous_folder(context, previous, point.date, storage_dir, over_gap=over_gap)
+    start = DayStart(str(folder) if folder is not None else None, {})
+    if tables is None:
+        return start
+    adaptive = [c for c in by_priority(catalog) if (s := c.ab_split()) is not None and s.adaptive]
+    if not adaptive:
+        return DayStart(start.folder, {c.id: None for c in by_priority(catalog)})
+    stored = read_folder(folder, names=("triggered", "outbox", "meta")) if folder is not None else None
+    state = DayState.from_frames(stored) if stored is not None else DayState.empty()
+    frames = decision_frames(catalog, state, lambda t: tables[t].scan())
+    plan = plan_day(catalog, point, frames=frames, state=state)
+    return DayStart(start.folder, dict(plan.decisions))
+
+
+@dataclass(frozen=True)
+class ShardOutput:
+    """One shard step's result: its part of D and the source rows it read."""
+
+    part: ShardDay
+    loaded: dict[str, int]
+
+
+def _sharded_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, storage_dir: Path) -> dg.AssetsDefinition:
+    """`loyalty_day` as a graph: `plan` (the guard and the A/B decisions) → `shard_<i>` for each of
+    the program's `shards` (a customer shard's features, segments, entrants, journeys, accruals and
+    rendered messages: independent steps, run in parallel by the multiprocess, celery or k8s
+    executor) → `merge` (the audience gates over all shards, the hourly limits, D's state, the
+    warehouse writes). The outputs and checks are those of the one-step asset, row for row."""
+    program = catalog.program
+    count = program.shards
+    renderer = catalog.renderer()
+    specs = _specs(catalog)
+    whole_history = history_tables(catalog)
+    source_ins = {f"source_{t}": dg.In(dagster_type=TableAsOf) for t in SCHEMAS}
+    check_specs = _gate_specs(catalog, partitions)
+
+    def plan_for(context: dg.OpExecutionContext, start: DayStart) -> DayPlan:
+        point = as_of(context, program)
+        return plan_day(catalog, point, decisions=start.decisions, renderer=renderer, shards=count)
+
+    @dg.op(
+        name="plan",
+        ins={**source_ins, "previous": dg.In(dagster_type=Any, metadata={STATE_FOLDER: True})},
+        out=dg.Out(DayStart, io_manager_key=STEP_IO),
+        description="The guard against partial state, and D's adaptive A/B decisions (over every customer).",
+    )
+    def plan_step(
+        context: dg.OpExecutionContext, config: DayConfig, previous: Path | None, **inputs: TableAsOf
+    ) -> DayStart:
+        point = as_of(context, program)
+        return day_start(
+            catalog,
+            context,
+            previous,
+            point,
+            storage_dir,
+            over_gap=config.carry_state_over_gap,
+            tables=_tables(inputs),
+        )
+
+    def shard_step(index: int) -> dg.OpDefinition:
+        shard = Shard(index, count)
+
+        @dg.op(
+            name=f"shard_{index}",
+            ins={"start": dg.In(DayStart), **source_ins},
+            out=dg.Out(ShardOutput, io_manager_key=STEP_IO),
+            description=f"Customer shard {shard}: its customers' part of D, read from the store alone.",
+            tags={"loyalty/shard": str(index)},
+        )
+        def run_one(context: dg.OpExecutionContext, start: DayStart, **inputs: TableAsOf) -> ShardOutput:
+            plan = plan_for(context, start)
+            loaded: dict[str, int] = {}
+            load = _shard_loader(_tables(inputs), plan.point, whole_history, start.state, loaded)
+            return ShardOutput(run_shard(plan, load(shard)), loaded)
+
+        return run_one
+
+    outs = {
+        output_name(spec.key): dg.Out(Any, io_manager_key=_io_manager_key(spec.key), is_required=spec.key == STATE_KEY)
+        for spec in specs
+    }
+    check_outs = {spec.get_python_identifier(): dg.Out(Any, is_required=False) for spec in check_specs}
+
+    @dg.op(
+        name="merge",
+        ins={"start": dg.In(DayStart), "parts": dg.In(Any), **source_ins},
+        out={**outs, **check_outs},
+        description="The audience gates over every shard, the hourly limits, D's state, the warehouse writes.",
+    )
+    def merge_step(
+        context: dg.OpExecutionContext,
+        warehouse: WarehouseResource,
+        start: DayStart,
+        parts: list[ShardOutput],
+        **inputs: TableAsOf,
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        plan = plan_for(context, start)
+        loaded: dict[str, int] = {}
+        for p in parts:
+            for table, n in p.loaded.items():
+                loaded[table] = loaded.get(table, 0) + n
+        load = _shard_loader(_tables(inputs), plan.point, whole_history, start.state, {})
+        shard_days = [p.part for p in parts]
+        del parts
+        result = finish_day(plan, shard_days, lambda shard, held: run_shard(plan, load(shard), held))
+        del shard_days
+        yield from _day_outputs(catalog, context, warehouse.warehouse, plan.point.date, result, loaded, whole_history)
+        # the steps' values are needed no more (a failed merge keeps them for a re-execution)
+        shutil.rmtree(storage_dir / STEP_IO_DIR / context.run_id, ignore_errors=True)
+
+    shard_steps = [shard_step(i) for i in range(count)]
+    graph_ins = {name: dg.GraphIn() for name in [*source_ins, "previous"]}
+    graph_outs = {name: dg.GraphOut() for name in [*outs, *check_outs]}
+
+    def compose(**inputs: Any) -> dict[str, Any]:
+        sources = {name: inputs[name] for name in source_ins}
+        start = plan_step(previous=inputs["previous"], **sources)
+        parts = [step(start=start, **sources) for step in shard_steps]
+        merged = merge_step(start=start, parts=parts, **sources)
+        return {name: getattr(merged, name) for name in graph_outs}
+
+    graph = dg.graph(
+        name="loyalty_day",
+        ins=graph_ins,
+        out=graph_outs,
+        config=dg.ConfigMapping(
+            config_fn=lambda cfg: {"plan": {"config": cfg}},
+            config_schema={"carry_state_over_gap": dg.Field(bool, default_value=False, is_required=False)},
+        ),
+        description=__doc__,
+    )(compose)
+    by_output = {output_name(spec.key): spec for spec in specs}
+    freshness = daily_freshness(program)
+    asset = dg.AssetsDefinition.from_graph(
+        graph,
+        keys_by_input_name={
+            **{f"source_{t}": source_key(t) for t in SCHEMAS},
+            "previous": STATE_KEY,
+        },
+        keys_by_output_name={name: spec.key for name, spec in by_output.items()},
+        internal_asset_deps={name: {d.asset_key for d in spec.deps} for name, spec in by_output.items()},
+        partitions_def=partitions,
+        partition_mappings={"previous": PREVIOUS_DAY},
+        group_names_by_output_name={name: spec.group_name for name, spec in by_output.items()},
+        descriptions_by_output_name={name: spec.description or "" for name, spec in by_output.items()},
+        tags_by_output_name={
+            name: {**_tags(spec.key), **{f"dagster/kind/{k}": "" for k in spec.kinds}}
+            for name, spec in by_output.items()
+        },
+        owners_by_output_name={name: OWNERS for name in by_output},
+        check_specs=check_specs,
+        can_subset=False,
+    )
+    return asset.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=freshness))
 
 
 def _segment_output(
@@ -372,15 +612,16 @@ def _campaign_outputs(
 # --- the guard: never compute D on partial state ---------------------------------------------------
 
 
-def previous_state(
-    context: dg.AssetExecutionContext,
-    previous: dict[str, pl.DataFrame] | None,
+def previous_folder(
+    context: StepContext,
+    previous: Path | None,
     day: date,
     storage_dir: Path,
     *,
     over_gap: bool = False,
-) -> DayState:
-    """D−1's state, or the empty state when D is the first date ever run; otherwise stop.
+) -> Path | None:
+    """The folder of D−1's state, or None (the empty state) when D is the first date ever run;
+    otherwise stop.
 
     Stops (before computing anything) when D−1 has no state but an earlier date was run (its state
     is stored; unless `over_gap`, which starts from the latest earlier state) or a run for an earlier
@@ -388,17 +629,13 @@ def previous_state(
     differ from day-by-day runs. The message (one line) names the date to run first.
     """
     if previous is not None:
-        return DayState.from_frames(previous)
+        return previous
     earlier = [d for d in state_partitions(storage_dir) if d < day]
     if earlier and max(earlier) == day - timedelta(days=1):  # written since the input was loaded
-        stored = read_state(storage_dir, max(earlier))
-        if stored is not None:
-            return DayState.from_frames(stored)
+        return state_folder(storage_dir, max(earlier))
     if earlier and over_gap:
-        stored = read_state(storage_dir, max(earlier))
-        if stored is not None:
-            context.log.warning(f"{day}: carrying the state of {max(earlier)} over the dates in between")
-            return DayState.from_frames(stored)
+        context.log.warning(f"{day}: carrying the state of {max(earlier)} over the dates in between")
+        return state_folder(storage_dir, max(earlier))
     if earlier:
         first_missing = max(earlier) + timedelta(days=1)
         raise dg.Failure(
@@ -420,10 +657,10 @@ def previous_state(
             f"then {day}",
             allow_retries=False,
         )
-    return DayState.empty()
+    return None
 
 
-def _earlier_runs(context: dg.AssetExecutionContext, day: date, statuses: tuple[str, ...]) -> list[date]:
+def _earlier_runs(context: StepContext, day: date, statuses: tuple[str, ...]) -> list[date]:
     """Earlier dates with a run of these statuses in this instance (a job backfill launches them together)."""
     found = []
     filters = dg.RunsFilter(statuses=[dg.DagsterRunStatus[s] for s in statuses])

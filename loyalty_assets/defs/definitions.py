@@ -7,7 +7,7 @@ import dagster as dg
 from loyalty_assets.config.catalog import load_catalog
 from loyalty_assets.defs.campaigns import invalid_definition_assets
 from loyalty_assets.defs.control_groups import build_global_control_asset
-from loyalty_assets.defs.day import build_day_asset
+from loyalty_assets.defs.day import STEP_IO, STEP_IO_DIR, build_day_asset
 from loyalty_assets.defs.ledger import build_ledger_asset
 from loyalty_assets.defs.partitions import daily_partitions
 from loyalty_assets.defs.resources import (
@@ -28,6 +28,17 @@ from loyalty_assets.settings import Settings
 # Partitioned asset checks are "preview" in Dagster 1.13; without them a check of a daily asset
 # would read another day's data (see STYLE.md), so we use them knowingly.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
+
+
+def run_executor(shards: int) -> dg.ExecutorDefinition:
+    """One process for the whole run when the day is one step (orchestration, not compute, dominated
+    a small day's time); with customer shards, a process per step, as many at once as there are
+    cores (the launchpad's `execution: config: multiprocess: max_concurrent` sets another number,
+    `in_process:` runs the shards in turn). Production swaps in `dagster-k8s` or `dagster-celery`
+    (README "Customer shards")."""
+    if shards == 1:
+        return dg.in_process_executor
+    return dg.multi_or_in_process_executor
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -53,10 +64,10 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             "sources": SourceResource(data_dir=str(settings.data_dir), database_url=settings.source_database_url),
             "io_manager": ParquetIOManager(base_dir=str(settings.storage_dir)),
             WAREHOUSE_IO: WarehouseTableIOManager(url=settings.database_url),
+            STEP_IO: dg.FilesystemIOManager(base_dir=str(settings.storage_dir / STEP_IO_DIR)),
             SOURCE_IO_MANAGER: SourceStoreIOManager(
                 base_dir=str(settings.storage_dir / SOURCE_STORE_DIR), program_tz=catalog.program.timezone
             ),
         },
-        # One process for the whole run: orchestration, not compute, dominates a daily run's time.
-        executor=dg.in_process_executor,
+        executor=run_executor(catalog.program.shards),
     )

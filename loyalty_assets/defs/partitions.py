@@ -23,6 +23,8 @@ PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
 DAY_AND_PREVIOUS = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0)
 
 
-def as_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, program: Program) -> AsOf:
+def as_of(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | dg.OpExecutionContext, program: Program
+) -> AsOf:
     """The run date D of this partition and its cutoff in the program's zone."""
     return AsOf(date=date.fromisoformat(context.partition_key), program_tz=program.timezone)

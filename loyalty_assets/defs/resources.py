@@ -93,7 +93,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     A dict of frames (the `loyalty_state`) is a folder `<partition>/` of `<name>.parquet`, swapped
     in whole. A missing previous partition of a self-dependent input loads as None, so the asset
-    itself decides whether it may start from empty state (see `defs.day.previous_state`).
+    itself decides whether it may start from empty state (see `defs.day.previous_folder`).
     Written by hand rather than with dagster-polars, which does not work with Polars 2.x.
     """
 
@@ -117,9 +117,12 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         write_frame(obj, tmp)
         tmp.replace(path)
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame] | None:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame] | Path | None:
         if context.has_asset_partitions and context.asset_key == STATE_KEY:
             keys = context.asset_partition_keys
+            if (context.definition_metadata or {}).get(STATE_FOLDER):  # the step reads what it needs
+                folder = self._path(context, keys[0]).with_suffix("") if keys else None
+                return folder if folder is not None and folder.is_dir() else None
             names = (context.definition_metadata or {}).get(STATE_FRAMES)  # e.g. the ledger: accruals only
             return read_folder(self._path(context, keys[0]).with_suffix(""), names) if keys else None
         if context.has_asset_partitions and context.asset_key in PREVIOUS_DAY_FRAMES:
@@ -179,6 +182,9 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
 
 #: `AssetIn` metadata of a `loyalty_state` input: the names of the frames to load (default: all).
 STATE_FRAMES = "loyalty/state_frames"
+#: `AssetIn`/`In` metadata of a `loyalty_state` input: load the folder (None when that date never
+#: ran), not its frames; the daily step reads the frames, or a shard's rows of them, itself.
+STATE_FOLDER = "loyalty/state_folder"
 #: `AssetIn` metadata: load a source with each row's visible day (column `store.VISIBLE_DAY`).
 WITH_VISIBLE_DAY = "loyalty/with_visible_day"
 #: The source store's folder under the storage dir (one folder per table).

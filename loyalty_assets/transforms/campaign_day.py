@@ -471,9 +471,10 @@ def shard_tables(tables: Mapping[str, pl.DataFrame], shard: Shard) -> dict[str, 
 
 
 @dataclass
-class _ShardDay:
+class ShardDay:
     """One shard's share of D: everything per customer, before the gates and the hourly limits.
-    Consumed by `_merge`, which lets go of each part once merged (one copy of a day at a time)."""
+    Consumed by `finish_day`, which lets go of each part once merged (one copy of a day at a time);
+    picklable, so a shard can be a step of its own (`defs.day`) whose result another step merges."""
 
     features: pl.DataFrame | None
     members: dict[str, pl.DataFrame]
@@ -483,6 +484,45 @@ class _ShardDay:
     state: DayState  # D−1's, of this shard's customers
     carry: FeatureCarry | None
     feature_rebuilds: dict[str, str]
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """What every shard of D shares: the campaigns in priority order and their adaptive A/B
+    decisions (made once, from every customer's history, before the work is split)."""
+
+    catalog: Catalog
+    point: AsOf
+    renderer: TemplateRenderer
+    ordered: list[Campaign]
+    decisions: Mapping[str, Decision | None]
+    shards: int = 1
+
+
+def plan_day(
+    catalog: Catalog,
+    point: AsOf,
+    *,
+    decisions: Mapping[str, Decision | None] | None = None,
+    frames: SourceFrames | None = None,
+    state: DayState | None = None,
+    renderer: TemplateRenderer | None = None,
+    only: Iterable[str] | None = None,
+    shards: int = 1,
+) -> DayPlan:
+    """D's plan: the decisions as given (a shard step gets them from the step that made them), else
+    made from `frames` (`decision_frames` suffices) and D−1's `state`."""
+    ordered = by_priority(catalog)
+    if only is not None:
+        wanted = set(only)
+        last = max((i for i, c in enumerate(ordered) if c.id in wanted), default=-1)
+        cap = catalog.program.frequency_cap
+        ordered = ordered[: last + 1] if cap is not None else [c for c in ordered if c.id in wanted]
+    if decisions is None:
+        if frames is None or state is None:
+            raise ValueError("plan_day: the decisions, or the frames and state to make them from")
+        decisions = {c.id: campaign_decision(c, point, state, frames) for c in ordered}
+    return DayPlan(catalog, point, renderer or catalog.renderer(), ordered, dict(decisions), shards)
 
 
 def run_day(
@@ -503,7 +543,8 @@ def run_day(
     the state) and the messages of higher-priority campaigns today, as planned before the hourly
     limit spreads them. `only` restricts the campaigns (a dry run of one campaign still runs the
     higher-priority ones, whose messages count toward the cap). The asset, the dry run and nothing
-    else compute a day, all through this function.
+    else compute a day, all through this function or (a shard per Dagster step) the three it
+    chains: `plan_day`, `run_shard` per shard, `finish_day`.
 
     The per-customer work runs in `shards` customer shards in turn (`transforms.shards`), each on
     its customers' inputs: `load(shard)` when given (the daily asset: a shard read straight from the
@@ -512,26 +553,26 @@ def run_day(
     features computed from all history (the dry run, previews), with the same result. Around the
     shards, once: the adaptive A/B decisions before (from `frames` and `state`: every customer's
     history), the audience gates and hourly limits after. The result is the same, row for row and
-    in the same order, for every shard count. A gate that fails is known only once every shard
-    counted its entrants: the shards then run again with that campaign held back (a day with a
-    failed gate costs twice).
+    in the same order, for every shard count.
     """
-    renderer = renderer or catalog.renderer()
-    ordered = by_priority(catalog)
-    cap = catalog.program.frequency_cap
-    if only is not None:
-        wanted = set(only)
-        last = max((i for i, c in enumerate(ordered) if c.id in wanted), default=-1)
-        ordered = ordered[: last + 1] if cap is not None else [c for c in ordered if c.id in wanted]
-    decisions = {c.id: campaign_decision(c, point, state, frames) for c in ordered}
+    plan = plan_day(catalog, point, frames=frames, state=state, renderer=renderer, only=only, shards=shards)
     whole = ShardInputs(frames, state)
     inputs = load or (lambda shard: shard_inputs(whole, shard))
-    held: set[str] = set()
+    parts = [run_shard(plan, inputs(shard)) for shard in all_shards(shards)]
+    return finish_day(plan, parts, lambda shard, held: run_shard(plan, inputs(shard), held))
+
+
+def finish_day(plan: DayPlan, parts: list[ShardDay], rerun: Callable[[Shard, frozenset[str]], ShardDay]) -> DayResult:
+    """The audience gates over every shard's entrants, then the shards merged into D's result.
+
+    A gate that fails is known only once every shard counted its entrants: `rerun(shard, held)`
+    then runs each shard again with those campaigns held back after their entrants (a day with a
+    failed gate costs twice; a lower-priority campaign's frequency cap no longer counts the held
+    campaign's messages, so its rows may change too).
+    """
+    point, ordered = plan.point, plan.ordered
+    held: frozenset[str] = frozenset()
     while True:
-        parts = [
-            _run_shard(catalog, inputs(shard), point, renderer, ordered, decisions, held)
-            for shard in all_shards(shards)
-        ]
         gates = {
             c.id: audience_gate(
                 c.settings.gates,
@@ -543,8 +584,15 @@ def run_day(
         }
         failed = {cid for cid, gate in gates.items() if not gate.passed}
         if failed <= held:
-            return _merge(catalog, point, parts, ordered, gates)
+            return _merge(plan.catalog, point, parts, ordered, gates)
         held |= failed
+        parts = [rerun(shard, held) for shard in all_shards(len(parts))]
+
+
+def run_shard(plan: DayPlan, inputs: ShardInputs, held: frozenset[str] = frozenset()) -> ShardDay:
+    """Everything per customer for one shard; the campaigns in `held` (their gate failed) stop
+    after their entrants."""
+    return _run_shard(plan.catalog, inputs, plan.point, plan.renderer, plan.ordered, plan.decisions, held)
 
 
 def _run_shard(
@@ -554,8 +602,8 @@ def _run_shard(
     renderer: TemplateRenderer,
     ordered: list[Campaign],
     decisions: Mapping[str, Decision | None],
-    held: set[str],
-) -> _ShardDay:
+    held: frozenset[str],
+) -> ShardDay:
     """Everything per customer for one shard; the campaigns in `held` (their gate failed) stop
     after their entrants."""
     program = catalog.program
@@ -646,7 +694,7 @@ def _run_shard(
                 messages=batch,
             )
         )
-    return _ShardDay(features, members, members_yesterday, results, yesterday_entrants, state, carry, rebuilt)
+    return ShardDay(features, members, members_yesterday, results, yesterday_entrants, state, carry, rebuilt)
 
 
 #: placeholders of a shard's gate: the real one is decided over all shards (`run_day`)
@@ -655,7 +703,7 @@ _HELD = GateResult(False, "decided over all shards")
 
 
 def _merge(
-    catalog: Catalog, point: AsOf, parts: list[_ShardDay], ordered: list[Campaign], gates: Mapping[str, GateResult]
+    catalog: Catalog, point: AsOf, parts: list[ShardDay], ordered: list[Campaign], gates: Mapping[str, GateResult]
 ) -> DayResult:
     """The shards' results as one day in canonical row order, the hourly limits, and D's state
     (from D−1's state of every shard: the same state whatever the shard count)."""

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
+from loyalty_assets.transforms.shards import CUSTOMER, EVERYONE, Shard
+
 STATE_PATH = ("loyalty_state",)  # the asset key's path under the storage folder
 
 
@@ -23,12 +25,26 @@ def state_folder(storage_dir: Path | str, day: date | str) -> Path:
     return Path(storage_dir).joinpath(*STATE_PATH) / key
 
 
-def read_folder(folder: Path, names: Iterable[str] | None = None) -> dict[str, pl.DataFrame] | None:
-    """The frames of a folder written by `write_folder`; only `names` (those present) when given."""
+def read_folder(
+    folder: Path, names: Iterable[str] | None = None, shard: Shard = EVERYONE
+) -> dict[str, pl.DataFrame] | None:
+    """The frames of a folder written by `write_folder`; only `names` (those present) when given;
+    of a frame with customers, only the rows of `shard`'s customers (the filter applied in the scan,
+    so a shard step never holds the whole state)."""
     if not folder.is_dir():
         return None
     wanted = None if names is None else set(names)
-    return {f.stem: pl.read_parquet(f) for f in sorted(folder.glob("*.parquet")) if wanted is None or f.stem in wanted}
+    files = [f for f in sorted(folder.glob("*.parquet")) if wanted is None or f.stem in wanted]
+    if shard.whole:
+        return {f.stem: pl.read_parquet(f) for f in files}
+    return {f.stem: _shard_scan(f, shard) for f in files}
+
+
+def _shard_scan(file: Path, shard: Shard) -> pl.DataFrame:
+    scan = pl.scan_parquet(file)
+    if CUSTOMER in scan.collect_schema().names():
+        scan = scan.filter(shard.keep())
+    return scan.collect()
 
 
 def read_state(storage_dir: Path | str, day: date) -> dict[str, pl.DataFrame] | None:
