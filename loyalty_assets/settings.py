@@ -24,6 +24,9 @@ class Settings:
     source_database_url: str | None
     #: Where the `loyalty` CLI records its runs when DAGSTER_HOME is unset: the instance `make dev` shows.
     dagster_home: Path = PROJECT_ROOT / ".dagster"
+    #: `LOYALTY_EXECUTOR`: how a run's steps execute (`defs.definitions.EXECUTORS`); default: one
+    #: process, or a process per step when the day is split in customer shards.
+    executor: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,4 +45,5 @@ class Settings:
             storage_dir=Path(env.get("LOYALTY_STORAGE_DIR", PROJECT_ROOT / ".loyalty" / "storage")),
             source_database_url=env.get("LOYALTY_SOURCE_DATABASE_URL") or None,
             dagster_home=Path(env.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster"),
+            executor=env.get("LOYALTY_EXECUTOR") or None,
         )

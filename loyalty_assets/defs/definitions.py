@@ -30,15 +30,39 @@ from loyalty_assets.settings import Settings
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
 
-def run_executor(shards: int) -> dg.ExecutorDefinition:
-    """One process for the whole run when the day is one step (orchestration, not compute, dominated
-    a small day's time); with customer shards, a process per step, as many at once as there are
-    cores (the launchpad's `execution: config: multiprocess: max_concurrent` sets another number,
-    `in_process:` runs the shards in turn). Production swaps in `dagster-k8s` or `dagster-celery`
-    (README "Customer shards")."""
-    if shards == 1:
-        return dg.in_process_executor
-    return dg.multi_or_in_process_executor
+#: The values of `LOYALTY_EXECUTOR`, and the package each needs beyond dagster (extra `cluster`).
+EXECUTORS = {"in_process": None, "multiprocess": None, "k8s": "dagster-k8s", "celery": "dagster-celery"}
+
+
+class ExecutorError(ValueError):
+    """`LOYALTY_EXECUTOR` names no executor, or one whose package is not installed."""
+
+
+def run_executor(shards: int, name: str | None = None) -> dg.ExecutorDefinition:
+    """How a run's steps execute. By default, one process for the whole run when the day is one step
+    (orchestration, not compute, dominated a small day's time), and with customer shards a process
+    per step, as many at once as there are cores (the launchpad's `execution: config: multiprocess:
+    max_concurrent` sets another number, `in_process:` runs the shards in turn). `name` (from
+    `LOYALTY_EXECUTOR`) picks one: `k8s` runs each step in a Kubernetes job (`dagster-k8s`),
+    `celery` on Celery workers (`dagster-celery`); examples in `loyalty_assets/deploy/`."""
+    if name is None:
+        return dg.in_process_executor if shards == 1 else dg.multi_or_in_process_executor
+    if name not in EXECUTORS:
+        raise ExecutorError(f"LOYALTY_EXECUTOR={name!r}: expected one of {', '.join(EXECUTORS)}")
+    try:
+        if name == "k8s":
+            from dagster_k8s import k8s_job_executor
+
+            return k8s_job_executor
+        if name == "celery":
+            from dagster_celery import celery_executor
+
+            return celery_executor
+    except ImportError as exc:
+        raise ExecutorError(
+            f"LOYALTY_EXECUTOR={name}: install {EXECUTORS[name]} (pip install 'loyalty_assets[cluster]')"
+        ) from exc
+    return dg.in_process_executor if name == "in_process" else dg.multiprocess_executor
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -69,5 +93,5 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
                 base_dir=str(settings.storage_dir / SOURCE_STORE_DIR), program_tz=catalog.program.timezone
             ),
         },
-        executor=run_executor(catalog.program.shards),
+        executor=run_executor(catalog.program.shards, settings.executor),
     )
