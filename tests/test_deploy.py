@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from loyalty_assets.defs.definitions import ExecutorError, build_definitions, run_executor
+from loyalty_assets.defs.definitions import PRELOADED, STEP_PROCESSES, ExecutorError, build_definitions, run_executor
 from loyalty_assets.defs.schedules import DAILY_JOB
 from loyalty_assets.settings import Settings
 
@@ -57,9 +57,18 @@ def test_a_wrong_executor_setting_fails_validation(catalog_dir: Path, tmp_path: 
 
 def test_the_default_executor_follows_the_shard_count() -> None:
     assert run_executor(1) is dg.in_process_executor
-    assert run_executor(4) is dg.multi_or_in_process_executor
+    assert run_executor(4) is STEP_PROCESSES
     assert run_executor(4, "in_process") is dg.in_process_executor
-    assert run_executor(1, "multiprocess") is dg.multiprocess_executor
+    assert run_executor(1, "multiprocess") is STEP_PROCESSES
+
+
+def test_step_processes_fork_from_a_preloading_server(catalog_dir: Path, tmp_path: Path) -> None:
+    job = _job(catalog_dir, tmp_path, "multiprocess", shards=2)
+    resolved = dg.validate_run_config(job, {"execution": {"config": {"max_concurrent": 2}}})["execution"]
+    got = resolved["multiprocess"]  # the executor's own config, after the mapping
+    assert got["max_concurrent"] == 2
+    assert got["start_method"] == {"forkserver": {"preload_modules": PRELOADED}}
+    assert "loyalty_assets.defs.definitions" in PRELOADED
 
 
 def test_an_unknown_executor_is_one_line_naming_the_variable() -> None:

@@ -309,6 +309,7 @@ def test_shards_run_as_parallel_steps_of_the_dagster_cli(sample: tuple[Path, Pat
             shard_steps = sorted(k for k in pids if k is not None and ".shard_" in k)
             assert shard_steps == ["loyalty_day.shard_0", "loyalty_day.shard_1", "loyalty_day.shard_2"]
             assert len({pids[k] for k in shard_steps}) == 3  # a process per step
+            assert not {pids[k] for k in shard_steps} & {e.dagster_event.pid for e in starts if e.step_key == "sources"}
             assert not any((mine / "storage" / "loyalty_day_steps").glob("*/*"))  # the merge let go of them
         results[shards] = _warehouse_tables(url)
     assert list(results[1]) == list(results[3])
@@ -328,5 +329,5 @@ def _with_shards(catalog_dir: Path, root: Path, shards: int) -> Path:
 
 def _max_concurrent(root: Path, n: int) -> Path:
     config = root / "run_config.yaml"
-    config.write_text(yaml.safe_dump({"execution": {"config": {"multiprocess": {"max_concurrent": n}}}}))
+    config.write_text(yaml.safe_dump({"execution": {"config": {"max_concurrent": n}}}))
     return config

@@ -72,10 +72,19 @@ def load_day_frames(
         loaded[table] = (rows if table in whole else rows.filter(pl.col(ts) >= since)).collect(engine="streaming")
     items = tables["check_items"].scan()
     if "check_items" not in whole or not shard.whole:
-        items = items.join(loaded["checks"].select("check_id").lazy(), on="check_id", how="semi")
+        items = items.filter(lines_of(loaded["checks"]))
     loaded["check_items"] = items.collect(engine="streaming")
     counts = {t: f.height for t, f in loaded.items()}
     return SourceFrames.from_tables(loaded | {"own_accruals": own_accruals}), counts
+
+
+def lines_of(checks: pl.DataFrame) -> pl.Expr:
+    """The check lines of these checks, as a filter of the lines' scan (in file order).
+
+    Why not a semi join: the join gathered every line of the store's history before matching
+    (at 1M customers, 20M lines: 2.1 s and +1.3 GB for a day's 2M), while the filter runs in the
+    scan (0.7 s, +0.2 GB; a quarter of the customers 0.4 s, +2 MB)."""
+    return pl.col("check_id").is_in(checks.get_column("check_id").implode())
 
 
 def day_rows(
@@ -107,8 +116,7 @@ def day_rows(
         if shard.whole:
             return tables[table].history()
         if table == "check_items":
-            checks = history("checks").select("check_id").lazy()
-            return tables[table].scan().join(checks, on="check_id", how="semi").collect(engine="streaming")
+            return tables[table].scan().filter(lines_of(history("checks"))).collect(engine="streaming")
         return tables[table].scan().filter(shard.keep()).collect(engine="streaming")
 
     return DayRows(
