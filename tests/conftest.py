@@ -31,7 +31,7 @@ from loyalty_assets.config.catalog import DEFAULT_CATALOG
 from loyalty_assets.settings import Settings
 
 if TYPE_CHECKING:
-    from dagster import JobDefinition
+    from dagster import DagsterInstance, JobDefinition
 
 # Property tests draw the same examples on every run (a CI failure can be replayed; no flaky runs);
 # HYPOTHESIS_PROFILE=explore draws fresh ones locally.
@@ -248,11 +248,12 @@ def daily_job(settings: Settings) -> JobDefinition:
     return _JOBS[key]
 
 
-def run_days(settings: Settings, days: Sequence[date]) -> None:
-    """Run the daily job for each date in order, in process; fail the test on any failed step.
+def run_days(settings: Settings, days: Sequence[date], instance: DagsterInstance | None = None) -> None:
+    """Run the daily job for each date in order, in process (in `instance` when given, to read its
+    events afterwards; else an ephemeral one); fail the test on any failed step.
 
     The daily asset carries its state from D−1 and by default refuses a date after a gap (see
-    `defs.day.previous_state`). Tests name only the dates their hand-computed expectations are
+    `defs.day.previous_folder`). Tests name only the dates their hand-computed expectations are
     about, so a date after a gap runs with `carry_state_over_gap`: it starts from the latest
     earlier state, as if the dates in between had nothing to do.
     """
@@ -261,7 +262,7 @@ def run_days(settings: Settings, days: Sequence[date]) -> None:
     from loyalty_assets.warehouse.history import state_partitions
 
     job = daily_job(settings)
-    with dg.DagsterInstance.ephemeral() as instance:
+    with contextlib.nullcontext(instance) if instance is not None else dg.DagsterInstance.ephemeral() as instance:
         for day in days:
             over_gap = bool(gap_days(state_partitions(settings.storage_dir), day))
             config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

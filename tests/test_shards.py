@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.config.catalog import load_catalog
+from loyalty_assets.defs.day import DayStart
 from loyalty_assets.sample_data import generate
 from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.readers import make_reader
@@ -42,6 +43,7 @@ from loyalty_assets.transforms.shards import (
     shard_of,
     stack_frames,
 )
+from loyalty_assets.warehouse.history import folder_version, write_folder
 from loyalty_assets.warehouse.warehouse import Warehouse
 from tests.conftest import make_settings, run_days
 
@@ -220,10 +222,13 @@ WALL_CLOCK = {"exported_at", "created_at", "written_at", "loaded_at_run", "run_i
 def test_the_daily_job_writes_the_same_with_four_shards(sample: tuple[Path, Path], tmp_path: Path) -> None:
     data, catalog_dir = sample
     results = {}
+    metadata: dict[int, dict[tuple[str, str], object]] = {}
     for shards in (1, 4):
         mine = _with_shards(catalog_dir, tmp_path / f"n{shards}", shards)
         url = f"sqlite:///{mine / 'wh.db'}"
-        run_days(make_settings(data, mine / "catalog", url, mine / "storage"), DAYS)
+        with dg.DagsterInstance.ephemeral() as instance:
+            run_days(make_settings(data, mine / "catalog", url, mine / "storage"), DAYS, instance)
+            metadata[shards] = _day_metadata(instance)
         stored = {
             str(p.relative_to(mine / "storage")): pl.read_parquet(p)
             for p in sorted((mine / "storage").rglob("*.parquet"))
@@ -238,6 +243,29 @@ def test_the_daily_job_writes_the_same_with_four_shards(sample: tuple[Path, Path
     assert any("loyalty_state" in name for name in stored_1) and any("customer_features" in name for name in stored_1)
     for name in stored_1:
         _same_frame(stored_1[name], stored_4[name], f"stored {name}")
+    # what the UI shows is the same too: every output's metadata, every gate's result, per date
+    assert metadata[1] == metadata[4]
+    gates = [v for (_, key), v in metadata[1].items() if key.startswith("check ")]
+    assert gates and any(not passed for passed, _ in gates) and any(passed for passed, _ in gates)
+
+
+def _day_metadata(instance: dg.DagsterInstance) -> dict[tuple[str, str], object]:
+    """Per date and `loyalty_day` output: its materialisation metadata (the text of each value:
+    counts, tables, JSON), and per gate its result and metadata."""
+    out: dict[tuple[str, str], object] = {}
+    for run in instance.get_runs():
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+            event = entry.asset_materialization
+            assert event is not None
+            key = event.asset_key.to_user_string()
+            if key.startswith("source/") or key in ("bonus_ledger", "daily_summary") or key.endswith("/results"):
+                continue
+            out[(str(event.partition), key)] = {k: str(v.value) for k, v in event.metadata.items()}
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            data = entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+            check = f"check {data.asset_key.to_user_string()} {data.check_name}"
+            out[(str(data.partition), check)] = (data.passed, {k: str(v.value) for k, v in data.metadata.items()})
+    return out
 
 
 def test_all_shards_are_the_count() -> None:
@@ -331,3 +359,26 @@ def _max_concurrent(root: Path, n: int) -> Path:
     config = root / "run_config.yaml"
     config.write_text(yaml.safe_dump({"execution": {"config": {"max_concurrent": n}}}))
     return config
+
+
+def test_a_shard_step_stops_when_the_state_it_was_planned_on_changed(tmp_path: Path) -> None:
+    """The plan records which version of D−1's state it saw; a shard step (or the merge's rerun)
+    that finds another — D−1 ran again meanwhile, or is being swapped in — stops instead of starting
+    from a different state than the other shards."""
+    folder = tmp_path / "loyalty_state" / "2025-06-24"
+    frames = DayState.empty().to_frames() | {
+        "members": pl.DataFrame({"segment_id": ["s"] * 6, "customer_id": list(range(6))})
+    }
+    write_folder(folder, frames)
+    start = DayStart(str(folder), {}, folder_version(folder))
+    whole = start.state(Shard()).members
+    parts = [start.state(Shard(i, 3)).members for i in range(3)]
+    assert sorted(c for p in parts for c in p["customer_id"]) == sorted(whole["customer_id"])
+    assert all(p.height < whole.height for p in parts)
+    write_folder(folder, frames)  # the same date written again: a new version
+    with pytest.raises(dg.Failure, match="changed while this date ran"):
+        start.state(Shard(0, 3))
+    shutil.rmtree(folder)
+    with pytest.raises(dg.Failure, match="changed while this date ran"):
+        DayStart(str(folder), {}, start.version).state(Shard(0, 3))
+    assert DayStart(None, {}).state(Shard(0, 3)).members.is_empty()  # the first date: empty state

@@ -8,12 +8,15 @@ accruals, yesterday's members, campaign history, waiting tokens, the frequency-c
 declared dependency of itself, which Dagster allows (a cycle through other assets it does not).
 
 Why one step: a day at 5,000 customers used to be 60 Dagster steps whose bookkeeping cost more than
-the work. Business logic is `transforms.campaign_day.run_day`; this module only wires and writes.
+the work. With `shards` > 1 in program.yaml the same outputs come from a graph of steps instead —
+`plan` → `shard_<i>` per customer shard → `merge` — that an executor can run in parallel processes
+or pods (`_sharded_day_asset`). Business logic is `transforms.campaign_day` (`run_day`, or the
+three functions it chains); this module only wires and writes.
 """
 
 import shutil
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +33,7 @@ from loyalty_assets.defs.resources import STATE_FOLDER, STATE_KEY, WarehouseReso
 from loyalty_assets.defs.segments import segment_key
 from loyalty_assets.defs.sources import source_key
 from loyalty_assets.defs.warehouse_io import WAREHOUSE_IO
-from loyalty_assets.sources.day_view import TableAsOf, day_rows, load_day_frames
+from loyalty_assets.sources.day_view import NOT_PER_CUSTOMER, TableAsOf, day_rows, load_day_frames
 from loyalty_assets.sources.frames import AsOf
 from loyalty_assets.sources.schemas import SCHEMAS
 from loyalty_assets.transforms.ab_testing import Decision
@@ -56,7 +59,7 @@ from loyalty_assets.transforms.features import required_features
 from loyalty_assets.transforms.shards import EVERYONE, Shard
 from loyalty_assets.warehouse.audiences import export_audiences
 from loyalty_assets.warehouse.campaign_rows import write_campaign_day
-from loyalty_assets.warehouse.history import read_folder, state_folder, state_partitions
+from loyalty_assets.warehouse.history import folder_version, read_folder, state_folder, state_partitions
 from loyalty_assets.warehouse.membership import write_membership
 from loyalty_assets.warehouse.warehouse import Warehouse
 
@@ -260,14 +263,20 @@ def _shard_loader(
     loaded: dict[str, int],
 ) -> Callable[[Shard], ShardInputs]:
     """`load(shard)`: one shard's rows of D's sources and of D−1's state, read from the store when
-    its turn comes (then dropped); the rows read are counted into `loaded`."""
+    its turn comes (then dropped). The rows read are counted into `loaded` as one pass over the
+    day reads them, whatever the shard count: a shard's first load only (a failed gate loads it
+    again), the tables every shard reads whole (`day_view.NOT_PER_CUSTOMER`) by the first shard."""
+    counted: set[Shard] = set()
 
     def load(shard: Shard) -> ShardInputs:
         mine = state_of(shard)
         own = mine.own_accruals(point)
         frames, counts = load_day_frames(tables, point, whole=whole_history, own_accruals=own, shard=shard)
-        for table, n in counts.items():
-            loaded[table] = loaded.get(table, 0) + n
+        if shard not in counted:
+            counted.add(shard)
+            for table, n in counts.items():
+                if shard.index == 0 or table not in NOT_PER_CUSTOMER:
+                    loaded[table] = loaded.get(table, 0) + n
         own_entered = mine.own_accruals_entered(point)
         rows = day_rows(tables, frames, whole=whole_history, own_entered=own_entered, own_history=own, shard=shard)
         return ShardInputs(frames, mine, rows)
@@ -314,7 +323,7 @@ def _day_outputs(
 
 #: The IO manager of the values passed between `loyalty_day`'s own steps (the plan, each shard's
 #: part of D): pickles under the storage dir, one folder per run (`FilesystemIOManager`); with steps
-#: in several pods, an object store's pickle IO manager under the same key (README "Customer shards").
+#: in several pods or workers, the storage dir is a volume they share (README "Customer shards").
 STEP_IO = "day_step_io"
 STEP_IO_DIR = "loyalty_day_steps"
 
@@ -322,15 +331,30 @@ STEP_IO_DIR = "loyalty_day_steps"
 @dataclass(frozen=True)
 class DayStart:
     """What the planning step hands every shard step and the merge: where D−1's state is (None: D
-    starts from the empty state) and the adaptive A/B decisions, made once over every customer."""
+    starts from the empty state) and which version of it the plan saw, and the adaptive A/B
+    decisions made there over every customer (empty in the one-step asset, whose `run_day` makes
+    them)."""
 
     folder: str | None
     decisions: dict[str, Decision | None]
+    version: tuple[tuple[str, int, int, int], ...] = ()
 
     def state(self, shard: Shard) -> DayState:
-        """D−1's state of `shard`'s customers (what is not per customer, whole)."""
-        frames = read_folder(Path(self.folder), shard=shard) if self.folder is not None else None
-        return DayState.from_frames(frames) if frames is not None else DayState.empty()
+        """D−1's state of `shard`'s customers (what is not per customer, whole); stops when it is not
+        the state the plan saw (D−1 ran again, or is being written, while D's steps ran): shards
+        started from different states would give a day no single run gives."""
+        if self.folder is None:
+            return DayState.empty()
+        folder = Path(self.folder)
+        if folder_version(folder) == self.version:
+            frames = read_folder(folder, shard=shard)
+            if frames is not None and folder_version(folder) == self.version:
+                return DayState.from_frames(frames)
+        raise dg.Failure(
+            description=f"the loyalty state of {folder.name} changed while this date ran (that date ran again): "
+            "run this date again",
+            allow_retries=False,
+        )
 
 
 def day_start(
@@ -346,17 +370,18 @@ def day_start(
     """The guard (`previous_folder`), then (given the source `tables`) D's A/B decisions, which
     read only the state's entrants and messages."""
     folder = previous_folder(context, previous, point.date, storage_dir, over_gap=over_gap)
-    start = DayStart(str(folder) if folder is not None else None, {})
+    version = folder_version(folder) if folder is not None else ()
+    start = DayStart(str(folder) if folder is not None else None, {}, version)
     if tables is None:
         return start
     adaptive = [c for c in by_priority(catalog) if (s := c.ab_split()) is not None and s.adaptive]
     if not adaptive:
-        return DayStart(start.folder, {c.id: None for c in by_priority(catalog)})
+        return replace(start, decisions={c.id: None for c in by_priority(catalog)})
     stored = read_folder(folder, names=("triggered", "outbox", "meta")) if folder is not None else None
     state = DayState.from_frames(stored) if stored is not None else DayState.empty()
     frames = decision_frames(catalog, state, lambda t: tables[t].scan())
     plan = plan_day(catalog, point, frames=frames, state=state)
-    return DayStart(start.folder, dict(plan.decisions))
+    return replace(start, decisions=dict(plan.decisions))
 
 
 @dataclass(frozen=True)
@@ -453,8 +478,11 @@ def _sharded_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, st
         result = finish_day(plan, shard_days, lambda shard, held: run_shard(plan, load(shard), held))
         del shard_days
         yield from _day_outputs(catalog, context, warehouse.warehouse, plan.point.date, result, loaded, whole_history)
-        # the steps' values are needed no more (a failed merge keeps them for a re-execution)
-        shutil.rmtree(storage_dir / STEP_IO_DIR / context.run_id, ignore_errors=True)
+        # D is written: the steps' values are needed no more, neither this run's nor those of the runs
+        # it re-executes (a failed merge keeps them for a re-execution from failure)
+        run = context.run
+        for run_id in {run.run_id, run.parent_run_id, run.root_run_id} - {None}:
+            shutil.rmtree(storage_dir / STEP_IO_DIR / str(run_id), ignore_errors=True)
 
     shard_steps = [shard_step(i) for i in range(count)]
     graph_ins = {name: dg.GraphIn() for name in [*source_ins, "previous"]}
@@ -475,7 +503,7 @@ def _sharded_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, st
             config_fn=lambda cfg: {"plan": {"config": cfg}},
             config_schema={"carry_state_over_gap": dg.Field(bool, default_value=False, is_required=False)},
         ),
-        description=__doc__,
+        description="The day after the sources, in customer shards: plan → shard_<i> → merge.",
     )(compose)
     by_output = {output_name(spec.key): spec for spec in specs}
     freshness = daily_freshness(program)

@@ -21,6 +21,9 @@ from loyalty_assets.transforms.day_inputs import EVENT_TIME, WHOLE_TABLES, rows_
 from loyalty_assets.transforms.feature_carry import DayRows
 from loyalty_assets.transforms.shards import EVERYONE, Shard
 
+#: Source tables without customers: every shard reads them whole.
+NOT_PER_CUSTOMER = ("categories",)
+
 
 @dataclass(frozen=True)
 class TableAsOf:
@@ -59,7 +62,7 @@ def load_day_frames(
 
     def scan(table: str) -> pl.LazyFrame:
         frame = tables[table].scan()
-        return frame if table in ("categories", "check_items") else frame.filter(shard.keep())
+        return frame if table in (*NOT_PER_CUSTOMER, "check_items") else frame.filter(shard.keep())
 
     loaded: dict[str, pl.DataFrame] = {t: scan(t).collect() for t in WHOLE_TABLES}
     # over every customer, so that a shard reads from the same instant as the whole day

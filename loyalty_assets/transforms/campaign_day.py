@@ -547,10 +547,11 @@ def run_day(
     chains: `plan_day`, `run_shard` per shard, `finish_day`.
 
     The per-customer work runs in `shards` customer shards in turn (`transforms.shards`), each on
-    its customers' inputs: `load(shard)` when given (the daily asset: a shard read straight from the
-    store, with D's `rows` for the carried features, `carried_day_features`; `frames` then need only
-    hold what the decisions read, `decision_frames`), else `frames`/`state` split in memory, the
-    features computed from all history (the dry run, previews), with the same result. Around the
+    its customers' inputs: `load(shard)` when given (the one-step daily asset: the day read straight
+    from the store, with D's `rows` for the carried features, `carried_day_features`; `frames` then
+    need only hold what the decisions read, `decision_frames`), else `frames`/`state` split in
+    memory, the features computed from all history (the dry run, previews), with the same result.
+    The sharded daily asset runs each shard as a step of its own instead (`defs.day`). Around the
     shards, once: the adaptive A/B decisions before (from `frames` and `state`: every customer's
     history), the audience gates and hourly limits after. The result is the same, row for row and
     in the same order, for every shard count.

@@ -40,6 +40,16 @@ def read_folder(
     return {f.stem: _shard_scan(f, shard) for f in files}
 
 
+def folder_version(folder: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """What tells one written state folder from another (`write_folder` swaps in a folder of new
+    files): each file's name, inode, size and modification time. Empty when the folder is gone."""
+    if not folder.is_dir():
+        return ()
+    return tuple(
+        (f.name, (st := f.stat()).st_ino, st.st_size, st.st_mtime_ns) for f in sorted(folder.glob("*.parquet"))
+    )
+
+
 def _shard_scan(file: Path, shard: Shard) -> pl.DataFrame:
     scan = pl.scan_parquet(file)
     if CUSTOMER in scan.collect_schema().names():
