@@ -22,7 +22,7 @@ from loyalty_assets.settings import Settings
 DEPLOY = Path(__file__).resolve().parents[1] / "loyalty_assets" / "deploy"
 
 
-def _job(catalog_dir: Path, tmp_path: Path, executor: str, shards: int) -> dg.JobDefinition:
+def _definitions(catalog_dir: Path, tmp_path: Path, executor: str | None, shards: int) -> dg.Definitions:
     program_path = catalog_dir / "program.yaml"
     program = yaml.safe_load(program_path.read_text())
     program["shards"] = shards
@@ -30,7 +30,11 @@ def _job(catalog_dir: Path, tmp_path: Path, executor: str, shards: int) -> dg.Jo
     settings = replace(
         Settings.from_env(), campaigns_dir=catalog_dir, storage_dir=tmp_path / "storage", executor=executor
     )
-    return build_definitions(settings).resolve_job_def(DAILY_JOB)
+    return build_definitions(settings)
+
+
+def _job(catalog_dir: Path, tmp_path: Path, executor: str | None, shards: int) -> dg.JobDefinition:
+    return _definitions(catalog_dir, tmp_path, executor, shards).resolve_job_def(DAILY_JOB)
 
 
 @pytest.mark.parametrize("executor", ["k8s", "celery"])
@@ -74,3 +78,32 @@ def test_step_processes_fork_from_a_preloading_server(catalog_dir: Path, tmp_pat
 def test_an_unknown_executor_is_one_line_naming_the_variable() -> None:
     with pytest.raises(ExecutorError, match=r"^LOYALTY_EXECUTOR='kubernetes': expected one of in_process, "):
         run_executor(2, "kubernetes")
+
+
+def test_the_sharded_day_shows_the_assets_of_the_one_step_day(catalog_dir: Path, tmp_path: Path) -> None:
+    """Keys, lineage, groups, kinds, tags, owners, descriptions, freshness and checks are what the UI
+    shows; they do not depend on the shard count."""
+
+    def shown(shards: int) -> tuple[dict[str, object], set[str]]:
+        defs = _definitions(catalog_dir, tmp_path / str(shards), None, shards)
+        day = next(
+            a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and a.node_def.name == "loyalty_day"
+        )
+        specs = {
+            spec.key.to_user_string(): (
+                sorted(d.asset_key.to_user_string() for d in spec.deps),
+                spec.group_name,
+                sorted(spec.kinds),
+                {k: v for k, v in spec.tags.items() if not k.startswith("dagster/kind/")},
+                list(spec.owners),
+                spec.description,
+                spec.freshness_policy,
+            )
+            for spec in day.specs
+        }
+        checks = {f"{c.asset_key.to_user_string()}:{c.name}" for c in day.check_specs}
+        return specs, checks
+
+    one, four = shown(1), shown(4)
+    assert one == four
+    assert len(one[0]) > 10 and len(one[1]) == 9  # every output, every campaign's gate
