@@ -14,6 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
+import yaml
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.defs.schedules import DAILY_JOB
@@ -41,11 +43,21 @@ def snapshot(url: str) -> dict[str, pl.DataFrame]:
     return {table: wh.read(table).sort(key) for table, key in TABLES.items()}
 
 
+def with_shards(catalog_dir: Path, shards: int) -> None:
+    """`shards` in the catalog's program.yaml: with more than one, the guard is the `plan` step's."""
+    path = catalog_dir / "program.yaml"
+    program = yaml.safe_load(path.read_text())
+    program["shards"] = shards
+    path.write_text(yaml.safe_dump(program))
+
+
+@pytest.mark.parametrize("shards", [1, 2])
 def test_two_dates_started_together_on_an_empty_warehouse(
-    birthday_data: Path, catalog_dir: Path, tmp_path: Path
+    birthday_data: Path, catalog_dir: Path, tmp_path: Path, shards: int
 ) -> None:
     """A job backfill launches 21 and 22 Feb at once: 22 stops, naming 21; then it completes as told."""
     keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
+    with_shards(catalog_dir, shards)
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "storage")
     job = daily_job(settings)
@@ -80,10 +92,12 @@ def test_two_dates_started_together_on_an_empty_warehouse(
         assert_frame_equal(expected[table], actual[table])
 
 
+@pytest.mark.parametrize("shards", [1, 2])
 def test_a_date_after_a_gap_names_the_first_missing_date(
-    birthday_data: Path, catalog_dir: Path, tmp_path: Path
+    birthday_data: Path, catalog_dir: Path, tmp_path: Path, shards: int
 ) -> None:
     keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
+    with_shards(catalog_dir, shards)
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "storage")
     job = daily_job(settings)
