@@ -278,3 +278,56 @@ def oracle(entries: pl.DataFrame, until: datetime) -> pl.DataFrame:
             lot["remaining"] = D(0)
     frame = pl.DataFrame(list(lots.values()), schema=empty_lots().schema)
     return frame.sort(["customer_id", "expires_at", "accrued_at", "lot_id"], nulls_last=True)
+
+
+# --- the carried ledger: only lots with something remaining -------------------------------------
+
+
+@st.composite
+def carried_histories(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Source rows and own accruals (each with the date its run wrote it: the day it was accrued, or
+    a few days before for one accrued later, or after for one backdated) that expire or get spent, so
+    lots close along the way."""
+    source, _ = draw(histories())
+    rows = []
+    for j in range(draw(st.integers(0, 6))):
+        accrued = ts(1) + timedelta(hours=draw(st.integers(0, 20 * 24)))
+        expires = accrued + timedelta(hours=draw(st.integers(1, 6 * 24))) if draw(st.booleans()) else None
+        written = (accrued - timedelta(days=draw(st.integers(-2, 3)))).date()  # before, or backdated after
+        rows.append((f"c:{j}", draw(st.integers(1, 3)), D(draw(st.integers(1, 3000))) / 100, accrued, expires, "LE-X"))
+        rows[-1] = (*rows[-1], written)
+    accruals = own([r[:6] for r in rows]).with_columns(
+        pl.Series("partition_date", [r[6] for r in rows], dtype=pl.Date())
+    )
+    return source, accruals
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(carried_histories(), st.sampled_from(["UTC", "Europe/Moscow", "Asia/Vladivostok"]))
+def test_carrying_only_open_lots_changes_no_lot(history: tuple[pl.DataFrame, pl.DataFrame], zone: str) -> None:
+    """What the ledger asset does day by day — D−1's carried lots, D's source rows and the own
+    accruals D−1's lots do not hold (`pending_accruals`) — gives, every day, the open lots of the
+    same days run with every lot kept and every own accrual offered again (skipped by lot id once
+    a lot); without backdated accruals, those of the full build too. No closed lot is carried."""
+    from loyalty_assets.sources.frames import AsOf
+    from loyalty_assets.transforms.ledger import carried, pending_accruals
+
+    source, accruals = history
+    backdated = accruals.filter(pl.col("partition_date") > pl.col("accrued_at").dt.date()).height > 0
+    lots, every = empty_lots(), empty_lots()
+    for d in range(0, 24):
+        point = AsOf(date=(ts(1) + timedelta(days=d)).date(), program_tz=zone)
+        before_cutoff = pl.col("accrued_at") < point.cutoff_literal
+        written = accruals.filter((pl.col("partition_date") <= point.date) & before_cutoff)
+        today = source.filter(
+            ((pl.col("ts") >= point.start_literal) | (d == 0)) & (pl.col("ts") < point.cutoff_literal)
+        )
+        pending = pending_accruals(written, point).select(list(OWN_ACCRUALS_SCHEMA))
+        lots = carried(advance_lots(lots, ledger_entries(today, pending), point.cutoff))
+        mine = written.select(list(OWN_ACCRUALS_SCHEMA))
+        every = advance_lots(every, ledger_entries(today, mine), point.cutoff)
+        assert_frame_equal(lots, carried(every))
+        assert not (lots["remaining"] == 0).any()
+        if not backdated:
+            full = build_lots(ledger_entries(source.filter(pl.col("ts") < point.cutoff_literal), mine), point.cutoff)
+            assert_frame_equal(lots, carried(full))

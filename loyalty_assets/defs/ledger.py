@@ -4,9 +4,13 @@ Its inputs are declared: the ledger source, its own previous day (a stored frame
 first date) and `loyalty_state` of D, which holds every accrual this project made up to D (the
 day's campaigns included). With D−1's lots it advances them by D's entries; without them it
 rebuilds from the whole history. Both give the same lots (`transforms.ledger`, property-tested).
+The frame carried from day to day holds only the lots with something remaining (`ledger.carried`:
+a closed lot never changes again); the table keeps every lot.
 The warehouse table `bonus_lots` is written, never read back. Business logic is in
 `transforms.ledger`; this only wires.
 """
+
+from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
@@ -21,8 +25,10 @@ from loyalty_assets.transforms.day_state import DayState
 from loyalty_assets.transforms.ledger import (
     advance_lots,
     build_lots,
+    carried,
     expiry_mismatches,
     ledger_entries,
+    pending_accruals,
     touched_customers,
 )
 from loyalty_assets.warehouse.lots import write_lots
@@ -56,37 +62,46 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
         point = as_of(context, program)
         wh = warehouse.warehouse
         # every accrual written up to D (D's campaigns included) and accrued before D's cutoff
-        own = DayState.from_frames(state).accruals.filter(pl.col("accrued_at") < point.cutoff_literal)
-        own = own.select(list(OWN_ACCRUALS_SCHEMA))
-        # D's ledger rows, and every accrual not yet a lot (advance_lots skips those that are)
-        new = (pl.col("ts") >= point.start_literal) | (pl.col("kind") == "accrual")
+        written_up_to_d = DayState.from_frames(state).accruals.filter(pl.col("accrued_at") < point.cutoff_literal)
+        own = written_up_to_d.select(list(OWN_ACCRUALS_SCHEMA))
+
+        def every_lot() -> pl.DataFrame:
+            """The lots from the whole history, closed ones included (what a replaced table holds)."""
+            return build_lots(ledger_entries(bonus_transactions.drop(VISIBLE_DAY).collect(), own), point.cutoff)
+
         touched = None  # the customers whose lots D can change: the write compares only theirs
+        every: Callable[[], pl.DataFrame] | None = None  # how a replaced table gets the closed lots
         if previous is None:
             entries = ledger_entries(bonus_transactions.drop(VISIBLE_DAY).collect(), own)
             lots, mode = build_lots(entries, point.cutoff), "rebuilt from history"
         else:
             # only the rows D can change are read (the filter is pushed into the store's scan): D's
             # rows and the source accruals that arrived on D stamped earlier (a late accrual became a
-            # lot on the day it arrived, so earlier ones are all in D-1's lots)
+            # lot on the day it arrived, so earlier ones are all in D-1's lots); of the own accruals,
+            # those D−1's lots do not hold (`pending_accruals`: its closed lots are not carried)
             late = (pl.col("kind") == "accrual") & (pl.col(VISIBLE_DAY) == point.date)
             day_rows = bonus_transactions.filter((pl.col("ts") >= point.start_literal) | late)
-            entries = ledger_entries(day_rows.drop(VISIBLE_DAY).collect(), own).filter(new)
+            pending = pending_accruals(written_up_to_d, point).select(list(OWN_ACCRUALS_SCHEMA))
+            new = (pl.col("ts") >= point.start_literal) | (pl.col("kind") == "accrual")
+            entries = ledger_entries(day_rows.drop(VISIBLE_DAY).collect(), pending).filter(new)
             touched = touched_customers(previous, entries, point.cutoff)
             lots, mode = advance_lots(previous, entries, point.cutoff, touched), "advanced from D-1"
-        written = write_lots(wh, lots, point.date, previous, touched)
+            every = every_lot
+        kept = carried(lots)
+        written = write_lots(wh, lots, point.date, previous, touched, carried=kept, every=every)
         mismatches = expiry_mismatches(lots, entries, point.cutoff, since=point.start)  # D's instants
         if mismatches.height:
             context.log.warning(f"{mismatches.height} source expiry rows disagree with the ledger on D (ledger wins)")
         balance = lots.get_column("remaining").sum()
         return dg.Output(
-            lots,
+            kept,
             metadata={
                 "mode": dg.MetadataValue.text(mode),
                 "written": dg.MetadataValue.text(str(written)),
-                "lots": dg.MetadataValue.int(lots.height),
+                "lots": dg.MetadataValue.int(kept.height),  # carried to D+1: those with something left
                 "live_lots": dg.MetadataValue.int(lots.filter(pl.col("remaining") > 0).height),
                 "overdrafts": dg.MetadataValue.int(lots.filter(pl.col("remaining") < 0).height),
-                "customers": dg.MetadataValue.int(lots.get_column("customer_id").n_unique()),
+                "customers": dg.MetadataValue.int(kept.get_column("customer_id").n_unique()),
                 "balance_total": dg.MetadataValue.text(str(balance)),
                 "expiry_mismatches": dg.MetadataValue.int(mismatches.height),
                 "expiry_mismatch_sample": dg.MetadataValue.json(
@@ -100,7 +115,7 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
                         for r in mismatches.head(5).iter_rows()
                     ]
                 ),
-                "dagster/row_count": dg.MetadataValue.int(lots.height),
+                "dagster/row_count": dg.MetadataValue.int(kept.height),
             },
         )
 

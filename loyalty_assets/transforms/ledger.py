@@ -45,7 +45,7 @@ import polars as pl
 from loyalty_assets.sources.schemas import MONEY, UTC_TS
 
 if TYPE_CHECKING:
-    from loyalty_assets.sources.frames import SourceFrames
+    from loyalty_assets.sources.frames import AsOf, SourceFrames
 
 #: One row per lot and customer: the ledger's state, the warehouse table `bonus_lots`.
 LOT_SCHEMA: dict[str, pl.DataType] = {
@@ -327,6 +327,22 @@ def carry_lots(
     )
     rebuilt = build_lots(history_of(late), until)
     return pl.concat([advanced, rebuilt], how="vertical").sort(_FIFO, nulls_last=True)
+
+
+def carried(lots: pl.DataFrame) -> pl.DataFrame:
+    """The lots a later day can change or count: those with something remaining (an overdraft lot's
+    remainder is negative). A lot with nothing remaining — spent or expired — never changes again
+    (FIFO consumes and expiry closes only lots with something left), so the daily state leaves it
+    out: at 1M customers × 800 days, 7.0M of 10.3M lots, which every date read, merged and wrote."""
+    return lots.filter(pl.col("remaining") != 0)
+
+
+def pending_accruals(own: pl.DataFrame, point: AsOf) -> pl.DataFrame:
+    """This project's accruals (`DayState.accruals`, with `partition_date`) that D−1's lots do not
+    hold: written on D or later, or accrued at or after D−1's cutoff (the start of D). The others
+    became lots at D−1 at the latest; with closed lots out of the carried state (`carried`), they
+    cannot be told apart by lot id any more, so they must not be offered again."""
+    return own.filter((pl.col("partition_date") >= point.date) | (pl.col("accrued_at") >= point.start_literal))
 
 
 def balances(lots: pl.DataFrame) -> pl.DataFrame:

@@ -12,6 +12,7 @@ not on the data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -54,14 +55,19 @@ def write_lots(
     day: date,
     previous: pl.DataFrame | None = None,
     touched: pl.Series | None = None,
+    *,
+    carried: pl.DataFrame | None = None,
+    every: Callable[[], pl.DataFrame] | None = None,
 ) -> int | str:
     """Make `bonus_lots` the lots as of `day`; rows written, or why the write was skipped.
 
-    When the table holds `previous` (the lots of the day before, as that run wrote them), only the
-    lots that changed are written (`_write_changes`): a day touches a few lots of the whole history.
+    When the table holds `previous` (the lots the day before's run carried on), only the lots that
+    changed are written (`_write_changes`): a day touches a few lots of the whole history.
     `touched` (`ledger.touched_customers` of the advance from `previous`) limits the comparison to
     the customers whose lots can differ. Otherwise (first date, a re-run, a backfill that starts
-    over) the table is replaced.
+    over) the table is replaced, by `every()` when given: the lots of the whole history, closed
+    ones included, when `lots` were advanced from a state without them. `carried` (default `lots`):
+    the frame this run hands the next day, whose digest the marker keeps.
     """
     table, marker = warehouse.table(TABLE), warehouse.table(AS_OF_TABLE)
     with warehouse.transaction() as conn:
@@ -76,9 +82,9 @@ def write_lots(
                 now, before = lots.filter(mine), previous.filter(mine)
             written = _write_changes(conn, table, now, before)
         else:
-            written = warehouse.replace(TABLE, lots, {}, conn=conn)
+            written = warehouse.replace(TABLE, every() if every is not None else lots, {}, conn=conn)
         conn.execute(sa.delete(marker))
-        conn.execute(sa.insert(marker).values(as_of_date=day, lots_digest=digest(lots)))
+        conn.execute(sa.insert(marker).values(as_of_date=day, lots_digest=digest(lots if carried is None else carried)))
         return written
 
 
