@@ -202,6 +202,16 @@ def copy_inputs(root: Path, fixture: str) -> tuple[Path, Path]:
 BIRTHDAY_WRITERS = ("birthday_members_over_a_year", "birthday_week_early", "favourite_category_not_chosen")
 
 
+def set_shards(catalog_dir: Path, shards: int) -> None:
+    """`shards` in a copied catalog's program.yaml (more than one: `loyalty_day` is a graph of steps)."""
+    import yaml
+
+    path = catalog_dir / "program.yaml"
+    program = yaml.safe_load(path.read_text())
+    program["shards"] = shards
+    path.write_text(yaml.safe_dump(program))
+
+
 def keep_campaigns(catalog_dir: Path, *campaign_ids: str) -> Path:
     """Narrow a copied catalog to the campaigns a test is about (segments and templates stay).
 

@@ -15,13 +15,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-import yaml
 from polars.testing import assert_frame_equal
 
 from loyalty_assets.defs.schedules import DAILY_JOB
 from loyalty_assets.warehouse.history import state_partitions
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import BIRTHDAY_WRITERS, daily_job, keep_campaigns, make_settings, run_days
+from tests.conftest import BIRTHDAY_WRITERS, daily_job, keep_campaigns, make_settings, run_days, set_shards
 
 FEB_21, FEB_22, FEB_23 = date(2025, 2, 21), date(2025, 2, 22), date(2025, 2, 23)
 TABLES = {
@@ -43,21 +42,13 @@ def snapshot(url: str) -> dict[str, pl.DataFrame]:
     return {table: wh.read(table).sort(key) for table, key in TABLES.items()}
 
 
-def with_shards(catalog_dir: Path, shards: int) -> None:
-    """`shards` in the catalog's program.yaml: with more than one, the guard is the `plan` step's."""
-    path = catalog_dir / "program.yaml"
-    program = yaml.safe_load(path.read_text())
-    program["shards"] = shards
-    path.write_text(yaml.safe_dump(program))
-
-
 @pytest.mark.parametrize("shards", [1, 2])
 def test_two_dates_started_together_on_an_empty_warehouse(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path, shards: int
 ) -> None:
     """A job backfill launches 21 and 22 Feb at once: 22 stops, naming 21; then it completes as told."""
     keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
-    with_shards(catalog_dir, shards)
+    set_shards(catalog_dir, shards)
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "storage")
     job = daily_job(settings)
@@ -97,7 +88,7 @@ def test_a_date_after_a_gap_names_the_first_missing_date(
     birthday_data: Path, catalog_dir: Path, tmp_path: Path, shards: int
 ) -> None:
     keep_campaigns(catalog_dir, *BIRTHDAY_WRITERS)
-    with_shards(catalog_dir, shards)
+    set_shards(catalog_dir, shards)
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     settings = make_settings(birthday_data, catalog_dir, url, tmp_path / "storage")
     job = daily_job(settings)

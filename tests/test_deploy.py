@@ -18,15 +18,13 @@ import yaml
 from loyalty_assets.defs.definitions import PRELOADED, STEP_PROCESSES, ExecutorError, build_definitions, run_executor
 from loyalty_assets.defs.schedules import DAILY_JOB
 from loyalty_assets.settings import Settings
+from tests.conftest import set_shards
 
 DEPLOY = Path(__file__).resolve().parents[1] / "loyalty_assets" / "deploy"
 
 
 def _definitions(catalog_dir: Path, tmp_path: Path, executor: str | None, shards: int) -> dg.Definitions:
-    program_path = catalog_dir / "program.yaml"
-    program = yaml.safe_load(program_path.read_text())
-    program["shards"] = shards
-    program_path.write_text(yaml.safe_dump(program))
+    set_shards(catalog_dir, shards)
     settings = replace(
         Settings.from_env(), campaigns_dir=catalog_dir, storage_dir=tmp_path / "storage", executor=executor
     )

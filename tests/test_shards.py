@@ -43,9 +43,9 @@ from loyalty_assets.transforms.shards import (
     shard_of,
     stack_frames,
 )
-from loyalty_assets.warehouse.history import folder_version, write_folder
+from loyalty_assets.warehouse.history import StoredState, write_folder
 from loyalty_assets.warehouse.warehouse import Warehouse
-from tests.conftest import make_settings, run_days
+from tests.conftest import make_settings, run_days, set_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 DAYS = [date(2025, 6, 24) + timedelta(days=i) for i in range(4)]  # 26 June: the heavy day
@@ -348,10 +348,7 @@ def test_shards_run_as_parallel_steps_of_the_dagster_cli(sample: tuple[Path, Pat
 def _with_shards(catalog_dir: Path, root: Path, shards: int) -> Path:
     """`root` with a copy of the catalog (`root/catalog`) whose program.yaml sets `shards`."""
     shutil.copytree(catalog_dir, root / "catalog")
-    program_path = root / "catalog" / "program.yaml"
-    program = yaml.safe_load(program_path.read_text())
-    program["shards"] = shards
-    program_path.write_text(yaml.safe_dump(program))
+    set_shards(root / "catalog", shards)
     return root
 
 
@@ -370,7 +367,7 @@ def test_a_shard_step_stops_when_the_state_it_was_planned_on_changed(tmp_path: P
         "members": pl.DataFrame({"segment_id": ["s"] * 6, "customer_id": list(range(6))})
     }
     write_folder(folder, frames)
-    start = DayStart(str(folder), {}, folder_version(folder))
+    start = DayStart(StoredState.at(folder), {})
     whole = start.state(Shard()).members
     parts = [start.state(Shard(i, 3)).members for i in range(3)]
     assert sorted(c for p in parts for c in p["customer_id"]) == sorted(whole["customer_id"])
@@ -380,5 +377,5 @@ def test_a_shard_step_stops_when_the_state_it_was_planned_on_changed(tmp_path: P
         start.state(Shard(0, 3))
     shutil.rmtree(folder)
     with pytest.raises(dg.Failure, match="changed while this date ran"):
-        DayStart(str(folder), {}, start.version).state(Shard(0, 3))
+        DayStart(start.previous, {}).state(Shard(0, 3))
     assert DayStart(None, {}).state(Shard(0, 3)).members.is_empty()  # the first date: empty state

@@ -59,7 +59,7 @@ from loyalty_assets.transforms.features import required_features
 from loyalty_assets.transforms.shards import EVERYONE, Shard
 from loyalty_assets.warehouse.audiences import export_audiences
 from loyalty_assets.warehouse.campaign_rows import write_campaign_day
-from loyalty_assets.warehouse.history import folder_version, read_folder, state_folder, state_partitions
+from loyalty_assets.warehouse.history import StateChanged, StoredState, state_folder, state_partitions
 from loyalty_assets.warehouse.membership import write_membership
 from loyalty_assets.warehouse.warehouse import Warehouse
 
@@ -230,7 +230,7 @@ def build_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, stora
         context: dg.AssetExecutionContext,
         config: DayConfig,
         warehouse: WarehouseResource,
-        previous: Path | None,
+        previous: StoredState | None,
         **inputs: TableAsOf,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         point = as_of(context, program)
@@ -330,37 +330,31 @@ STEP_IO_DIR = "loyalty_day_steps"
 
 @dataclass(frozen=True)
 class DayStart:
-    """What the planning step hands every shard step and the merge: where D−1's state is (None: D
-    starts from the empty state) and which version of it the plan saw, and the adaptive A/B
+    """What the planning step hands every shard step and the merge: D−1's state (the declared
+    input's handle, or the guard's; None: D starts from the empty state) and the adaptive A/B
     decisions made there over every customer (empty in the one-step asset, whose `run_day` makes
     them)."""
 
-    folder: str | None
+    previous: StoredState | None
     decisions: dict[str, Decision | None]
-    version: tuple[tuple[str, int, int, int], ...] = ()
 
     def state(self, shard: Shard) -> DayState:
         """D−1's state of `shard`'s customers (what is not per customer, whole); stops when it is not
-        the state the plan saw (D−1 ran again, or is being written, while D's steps ran): shards
-        started from different states would give a day no single run gives."""
-        if self.folder is None:
-            return DayState.empty()
-        folder = Path(self.folder)
-        if folder_version(folder) == self.version:
-            frames = read_folder(folder, shard=shard)
-            if frames is not None and folder_version(folder) == self.version:
-                return DayState.from_frames(frames)
-        raise dg.Failure(
-            description=f"the loyalty state of {folder.name} changed while this date ran (that date ran again): "
-            "run this date again",
-            allow_retries=False,
-        )
+        the version the plan saw (`StoredState`)."""
+        return DayState.from_frames(self._frames(shard=shard)) if self.previous is not None else DayState.empty()
+
+    def _frames(self, names: tuple[str, ...] | None = None, shard: Shard = EVERYONE) -> dict[str, pl.DataFrame]:
+        assert self.previous is not None
+        try:
+            return self.previous.frames(names, shard)
+        except StateChanged as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
 def day_start(
     catalog: Catalog,
     context: StepContext,
-    previous: Path | None,
+    previous: StoredState | None,
     point: AsOf,
     storage_dir: Path,
     *,
@@ -369,15 +363,13 @@ def day_start(
 ) -> DayStart:
     """The guard (`previous_folder`), then (given the source `tables`) D's A/B decisions, which
     read only the state's entrants and messages."""
-    folder = previous_folder(context, previous, point.date, storage_dir, over_gap=over_gap)
-    version = folder_version(folder) if folder is not None else ()
-    start = DayStart(str(folder) if folder is not None else None, {}, version)
+    start = DayStart(previous_folder(context, previous, point.date, storage_dir, over_gap=over_gap), {})
     if tables is None:
         return start
     adaptive = [c for c in by_priority(catalog) if (s := c.ab_split()) is not None and s.adaptive]
     if not adaptive:
         return replace(start, decisions={c.id: None for c in by_priority(catalog)})
-    stored = read_folder(folder, names=("triggered", "outbox", "meta")) if folder is not None else None
+    stored = start._frames(names=("triggered", "outbox", "meta")) if start.previous is not None else None
     state = DayState.from_frames(stored) if stored is not None else DayState.empty()
     frames = decision_frames(catalog, state, lambda t: tables[t].scan())
     plan = plan_day(catalog, point, frames=frames, state=state)
@@ -417,7 +409,7 @@ def _sharded_day_asset(catalog: Catalog, partitions: dg.PartitionsDefinition, st
         description="The guard against partial state, and D's adaptive A/B decisions (over every customer).",
     )
     def plan_step(
-        context: dg.OpExecutionContext, config: DayConfig, previous: Path | None, **inputs: TableAsOf
+        context: dg.OpExecutionContext, config: DayConfig, previous: StoredState | None, **inputs: TableAsOf
     ) -> DayStart:
         point = as_of(context, program)
         return day_start(
@@ -642,14 +634,14 @@ def _campaign_outputs(
 
 def previous_folder(
     context: StepContext,
-    previous: Path | None,
+    previous: StoredState | None,
     day: date,
     storage_dir: Path,
     *,
     over_gap: bool = False,
-) -> Path | None:
-    """The folder of D−1's state, or None (the empty state) when D is the first date ever run;
-    otherwise stop.
+) -> StoredState | None:
+    """D−1's stored state (the declared input's), or None (the empty state) when D is the first
+    date ever run; otherwise stop.
 
     Stops (before computing anything) when D−1 has no state but an earlier date was run (its state
     is stored; unless `over_gap`, which starts from the latest earlier state) or a run for an earlier
@@ -660,10 +652,10 @@ def previous_folder(
         return previous
     earlier = [d for d in state_partitions(storage_dir) if d < day]
     if earlier and max(earlier) == day - timedelta(days=1):  # written since the input was loaded
-        return state_folder(storage_dir, max(earlier))
+        return StoredState.at(state_folder(storage_dir, max(earlier)))
     if earlier and over_gap:
         context.log.warning(f"{day}: carrying the state of {max(earlier)} over the dates in between")
-        return state_folder(storage_dir, max(earlier))
+        return StoredState.at(state_folder(storage_dir, max(earlier)))
     if earlier:
         first_missing = max(earlier) + timedelta(days=1)
         raise dg.Failure(

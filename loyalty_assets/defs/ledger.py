@@ -65,14 +65,17 @@ def build_ledger_asset(catalog: Catalog, partitions: dg.PartitionsDefinition) ->
         written_up_to_d = DayState.from_frames(state).accruals.filter(pl.col("accrued_at") < point.cutoff_literal)
         own = written_up_to_d.select(list(OWN_ACCRUALS_SCHEMA))
 
+        def every_entry() -> pl.DataFrame:
+            return ledger_entries(bonus_transactions.drop(VISIBLE_DAY).collect(), own)
+
         def every_lot() -> pl.DataFrame:
             """The lots from the whole history, closed ones included (what a replaced table holds)."""
-            return build_lots(ledger_entries(bonus_transactions.drop(VISIBLE_DAY).collect(), own), point.cutoff)
+            return build_lots(every_entry(), point.cutoff)
 
         touched = None  # the customers whose lots D can change: the write compares only theirs
         every: Callable[[], pl.DataFrame] | None = None  # how a replaced table gets the closed lots
         if previous is None:
-            entries = ledger_entries(bonus_transactions.drop(VISIBLE_DAY).collect(), own)
+            entries = every_entry()
             lots, mode = build_lots(entries, point.cutoff), "rebuilt from history"
         else:
             # only the rows D can change are read (the filter is pushed into the store's scan): D's

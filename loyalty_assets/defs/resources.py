@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from loyalty_assets.sources.day_view import TableAsOf
 from loyalty_assets.sources.readers import RawTable, SourceError, locate, read_file_table, read_sql_table
 from loyalty_assets.sources.store import SourceStore, StoreError, read_visible
-from loyalty_assets.warehouse.history import STATE_PATH, read_folder, write_folder, write_frame
+from loyalty_assets.warehouse.history import STATE_PATH, StoredState, read_folder, write_folder, write_frame
 from loyalty_assets.warehouse.warehouse import SQL_DIR, Warehouse
 
 
@@ -117,12 +117,11 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         write_frame(obj, tmp)
         tmp.replace(path)
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame] | Path | None:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | dict[str, pl.DataFrame] | StoredState | None:
         if context.has_asset_partitions and context.asset_key == STATE_KEY:
             keys = context.asset_partition_keys
             if (context.definition_metadata or {}).get(STATE_FOLDER):  # the step reads what it needs
-                folder = self._path(context, keys[0]).with_suffix("") if keys else None
-                return folder if folder is not None and folder.is_dir() else None
+                return StoredState.at(self._path(context, keys[0]).with_suffix("")) if keys else None
             names = (context.definition_metadata or {}).get(STATE_FRAMES)  # e.g. the ledger: accruals only
             return read_folder(self._path(context, keys[0]).with_suffix(""), names) if keys else None
         if context.has_asset_partitions and context.asset_key in PREVIOUS_DAY_FRAMES:
@@ -182,8 +181,8 @@ class SourceStoreIOManager(dg.ConfigurableIOManager):
 
 #: `AssetIn` metadata of a `loyalty_state` input: the names of the frames to load (default: all).
 STATE_FRAMES = "loyalty/state_frames"
-#: `AssetIn`/`In` metadata of a `loyalty_state` input: load the folder (None when that date never
-#: ran), not its frames; the daily step reads the frames, or a shard's rows of them, itself.
+#: `AssetIn`/`In` metadata of a `loyalty_state` input: load a `history.StoredState` handle (None
+#: when that date never ran), not the frames; the daily step reads through it what it needs.
 STATE_FOLDER = "loyalty/state_folder"
 #: `AssetIn` metadata: load a source with each row's visible day (column `store.VISIBLE_DAY`).
 WITH_VISIBLE_DAY = "loyalty/with_visible_day"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -48,6 +49,38 @@ def folder_version(folder: Path) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(
         (f.name, (st := f.stat()).st_ino, st.st_size, st.st_mtime_ns) for f in sorted(folder.glob("*.parquet"))
     )
+
+
+class StateChanged(Exception):
+    """A stored state folder is no longer the version its handle was made for."""
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """One date's stored `loyalty_state`, as the declared input hands it to the daily step (as
+    `TableAsOf` hands a source): the frames are read when asked, only those named, only a shard's
+    rows, and only while the folder is the version seen when the handle was made — shards started
+    from different versions would give a day no single run gives. Picklable: the sharded day's
+    planning step passes it on to the shard steps."""
+
+    folder: Path
+    version: tuple[tuple[str, int, int, int], ...]
+
+    @classmethod
+    def at(cls, folder: Path) -> StoredState | None:
+        """The state stored in `folder`; None when that date never ran."""
+        return cls(folder, folder_version(folder)) if folder.is_dir() else None
+
+    def frames(self, names: Iterable[str] | None = None, shard: Shard = EVERYONE) -> dict[str, pl.DataFrame]:
+        """`read_folder` of the folder; `StateChanged` when it is not the version of the handle."""
+        if folder_version(self.folder) == self.version:
+            frames = read_folder(self.folder, names, shard)
+            if frames is not None and folder_version(self.folder) == self.version:
+                return frames
+        raise StateChanged(
+            f"the loyalty state of {self.folder.name} changed while this date ran (that date ran again): "
+            "run this date again"
+        )
 
 
 def _shard_scan(file: Path, shard: Shard) -> pl.DataFrame:
